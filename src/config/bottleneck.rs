@@ -1,0 +1,281 @@
+//! `BnConfig`: the bottleneck adapter config, field for field AdapterHub's.
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{Activation, InitWeights, ReductionFactor, ResidualBeforeLn, Scaling};
+use crate::error::{Error, Result};
+
+/// Configuration of a bottleneck adapter (AdapterHub's `BnConfig`).
+///
+/// Field names, JSON spelling and defaults are those of `adapters` 1.3.0, so a config written by
+/// either library reads in the other. Start from a preset ([`BnConfig::seq_bn`],
+/// [`BnConfig::double_seq_bn`], [`BnConfig::par_bn`], [`BnConfig::scaled_par_bn`]) and change
+/// fields with struct update syntax or the config-string syntax of
+/// [`AdapterConfig::load`](crate::AdapterConfig::load).
+///
+/// The PHM (Compacter), invertible-adapter and cross-attention fields are parsed and written back
+/// unchanged; enabling them is reported as [`Error::Unsupported`] when the adapter is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BnConfig {
+    /// Add an adapter after the multi-head attention block (the attention-output site).
+    pub mh_adapter: bool,
+    /// Add an adapter after the feed-forward block (the output site).
+    pub output_adapter: bool,
+    /// Hidden size divided by this is the bottleneck width.
+    pub reduction_factor: ReductionFactor,
+    /// Non-linearity between the projections (see [`Activation::from_name`]).
+    pub non_linearity: String,
+    /// Apply the sublayer's own residual + LayerNorm before the adapter.
+    #[serde(default)]
+    pub original_ln_before: bool,
+    /// Apply the sublayer's own residual + LayerNorm after the adapter.
+    #[serde(default = "yes")]
+    pub original_ln_after: bool,
+    /// Which tensor feeds the adapter's residual connection.
+    #[serde(default = "residual_before")]
+    pub residual_before_ln: ResidualBeforeLn,
+    /// Add the adapter residual before the adapter's own output LayerNorm.
+    #[serde(default)]
+    pub adapter_residual_before_ln: bool,
+    /// A new LayerNorm on the adapter input.
+    #[serde(default)]
+    pub ln_before: bool,
+    /// A new LayerNorm on the adapter output.
+    #[serde(default)]
+    pub ln_after: bool,
+    /// Weight initialisation scheme.
+    #[serde(default = "init_bert")]
+    pub init_weights: InitWeights,
+    /// Seed for the initialisation; every site then starts from the same weights.
+    #[serde(default)]
+    pub init_weights_seed: Option<u64>,
+    /// Parallel adapter: reads the sublayer input instead of its output.
+    #[serde(default)]
+    pub is_parallel: bool,
+    /// Output scaling: a constant, `"learned"` or `"channel"`.
+    #[serde(default = "scaling_one")]
+    pub scaling: Scaling,
+    /// A learned gate `mean_seq(sigmoid(Linear(x)))` on the adapter output.
+    #[serde(default)]
+    pub use_gating: bool,
+    /// Invertible adapter on the embeddings (`"nice"` / `"glow"`). Not supported yet.
+    #[serde(default)]
+    pub inv_adapter: Option<String>,
+    /// Reduction factor of the invertible adapter.
+    #[serde(default)]
+    pub inv_adapter_reduction_factor: Option<f64>,
+    /// Adapter after cross-attention (decoders). Not supported yet.
+    #[serde(default)]
+    pub cross_adapter: bool,
+    /// Layer indices that get no adapter.
+    #[serde(default)]
+    pub leave_out: Vec<usize>,
+    /// Dropout on the adapter output.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Parameterised hypercomplex multiplication layers (Compacter). Not supported yet.
+    #[serde(default)]
+    pub phm_layer: bool,
+    /// PHM dimension.
+    #[serde(default = "phm_dim")]
+    pub phm_dim: usize,
+    /// Factorise the PHM weights.
+    #[serde(default = "yes", rename = "factorized_phm_W")]
+    pub factorized_phm_w: bool,
+    /// Share PHM weights across layers.
+    #[serde(default, rename = "shared_W_phm")]
+    pub shared_w_phm: bool,
+    /// Share the PHM rule across layers.
+    #[serde(default = "yes")]
+    pub shared_phm_rule: bool,
+    /// Factorise the PHM rule.
+    #[serde(default)]
+    pub factorized_phm_rule: bool,
+    /// PHM rule initialisation.
+    #[serde(default = "phm_c_init")]
+    pub phm_c_init: String,
+    /// PHM initialisation range.
+    #[serde(default = "phm_init_range")]
+    pub phm_init_range: f64,
+    /// Learn the PHM rule.
+    #[serde(default = "yes")]
+    pub learn_phm: bool,
+    /// PHM weight initialisation.
+    #[serde(default = "hypercomplex_nonlinearity")]
+    pub hypercomplex_nonlinearity: String,
+    /// PHM rank.
+    #[serde(default = "phm_rank")]
+    pub phm_rank: usize,
+    /// PHM bias.
+    #[serde(default = "yes")]
+    pub phm_bias: bool,
+    /// Row-wise stochastic depth on the adapter's up projection during training.
+    #[serde(default)]
+    pub stochastic_depth: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn residual_before() -> ResidualBeforeLn {
+    ResidualBeforeLn::Before
+}
+fn init_bert() -> InitWeights {
+    InitWeights::Bert
+}
+fn scaling_one() -> Scaling {
+    Scaling::Fixed(1.0)
+}
+fn phm_dim() -> usize {
+    4
+}
+fn phm_c_init() -> String {
+    "normal".into()
+}
+fn phm_init_range() -> f64 {
+    1e-4
+}
+fn hypercomplex_nonlinearity() -> String {
+    "glorot-uniform".into()
+}
+fn phm_rank() -> usize {
+    1
+}
+
+impl BnConfig {
+    /// The base config with the four required fields and every other field at its default.
+    pub fn new(
+        mh_adapter: bool,
+        output_adapter: bool,
+        reduction_factor: impl Into<ReductionFactor>,
+        non_linearity: impl Into<String>,
+    ) -> Self {
+        Self {
+            mh_adapter,
+            output_adapter,
+            reduction_factor: reduction_factor.into(),
+            non_linearity: non_linearity.into(),
+            original_ln_before: false,
+            original_ln_after: true,
+            residual_before_ln: ResidualBeforeLn::Before,
+            adapter_residual_before_ln: false,
+            ln_before: false,
+            ln_after: false,
+            init_weights: InitWeights::Bert,
+            init_weights_seed: None,
+            is_parallel: false,
+            scaling: Scaling::Fixed(1.0),
+            use_gating: false,
+            inv_adapter: None,
+            inv_adapter_reduction_factor: None,
+            cross_adapter: false,
+            leave_out: Vec::new(),
+            dropout: 0.0,
+            phm_layer: false,
+            phm_dim: 4,
+            factorized_phm_w: true,
+            shared_w_phm: false,
+            shared_phm_rule: true,
+            factorized_phm_rule: false,
+            phm_c_init: phm_c_init(),
+            phm_init_range: 1e-4,
+            learn_phm: true,
+            hypercomplex_nonlinearity: hypercomplex_nonlinearity(),
+            phm_rank: 1,
+            phm_bias: true,
+            stochastic_depth: 0.0,
+        }
+    }
+
+    /// `seq_bn` / `pfeiffer`: one adapter after the FFN, the original LayerNorm applied before it
+    /// (Pfeiffer et al., 2020). relu, reduction factor 16.
+    pub fn seq_bn() -> Self {
+        Self {
+            original_ln_before: true,
+            ..Self::new(false, true, 16, "relu")
+        }
+    }
+
+    /// `double_seq_bn` / `houlsby`: adapters after attention and after the FFN (Houlsby et al., 2019).
+    /// swish, reduction factor 16.
+    pub fn double_seq_bn() -> Self {
+        Self::new(true, true, 16, "swish")
+    }
+
+    /// `par_bn` / `parallel`: a parallel adapter beside the FFN (He et al., 2021). relu, reduction
+    /// factor 2, scaling 4, identity initialisation.
+    pub fn par_bn() -> Self {
+        Self {
+            is_parallel: true,
+            init_weights: InitWeights::MamAdapter,
+            scaling: Scaling::Fixed(4.0),
+            ..Self::new(false, true, 2, "relu")
+        }
+    }
+
+    /// `scaled_par_bn`: [`BnConfig::par_bn`] with a learned scalar scaling.
+    pub fn scaled_par_bn() -> Self {
+        Self {
+            scaling: Scaling::Learned,
+            ..Self::par_bn()
+        }
+    }
+
+    /// The preset of that name (AdapterHub names and aliases), if it is a bottleneck preset.
+    pub fn preset(name: &str) -> Option<Self> {
+        Some(match name {
+            "seq_bn" | "pfeiffer" => Self::seq_bn(),
+            "double_seq_bn" | "houlsby" => Self::double_seq_bn(),
+            "par_bn" | "parallel" => Self::par_bn(),
+            "scaled_par_bn" => Self::scaled_par_bn(),
+            _ => return None,
+        })
+    }
+
+    /// The parsed non-linearity.
+    pub fn activation(&self) -> Result<Activation> {
+        Activation::from_name(&self.non_linearity)
+    }
+
+    /// Checks every field's domain and reports features that are parsed but not implemented.
+    pub fn validate(&self) -> Result<()> {
+        self.reduction_factor.validate()?;
+        self.activation()?;
+        for (field, p) in [("dropout", self.dropout), ("stochastic_depth", self.stochastic_depth)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::invalid(field, p, "must be a probability in [0, 1)"));
+            }
+        }
+        if let Scaling::Fixed(s) = self.scaling
+            && !s.is_finite()
+        {
+            return Err(Error::invalid("scaling", s, "must be finite, \"learned\" or \"channel\""));
+        }
+        if self.residual_before_ln == ResidualBeforeLn::PostAdd && !self.original_ln_before && !self.is_parallel {
+            // AdapterHub accepts this and then fails in the forward pass (UnboundLocalError).
+            return Err(Error::invalid(
+                "residual_before_ln",
+                "\"post_add\"",
+                "\"post_add\" takes the residual after the original residual addition, so it needs original_ln_before = true",
+            ));
+        }
+        if !self.mh_adapter && !self.output_adapter {
+            return Err(Error::invalid(
+                "mh_adapter/output_adapter",
+                "false/false",
+                "the adapter must be placed at one site at least",
+            ));
+        }
+        if self.phm_layer {
+            return Err(Error::Unsupported("phm_layer = true (Compacter PHM layers)".into()));
+        }
+        if let Some(inv) = &self.inv_adapter {
+            return Err(Error::Unsupported(format!("inv_adapter = {inv:?} (invertible adapters)")));
+        }
+        if self.cross_adapter {
+            return Err(Error::Unsupported("cross_adapter = true (no cross-attention in encoder hosts)".into()));
+        }
+        Ok(())
+    }
+}

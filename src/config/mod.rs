@@ -1,0 +1,286 @@
+//! Adapter configurations, JSON-compatible with AdapterHub's `config` objects.
+//!
+//! [`AdapterConfig`] is the one type the model API takes; it wraps the per-method configs.
+
+mod bottleneck;
+mod parse;
+mod values;
+
+pub use bottleneck::*;
+pub use values::*;
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The configuration of one named adapter: a single method or a union of methods.
+///
+/// `architecture` decides the method, as in AdapterHub: absent/`"bottleneck"` is a bottleneck
+/// adapter, `"union"` a list of configs applied together.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AdapterConfig {
+    /// A bottleneck adapter (Pfeiffer, Houlsby, parallel, ...).
+    Bottleneck(BnConfig),
+    /// Several methods under one adapter name.
+    Union(Vec<AdapterConfig>),
+}
+
+impl From<BnConfig> for AdapterConfig {
+    fn from(config: BnConfig) -> Self {
+        AdapterConfig::Bottleneck(config)
+    }
+}
+
+/// The preset names AdapterHub registers, with the architecture each belongs to.
+const KNOWN_PRESETS: &[(&str, &str)] = &[
+    ("seq_bn", "bottleneck"),
+    ("pfeiffer", "bottleneck"),
+    ("double_seq_bn", "bottleneck"),
+    ("houlsby", "bottleneck"),
+    ("par_bn", "bottleneck"),
+    ("parallel", "bottleneck"),
+    ("scaled_par_bn", "bottleneck"),
+    ("seq_bn_inv", "invertible bottleneck"),
+    ("pfeiffer+inv", "invertible bottleneck"),
+    ("double_seq_bn_inv", "invertible bottleneck"),
+    ("houlsby+inv", "invertible bottleneck"),
+    ("compacter", "compacter"),
+    ("compacter++", "compacter"),
+    ("lora", "lora"),
+    ("ia3", "lora (ia3)"),
+    ("dora", "lora (dora)"),
+    ("vera", "lora (vera)"),
+    ("prefix_tuning", "prefix_tuning"),
+    ("prefix_tuning_flat", "prefix_tuning"),
+    ("prompt_tuning", "prompt_tuning"),
+    ("mam", "union"),
+    ("unipelt", "union"),
+    ("loreft", "reft"),
+    ("noreft", "reft"),
+    ("direft", "reft"),
+];
+
+impl AdapterConfig {
+    /// Loads a config the way AdapterHub's `AdapterConfig.load` does.
+    ///
+    /// `spec` may be a preset name (`"seq_bn"`, `"pfeiffer"`, `"houlsby"`, ...), a config string
+    /// with overrides and unions (`"seq_bn[reduction_factor=8,non_linearity=gelu]"`), a JSON
+    /// object, or the path of a JSON file (a bare config or an `adapter_config.json`).
+    ///
+    /// ```
+    /// use burn_adapters::{AdapterConfig, BnConfig};
+    /// let config = AdapterConfig::load("pfeiffer[reduction_factor=8]")?;
+    /// let AdapterConfig::Bottleneck(bn) = config else { unreachable!() };
+    /// assert_eq!(bn, BnConfig { reduction_factor: 8.0.into(), ..BnConfig::seq_bn() });
+    /// # Ok::<(), burn_adapters::Error>(())
+    /// ```
+    pub fn load(spec: &str) -> Result<Self> {
+        let trimmed = spec.trim();
+        if trimmed.starts_with('{') {
+            let value: Value = serde_json::from_str(trimmed).map_err(|e| Error::Json {
+                path: "<string>".into(),
+                field: ".".into(),
+                reason: e.to_string(),
+            })?;
+            return Self::from_json(&value);
+        }
+        let path = Path::new(trimmed);
+        if !trimmed.is_empty() && path.is_file() {
+            return Self::from_file(path);
+        }
+        let items = parse::parse_config_string(trimmed)?;
+        let mut configs = items
+            .into_iter()
+            .map(|item| {
+                let mut base = Self::preset_json(&item.name)?;
+                for (key, value) in item.overrides {
+                    base.insert(key, value);
+                }
+                Self::from_json(&Value::Object(base))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(if configs.len() == 1 {
+            configs.remove(0)
+        } else {
+            AdapterConfig::Union(configs)
+        })
+    }
+
+    /// Reads a JSON file holding either a bare config or an `adapter_config.json` (whose
+    /// `config` key holds it).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.into(),
+            field: ".".into(),
+            reason: e.to_string(),
+        })?;
+        let config = value.get("config").filter(|c| c.is_object()).unwrap_or(&value);
+        Self::from_json(config).map_err(|e| match e {
+            Error::Json { field, reason, .. } => Error::Json {
+                path: path.into(),
+                field,
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    fn preset_json(name: &str) -> Result<Map<String, Value>> {
+        if let Some(config) = BnConfig::preset(name) {
+            match serde_json::to_value(config) {
+                Ok(Value::Object(map)) => return Ok(map),
+                _ => unreachable!("a BnConfig serialises to a JSON object"),
+            }
+        }
+        match KNOWN_PRESETS.iter().find(|(preset, _)| *preset == name) {
+            Some((_, arch)) => Err(Error::Unsupported(format!("config `{name}` (architecture {arch})"))),
+            None => Err(Error::UnknownConfig(name.to_string())),
+        }
+    }
+
+    /// Builds a config from AdapterHub's JSON form, validating every field.
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let Value::Object(map) = value else {
+            return Err(Error::Json {
+                path: "<config>".into(),
+                field: ".".into(),
+                reason: format!("a config must be a JSON object, found {value}"),
+            });
+        };
+        let architecture = match map.get("architecture") {
+            None | Some(Value::Null) => "bottleneck",
+            Some(Value::String(s)) => s.as_str(),
+            Some(other) => return Err(Error::invalid("architecture", other, "must be a string")),
+        };
+        match architecture {
+            "bottleneck" => {
+                // AdapterHub writes no `architecture` key for bottlenecks but accepts one.
+                let mut fields = map.clone();
+                fields.remove("architecture");
+                let config: BnConfig = deserialize_named(&Value::Object(fields))?;
+                config.validate()?;
+                Ok(AdapterConfig::Bottleneck(config))
+            }
+            "union" => {
+                let Some(Value::Array(parts)) = map.get("configs") else {
+                    return Err(Error::invalid("configs", "missing", "a union needs a `configs` list"));
+                };
+                if parts.is_empty() {
+                    return Err(Error::invalid("configs", "[]", "a union needs at least one config"));
+                }
+                let configs = parts.iter().map(Self::from_json).collect::<Result<Vec<_>>>()?;
+                let union = AdapterConfig::Union(configs);
+                union.validate()?;
+                Ok(union)
+            }
+            "lora" | "prefix_tuning" | "prompt_tuning" | "reft" => {
+                Err(Error::Unsupported(format!("adapter architecture `{architecture}`")))
+            }
+            other => Err(Error::invalid(
+                "architecture",
+                format!("{other:?}"),
+                "expected bottleneck, lora, prefix_tuning, prompt_tuning, reft or union",
+            )),
+        }
+    }
+
+    /// AdapterHub's JSON form of this config (the `config` object of `adapter_config.json`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            AdapterConfig::Bottleneck(config) => {
+                serde_json::to_value(config).expect("a BnConfig always serialises")
+            }
+            AdapterConfig::Union(configs) => serde_json::json!({
+                "architecture": "union",
+                "configs": configs.iter().map(Self::to_json).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    /// The `architecture` string: `"bottleneck"`, `"union"`, ...
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            AdapterConfig::Bottleneck(_) => "bottleneck",
+            AdapterConfig::Union(_) => "union",
+        }
+    }
+
+    /// Checks every field's domain (including parts of a union).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            AdapterConfig::Bottleneck(config) => config.validate(),
+            AdapterConfig::Union(configs) => {
+                let bottlenecks = configs
+                    .iter()
+                    .filter(|c| matches!(c, AdapterConfig::Bottleneck(_)))
+                    .count();
+                if bottlenecks > 1 {
+                    return Err(Error::invalid(
+                        "configs",
+                        format!("{bottlenecks} bottleneck configs"),
+                        "a union may hold at most one config per method",
+                    ));
+                }
+                for config in configs {
+                    if matches!(config, AdapterConfig::Union(_)) {
+                        return Err(Error::invalid("configs", "union", "unions cannot be nested"));
+                    }
+                    config.validate()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The bottleneck part of this config, if any.
+    pub fn bottleneck(&self) -> Option<&BnConfig> {
+        match self {
+            AdapterConfig::Bottleneck(config) => Some(config),
+            AdapterConfig::Union(configs) => configs.iter().find_map(Self::bottleneck),
+        }
+    }
+
+    /// Layers listed in `leave_out` by any part of the config.
+    pub(crate) fn leave_out(&self) -> Vec<usize> {
+        match self {
+            AdapterConfig::Bottleneck(config) => config.leave_out.clone(),
+            AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
+        }
+    }
+}
+
+/// Deserialises `T`, turning serde's message into an error naming the JSON path of the field.
+fn deserialize_named<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let value_text = lookup(value, &field).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        Error::invalid(field, value_text, inner)
+    })
+}
+
+fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|p| !p.is_empty() && *p != "?")
+        .try_fold(value, |v, key| v.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_field_is_named() {
+        let err = AdapterConfig::load("seq_bn[init_weights=xavier]").unwrap_err();
+        assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "init_weights"), "{err}");
+        let err = AdapterConfig::load("seq_bn[reduction_factor=0]").unwrap_err();
+        assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"), "{err}");
+        let err = AdapterConfig::load("seq_bn[bogus=1]").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,161 @@
+//! The crate's single error type.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every user-reachable failure of the library.
+///
+/// Each variant names what was wrong: the adapter, the config field, the file and the tensor key,
+/// so that a message printed to a user is enough to fix the input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No adapter with this name is registered in the model.
+    #[error("no adapter named `{0}` in the model")]
+    UnknownAdapter(String),
+
+    /// An adapter with this name already exists and overwriting was not requested.
+    #[error("an adapter named `{0}` already exists (pass `AddAdapterOptions {{ overwrite_ok: true, .. }}` to replace it, or load it under another name)")]
+    DuplicateAdapter(String),
+
+    /// The adapter name cannot be used (empty, or containing characters that break parameter paths).
+    #[error("invalid adapter name `{name}`: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A config field has a value outside its domain.
+    #[error("invalid value for config field `{field}`: {value} ({reason})")]
+    InvalidConfig {
+        /// The field (a JSON path such as `reduction_factor.default`).
+        field: String,
+        /// The offending value as written.
+        value: String,
+        /// What the field accepts.
+        reason: String,
+    },
+
+    /// A config string such as `seq_bn[reduction_factor=8]` could not be parsed.
+    #[error("cannot parse config string `{input}` at byte {position}: {reason}")]
+    ConfigSyntax {
+        /// The whole config string.
+        input: String,
+        /// Byte offset of the problem.
+        position: usize,
+        /// What was expected there.
+        reason: String,
+    },
+
+    /// A config identifier is neither a preset name, a JSON object, nor an existing file.
+    #[error("unknown adapter config `{0}`: not a preset name, a config string, JSON, or an existing file")]
+    UnknownConfig(String),
+
+    /// The feature exists in AdapterHub's config schema but is not implemented here yet.
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+
+    /// The active adapter setup cannot be used with the model.
+    #[error("invalid adapter setup: {0}")]
+    InvalidSetup(String),
+
+    /// Reading or writing a file failed.
+    #[error("I/O error on `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file does not match the expected schema.
+    #[error("invalid JSON in `{path}` at `{field}`: {reason}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The JSON path of the offending value (`.` for the root).
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A weights file is malformed (truncated, corrupt header, unsupported dtype or archive).
+    #[error("malformed weights file `{path}`: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A weights file lacks a tensor the adapter needs.
+    #[error("`{path}` is missing tensor `{key}`")]
+    MissingTensor {
+        /// The file.
+        path: PathBuf,
+        /// The expected key.
+        key: String,
+    },
+
+    /// A weights file holds a tensor that belongs to nothing in the adapter.
+    #[error("`{path}` has unexpected tensor `{key}`")]
+    UnexpectedTensor {
+        /// The file.
+        path: PathBuf,
+        /// The unmatched key.
+        key: String,
+    },
+
+    /// A tensor has a shape other than the one the adapter needs.
+    #[error("tensor `{key}` in `{path}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// Shape required by the model/config.
+        expected: Vec<usize>,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+
+    /// The adapter was trained for a model of another width.
+    #[error("`{path}` was saved for hidden size {found}, but the model has hidden size {expected}")]
+    HiddenSizeMismatch {
+        /// The adapter config file.
+        path: PathBuf,
+        /// The model's hidden size.
+        expected: usize,
+        /// The hidden size recorded in the file.
+        found: usize,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Parameter names: our module paths ↔ AdapterHub tensor names and layouts.
+
+/// How one of our parameters is stored in an AdapterHub file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceName {
+    /// Tensor names relative to `<site>.adapters.<name>.`; the first is canonical, the others are
+    /// aliases AdapterHub also writes for the same tensor.
+    pub names: Vec<&'static str>,
+    /// The tensor is a `Linear` weight: burn `[in, out]`, torch `[out, in]`.
+    pub transpose: bool,
+}
+
+/// The AdapterHub name of a bottleneck parameter given its path inside [`Bottleneck`]
+/// (`down.weight`, `norm_before.gamma`, ...). `ln_before` shifts the down projection to index 1
+/// of `adapter_down`, whose index 0 is then the LayerNorm (also registered as
+/// `adapter_norm_before`).
+///
+/// [`Bottleneck`]: crate::methods::Bottleneck
+pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
+    let (names, transpose): (Vec<&'static str>, bool) = match (path, ln_before) {
+        ("norm_before.gamma", _) => (vec!["adapter_down.0.weight", "adapter_norm_before.weight"], false),
+        ("norm_before.beta", _) => (vec!["adapter_down.0.bias", "adapter_norm_before.bias"], false),
+        ("down.weight", false) => (vec!["adapter_down.0.weight"], true),
+        ("down.bias", false) => (vec!["adapter_down.0.bias"], false),
+        ("down.weight", true) => (vec!["adapter_down.1.weight"], true),
+        ("down.bias", true) => (vec!["adapter_down.1.bias"], false),
+        ("up.weight", _) => (vec!["adapter_up.weight"], true),
+        ("up.bias", _) => (vec!["adapter_up.bias"], false),
+        ("scaling", _) => (vec!["scaling"], false),
+        ("gate.weight", _) => (vec!["gate.weight"], true),
+        ("gate.bias", _) => (vec!["gate.bias"], false),
+        ("norm_after.gamma", _) => (vec!["adapter_norm_after.weight"], false),
+        ("norm_after.beta", _) => (vec!["adapter_norm_after.bias"], false),
+        _ => return None,
+    };
+    Some(ReferenceName { names, transpose })
+}
+
+/// Strips the prefix a model with heads puts before the base model's keys.
+pub fn strip_model_prefix(key: &str) -> &str {
+    key.strip_prefix("bert.").unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bottleneck_parameter_has_one_name_and_names_are_unique() {
+        let paths = [
+            "norm_before.gamma",
+            "norm_before.beta",
+            "down.weight",
+            "down.bias",
+            "up.weight",
+            "up.bias",
+            "scaling",
+            "gate.weight",
+            "gate.bias",
+            "norm_after.gamma",
+            "norm_after.beta",
+        ];
+        for ln_before in [false, true] {
+            let mut seen = std::collections::HashSet::new();
+            for path in paths {
+                if path.starts_with("norm_before") && !ln_before {
+                    continue;
+                }
+                let name = bottleneck_name(path, ln_before).unwrap();
+                for n in name.names {
+                    assert!(seen.insert(n), "{n} used twice");
+                }
+            }
+        }
+        assert_eq!(bottleneck_name("dropout.prob", false), None);
+        assert_eq!(strip_model_prefix("bert.encoder.x"), "encoder.x");
+    }
+}

@@ -1,0 +1,155 @@
+//! Tensor files on the host: reading safetensors and PyTorch archives into f32 arrays, and
+//! writing safetensors atomically.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::store::pytorch_reader::{DType as PtDType, PytorchReader};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// A tensor as stored in a file, converted to f32, in the file's (torch) layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+impl HostTensor {
+    /// The transpose of a 2-D tensor (torch `[out, in]` ↔ burn `[in, out]`).
+    pub fn transposed(&self) -> Self {
+        let [rows, cols] = [self.shape[0], self.shape[1]];
+        let mut values = vec![0.0; self.values.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                values[c * rows + r] = self.values[r * cols + c];
+            }
+        }
+        Self {
+            shape: vec![cols, rows],
+            values,
+        }
+    }
+}
+
+/// Named tensors read from one file.
+pub type TensorMap = BTreeMap<String, HostTensor>;
+
+fn bytes_to_f32(path: &Path, key: &str, dtype: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+    let chunks = |n: usize| bytes.chunks_exact(n);
+    Ok(match dtype {
+        "F32" => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        "F64" => chunks(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        "F16" => chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        "BF16" => chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(Error::format(
+                path,
+                format!("tensor `{key}` has dtype {other}; adapters hold floating-point tensors"),
+            ));
+        }
+    })
+}
+
+/// Reads every tensor of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    let mut out = TensorMap::new();
+    for (key, view) in file.tensors() {
+        let dtype = match view.dtype() {
+            Dtype::F32 => "F32",
+            Dtype::F64 => "F64",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            other => return Err(Error::format(path, format!("tensor `{key}` has dtype {other:?}; expected a float type"))),
+        };
+        let values = bytes_to_f32(path, &key, dtype, view.data())?;
+        out.insert(key, HostTensor {
+            shape: view.shape().to_vec(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a PyTorch `state_dict` archive (`torch.save`). burn's reader interprets the pickle
+/// stream without executing it: only tensor archives are accepted, anything else is an error.
+pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
+    let reader = PytorchReader::new(path).map_err(|e| Error::format(path, e.to_string()))?;
+    let mut out = TensorMap::new();
+    for (key, tensor) in reader.tensors() {
+        let dtype = match tensor.dtype() {
+            PtDType::F32 => "F32",
+            PtDType::F64 => "F64",
+            PtDType::F16 => "F16",
+            PtDType::BF16 => "BF16",
+            other => return Err(Error::format(path, format!("tensor `{key}` has dtype {other:?}; expected a float type"))),
+        };
+        let bytes = tensor.read().map_err(|e| Error::format(path, format!("tensor `{key}`: {e}")))?;
+        let values = bytes_to_f32(path, key, dtype, &bytes)?;
+        out.insert(key.clone(), HostTensor {
+            shape: tensor.shape().to_vec(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+struct F32View<'a>(&'a HostTensor);
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.0.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+    }
+    fn data_len(&self) -> usize {
+        self.0.values.len() * 4
+    }
+}
+
+/// Serialises `tensors` as safetensors (f32, torch's `{"format": "pt"}` metadata).
+pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), F32View(t))), Some(metadata))
+        .map_err(|e| Error::format("<memory>", e.to_string()))
+}
+
+/// Writes `files` (name, bytes) into `dir` so that no reader ever sees a partial file: each is
+/// written to a temporary file in the same directory, synced, then renamed into place.
+pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = (|| {
+        for (name, bytes) in files {
+            let target = dir.join(name);
+            let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+            temps.push((temp.clone(), target));
+            file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
+            file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        }
+        // Weights first, config last: a directory with a config always has its weights.
+        for (temp, target) in &temps {
+            std::fs::rename(temp, target).map_err(|e| Error::io(target, e))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (temp, _) in &temps {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+    result
+}

@@ -1,0 +1,56 @@
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+//! # burn-adapters
+//!
+//! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
+//! named bottleneck adapters (Pfeiffer, Houlsby, parallel) that you add to a transformer, train
+//! while the base model stays frozen, switch, and save in AdapterHub's file format.
+//!
+//! ```
+//! use burn::tensor::{Device, Int, Tensor};
+//! use burn_adapters::prelude::*;
+//! use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
+//!
+//! let device = Device::flex();
+//! let mut model = BertModel::new(&BertConfig::tiny(), &device);
+//! model.add_adapter("sentiment", AdapterConfig::load("seq_bn[reduction_factor=8]")?)?;
+//! model.train_adapter("sentiment")?; // base frozen, adapter trainable and active
+//!
+//! let ids = Tensor::<2, Int>::from_ints([[2, 7, 9, 3]], &device);
+//! let mask = Tensor::<2, Int>::ones([1, 4], &device);
+//! let hidden = model.forward(BertInput::new(ids, mask)).last_hidden_state;
+//! assert_eq!(hidden.dims(), [1, 4, 32]);
+//! # Ok::<(), burn_adapters::Error>(())
+//! ```
+//!
+//! The crate is organised in layers, each only using the ones above it:
+//! - [`config`]: method configs ([`BnConfig`]) and [`AdapterConfig`] with AdapterHub's JSON and
+//!   config-string syntax;
+//! - [`methods`]: the adapter modules and their forward math;
+//! - [`sites`]: where adapters act inside a host ([`sites::ResidualSite`]);
+//! - [`composition`]: active setups ([`AdapterSetup`]);
+//! - [`model`]: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
+//! - [`models`]: reference hosts (BERT, burn's `TransformerEncoder`).
+
+pub mod composition;
+pub mod config;
+mod error;
+pub mod io;
+pub mod methods;
+pub mod model;
+pub mod models;
+pub mod sites;
+
+pub use burn;
+pub use composition::AdapterSetup;
+pub use config::{AdapterConfig, BnConfig};
+pub use error::{Error, Result};
+pub use model::{AdapterHost, AdapterModel, AdapterRegistry, AdapterSummary, AddAdapterOptions};
+
+/// The types most programs import.
+pub mod prelude {
+    pub use crate::composition::AdapterSetup;
+    pub use crate::config::{AdapterConfig, BnConfig};
+    pub use crate::error::{Error, Result};
+    pub use crate::model::{AdapterHost, AdapterModel, AddAdapterOptions};
+}

@@ -1,0 +1,264 @@
+//! The bottleneck adapter: `up(act(down(x)))`, with the placement logic of AdapterHub's
+//! `Adapter` / `ParallelAdapter` (pre-forward, forward, post-forward).
+
+use burn::module::{Flag, Module, Param};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid};
+
+use super::init::{InitRng, constant, param};
+use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
+use crate::error::Result;
+
+/// How a bottleneck is wired into its site; fixed when it is built from a [`BnConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BottleneckWiring {
+    /// The non-linearity after the down projection.
+    pub activation: Activation,
+    /// See [`BnConfig::original_ln_before`].
+    pub original_ln_before: bool,
+    /// See [`BnConfig::original_ln_after`].
+    pub original_ln_after: bool,
+    /// See [`BnConfig::residual_before_ln`].
+    pub residual_before_ln: ResidualBeforeLn,
+    /// See [`BnConfig::adapter_residual_before_ln`].
+    pub adapter_residual_before_ln: bool,
+    /// Constant output scaling (1 when the scaling is learned).
+    pub fixed_scaling: f64,
+    /// See [`BnConfig::is_parallel`].
+    pub is_parallel: bool,
+    /// See [`BnConfig::stochastic_depth`].
+    pub stochastic_depth: f64,
+}
+
+/// One bottleneck adapter at one site.
+///
+/// Parameter names map to AdapterHub's as follows (see `io::keys`): `norm_before` ↔
+/// `adapter_down.0` (and its alias `adapter_norm_before`), `down` ↔ `adapter_down.0`
+/// (`adapter_down.1` after a `norm_before`), `up` ↔ `adapter_up`, `gate` ↔ `gate`,
+/// `scaling` ↔ `scaling`, `norm_after` ↔ `adapter_norm_after`.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    /// LayerNorm on the adapter input (`ln_before`).
+    pub norm_before: Option<LayerNorm>,
+    /// Down projection `[hidden] → [bottleneck]`.
+    pub down: Linear,
+    /// Up projection `[bottleneck] → [hidden]`.
+    pub up: Linear,
+    /// Learned scaling: `[1]` (`"learned"`) or `[hidden]` (`"channel"`).
+    pub scaling: Option<Param<Tensor<1>>>,
+    /// Gate `Linear(hidden, 1)` (`use_gating`).
+    pub gate: Option<Linear>,
+    /// LayerNorm on the adapter output (`ln_after`).
+    pub norm_after: Option<LayerNorm>,
+    /// Dropout on the scaled up projection.
+    pub dropout: Dropout,
+    /// Enables stochastic depth in training mode (same convention as [`Dropout`]).
+    pub training: Param<Flag>,
+    /// Wiring fixed at construction.
+    #[module(skip)]
+    pub wiring: BottleneckWiring,
+}
+
+/// The tensors a bottleneck reads at a site, after `pre_forward`.
+#[derive(Debug, Clone)]
+pub struct BottleneckInput {
+    /// The adapter input (`z`).
+    pub hidden: Tensor<3>,
+    /// The adapter's residual (`res`).
+    pub residual: Tensor<3>,
+}
+
+impl Bottleneck {
+    /// Builds the adapter for a model of width `hidden_size` at `layer`, initialised as `config`
+    /// says.
+    pub fn new(config: &BnConfig, hidden_size: usize, layer: usize, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let bottleneck = config.reduction_factor.bottleneck_size(hidden_size, layer)?;
+        let mut rng = match config.init_weights_seed {
+            Some(seed) => InitRng::seeded(seed),
+            None => InitRng::from_device(device),
+        };
+        let (h, d) = (hidden_size, bottleneck);
+        let zeros = |n: usize| vec![0.0f32; n];
+        let linear = |weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize| Linear {
+            weight: param(weight, [d_in, d_out], device),
+            bias: Some(param(bias, [d_out], device)),
+        };
+        // torch's default `nn.Linear` init (kaiming-uniform with a = √5 and the matching bias)
+        let torch_default = |rng: &mut InitRng, d_in: usize, d_out: usize| {
+            let bound = 1.0 / (d_in as f64).sqrt();
+            linear(rng.uniform(d_in * d_out, bound), rng.uniform(d_out, bound), d_in, d_out)
+        };
+        let (down, up, gate) = match config.init_weights {
+            InitWeights::Bert => (
+                linear(rng.normal(h * d, 0.0, 0.02), zeros(d), h, d),
+                linear(rng.normal(d * h, 0.0, 0.02), zeros(h), d, h),
+                config.use_gating.then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
+            ),
+            InitWeights::MamAdapter => (
+                linear(rng.uniform(h * d, 1.0 / (h as f64).sqrt()), zeros(d), h, d),
+                linear(zeros(d * h), zeros(h), d, h),
+                config.use_gating.then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
+            ),
+            InitWeights::Houlsby => (
+                linear(rng.truncated_normal(h * d, 0.0, 0.01, -0.02, 0.02), zeros(d), h, d),
+                linear(rng.truncated_normal(d * h, 0.0, 0.01, -0.02, 0.02), zeros(h), d, h),
+                config.use_gating.then(|| torch_default(&mut rng, h, 1)),
+            ),
+        };
+        let norm = || LayerNormConfig::new(h).init(device);
+        let (scaling, fixed_scaling) = match config.scaling {
+            Scaling::Fixed(s) => (None, s),
+            Scaling::Learned => (Some(constant(1.0, [1], device)), 1.0),
+            Scaling::Channel => (Some(constant(1.0, [h], device)), 1.0),
+        };
+        Ok(Self {
+            norm_before: config.ln_before.then(norm),
+            down,
+            up,
+            scaling,
+            gate,
+            norm_after: config.ln_after.then(norm),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            training: Param::from_bool(true),
+            wiring: BottleneckWiring {
+                activation: config.activation()?,
+                original_ln_before: config.original_ln_before,
+                original_ln_after: config.original_ln_after,
+                residual_before_ln: config.residual_before_ln,
+                adapter_residual_before_ln: config.adapter_residual_before_ln,
+                fixed_scaling,
+                is_parallel: config.is_parallel,
+                stochastic_depth: config.stochastic_depth,
+            },
+        })
+    }
+
+    /// Width of the bottleneck.
+    pub fn bottleneck_size(&self) -> usize {
+        self.down.weight.shape().dims::<2>()[1]
+    }
+
+    /// Selects the adapter input and residual from the sublayer output `hidden` and the
+    /// sublayer's residual input `residual` (AdapterHub's `pre_forward`).
+    ///
+    /// # Shapes
+    ///
+    /// - hidden, residual: `[batch, seq, hidden]`
+    pub fn pre_forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: &LayerNorm) -> BottleneckInput {
+        let w = &self.wiring;
+        if w.is_parallel {
+            // A parallel adapter reads the sublayer's input.
+            return BottleneckInput {
+                hidden: residual.clone(),
+                residual,
+            };
+        }
+        let mut adapter_residual = (w.residual_before_ln == ResidualBeforeLn::Before).then(|| hidden.clone());
+        let hidden = if w.original_ln_before {
+            let sum = hidden + residual;
+            if w.residual_before_ln == ResidualBeforeLn::PostAdd {
+                adapter_residual = Some(sum.clone());
+            }
+            layer_norm.forward(sum)
+        } else {
+            hidden
+        };
+        // `After`, or `PostAdd` without the original LayerNorm: the residual is the adapter input.
+        let residual = adapter_residual.unwrap_or_else(|| hidden.clone());
+        BottleneckInput { hidden, residual }
+    }
+
+    /// The scaled, gated and dropped-out up projection `s·up(act(down(x)))` — the part that
+    /// AdapterFusion mixes — before any residual or output LayerNorm.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
+    pub fn delta(&self, x: &Tensor<3>) -> Tensor<3> {
+        let w = &self.wiring;
+        let normed = match &self.norm_before {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let down = w.activation.forward(self.down.forward(normed));
+        let mut up = self.stochastic_depth(self.up.forward(down));
+        if w.fixed_scaling != 1.0 {
+            up = up.mul_scalar(w.fixed_scaling);
+        }
+        if let Some(scaling) = &self.scaling {
+            up = up * scaling.val().unsqueeze::<3>();
+        }
+        let mut out = self.dropout.forward(up);
+        if let Some(gate) = &self.gate {
+            // mean over the sequence of sigmoid(gate(x)): one gate value per example
+            let g = sigmoid(gate.forward(x.clone())).mean_dim(1);
+            out = out * g;
+        }
+        out
+    }
+
+    /// The adapter output including its residual and optional output LayerNorm (AdapterHub's
+    /// `forward`).
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq, hidden]` each, output: `[batch, seq, hidden]`
+    pub fn forward(&self, input: &BottleneckInput) -> Tensor<3> {
+        let delta = self.delta(&input.hidden);
+        self.finish(delta, input.residual.clone())
+    }
+
+    /// Adds the adapter residual and applies the output LayerNorm in the configured order.
+    pub(crate) fn finish(&self, delta: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let w = &self.wiring;
+        if w.is_parallel {
+            // The parallel adapter's residual is added in post_forward.
+            return match &self.norm_after {
+                Some(norm) => norm.forward(delta),
+                None => delta,
+            };
+        }
+        let (mut out, mut residual) = (delta, Some(residual));
+        if w.adapter_residual_before_ln {
+            out = out + residual.take().expect("residual is present");
+        }
+        if let Some(norm) = &self.norm_after {
+            out = norm.forward(out);
+        }
+        if let Some(residual) = residual {
+            out = out + residual;
+        }
+        out
+    }
+
+    /// Applies the sublayer's residual and LayerNorm after the adapter (AdapterHub's
+    /// `post_forward`). `sublayer_output` is the `hidden` the site was called with.
+    pub fn post_forward(
+        &self,
+        output: Tensor<3>,
+        sublayer_output: Tensor<3>,
+        residual: Tensor<3>,
+        layer_norm: &LayerNorm,
+    ) -> Tensor<3> {
+        let w = &self.wiring;
+        let output = if w.is_parallel { output + sublayer_output } else { output };
+        if w.original_ln_after {
+            layer_norm.forward(output + residual)
+        } else {
+            output
+        }
+    }
+
+    /// Row-wise stochastic depth: in training, drops whole examples with probability `p` and
+    /// rescales the kept ones by `1/(1-p)` (torchvision's `StochasticDepth(mode="row")`).
+    fn stochastic_depth(&self, up: Tensor<3>) -> Tensor<3> {
+        let p = self.wiring.stochastic_depth;
+        if p == 0.0 || !self.training.is_enabled() || !up.device().is_autodiff() {
+            return up;
+        }
+        let [batch, _, _] = up.dims();
+        let keep = Tensor::<3>::random([batch, 1, 1], Distribution::Bernoulli(1.0 - p), &up.device());
+        up * keep.div_scalar(1.0 - p)
+    }
+}

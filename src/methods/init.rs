@@ -1,0 +1,71 @@
+//! Host-side weight initialisation.
+//!
+//! Weights are drawn on the host from a seeded generator and then uploaded, so a given
+//! `init_weights_seed` produces the same adapter on every backend. Without a seed, the generator
+//! is seeded from the device's own random stream, which `Device::seed` makes reproducible.
+
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution as _, Normal, Uniform};
+
+/// A random source for one adapter module.
+pub(crate) struct InitRng(StdRng);
+
+impl InitRng {
+    /// Seeded explicitly (every module built from the same seed starts identical).
+    pub fn seeded(seed: u64) -> Self {
+        Self(StdRng::seed_from_u64(seed))
+    }
+
+    /// Seeded from `device`'s random stream.
+    pub fn from_device(device: &Device) -> Self {
+        let draw = Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 2147483647.0), device)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_default();
+        let seed = draw.iter().fold(0u64, |acc, v| (acc << 31) ^ (*v as u64));
+        Self::seeded(seed)
+    }
+
+    /// `N(mean, std)` samples.
+    pub fn normal(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
+        let dist = Normal::new(mean, std).expect("std is a positive constant");
+        (0..n).map(|_| dist.sample(&mut self.0) as f32).collect()
+    }
+
+    /// `U(-bound, bound)` samples.
+    pub fn uniform(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        if bound == 0.0 {
+            return vec![0.0; n];
+        }
+        let dist = Uniform::new(-bound, bound).expect("bound is positive");
+        (0..n).map(|_| dist.sample(&mut self.0) as f32).collect()
+    }
+
+    /// `N(mean, std)` truncated to `[lo, hi]` by rejection, as `torch.nn.init.trunc_normal_`.
+    pub fn truncated_normal(&mut self, n: usize, mean: f64, std: f64, lo: f64, hi: f64) -> Vec<f32> {
+        let dist = Normal::new(mean, std).expect("std is a positive constant");
+        (0..n)
+            .map(|_| loop {
+                let v = dist.sample(&mut self.0);
+                if (lo..=hi).contains(&v) {
+                    break v as f32;
+                }
+            })
+            .collect()
+    }
+}
+
+/// A parameter holding `values` with `shape`.
+pub(crate) fn param<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// A parameter filled with `value`.
+pub(crate) fn constant<const D: usize>(value: f32, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    let n = shape.iter().product();
+    param(vec![value; n], shape, device)
+}

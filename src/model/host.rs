@@ -1,0 +1,69 @@
+//! The host trait: what a transformer exposes so the model API can work on it.
+
+use burn::module::Module;
+
+use super::AdapterRegistry;
+use crate::sites::ResidualSite;
+
+/// Identity of a host model, recorded in saved `adapter_config.json` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// transformers' `model_type` (`"bert"`).
+    pub model_type: String,
+    /// transformers' class name (`"BertModel"`).
+    pub model_class: String,
+    /// The checkpoint name, if known.
+    pub model_name: Option<String>,
+}
+
+/// A transformer that carries adapter sites.
+///
+/// Implement this for your own burn model to get the whole [`AdapterModel`](super::AdapterModel)
+/// API (`add_adapter`, `train_adapter`, `set_active_adapters`, `save_adapter`, ...). A host:
+/// - holds one [`ResidualSite`] per residual block it wants adapted, each created with its
+///   [`SiteLocation`](crate::sites::SiteLocation) and called in place of
+///   `layer_norm(hidden + residual)`; store each site in a field named `adapters` so parameter
+///   paths read `...adapters.<name>...` as in AdapterHub;
+/// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
+/// - enumerates its sites in a fixed order.
+///
+/// See `docs/guide.md` and `examples/custom_host.rs` for a complete small host.
+pub trait AdapterHost: Module + Sized {
+    /// Width of the hidden states at the sites.
+    fn hidden_size(&self) -> usize;
+
+    /// Number of transformer layers (the range of `leave_out` and per-layer reduction factors).
+    fn num_layers(&self) -> usize;
+
+    /// Calls `f` on every site, in a fixed order.
+    fn visit_sites(&self, f: &mut dyn FnMut(&ResidualSite));
+
+    /// Calls `f` on every site mutably, in the same order as [`AdapterHost::visit_sites`].
+    fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite));
+
+    /// The adapter registry stored in the host.
+    fn registry(&self) -> &AdapterRegistry;
+
+    /// The adapter registry stored in the host, mutably.
+    fn registry_mut(&mut self) -> &mut AdapterRegistry;
+
+    /// How saved adapters describe this model.
+    fn model_info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: "bert".into(),
+            model_class: "BertModel".into(),
+            model_name: None,
+        }
+    }
+
+    /// Prefix of this host's site paths relative to the AdapterHub `BertModel` root, used when
+    /// mapping parameter paths to AdapterHub tensor names (empty for hosts whose paths already
+    /// start at `encoder.layer.{i}`).
+    fn site_path(&self, location: crate::sites::SiteLocation) -> String {
+        let block = match location.position {
+            crate::sites::SitePosition::Attention => "attention.output",
+            crate::sites::SitePosition::Output => "output",
+        };
+        format!("encoder.layer.{}.{block}.adapters", location.layer)
+    }
+}

@@ -1,0 +1,328 @@
+//! The model-level adapter API, written once for every [`AdapterHost`].
+
+mod freeze;
+mod host;
+mod summary;
+
+pub use host::*;
+pub use summary::*;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use crate::composition::AdapterSetup;
+use crate::config::AdapterConfig;
+use crate::error::{Error, Result};
+use crate::methods::Bottleneck;
+
+/// Names and configs of a model's adapters, and its active setup. Hosts store one in a
+/// `#[module(skip)]` field.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterRegistry {
+    adapters: Vec<(String, AdapterConfig)>,
+    active: Option<AdapterSetup>,
+}
+
+impl AdapterRegistry {
+    /// The config of adapter `name`.
+    pub fn config(&self, name: &str) -> Option<&AdapterConfig> {
+        self.adapters.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// Adapter names in the order they were added.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.adapters.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The active setup.
+    pub fn active(&self) -> Option<&AdapterSetup> {
+        self.active.as_ref()
+    }
+}
+
+/// Options of [`AdapterModel::add_adapter_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddAdapterOptions {
+    /// Replace an existing adapter of the same name instead of failing.
+    pub overwrite_ok: bool,
+    /// Activate the new adapter.
+    pub set_active: bool,
+}
+
+/// Characters that would break parameter paths, config strings or the composition text form.
+const FORBIDDEN_IN_NAMES: &[char] = &['.', ',', '[', ']', '(', ')', '|', '=', '/', '\\'];
+
+/// Checks that `name` can be used as an adapter name.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("names must not be empty".to_string())
+    } else if let Some(c) = name.chars().find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace()) {
+        Some(format!("names must not contain {c:?}"))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The AdapterHub model API, available on every [`AdapterHost`].
+///
+/// ```
+/// use burn::tensor::Device;
+/// use burn_adapters::prelude::*;
+/// use burn_adapters::models::bert::{BertConfig, BertModel};
+///
+/// let device = Device::flex();
+/// let mut model = BertModel::new(&BertConfig::tiny(), &device);
+/// model.add_adapter("sst", AdapterConfig::load("pfeiffer[reduction_factor=8]")?)?;
+/// model.train_adapter("sst")?;
+/// assert_eq!(model.active_adapters().map(|s| s.to_string()), Some("sst".into()));
+/// println!("{}", model.adapter_summary());
+/// # Ok::<(), burn_adapters::Error>(())
+/// ```
+pub trait AdapterModel: AdapterHost {
+    /// Adds a new adapter `name` with `config` at every site the config places it.
+    ///
+    /// Fails without changing the model if the name exists, is invalid, or the config is invalid
+    /// for this model (e.g. `leave_out` beyond the last layer).
+    fn add_adapter(&mut self, name: &str, config: impl Into<AdapterConfig>) -> Result<()> {
+        self.add_adapter_with(name, config, AddAdapterOptions::default())
+    }
+
+    /// [`AdapterModel::add_adapter`] with AdapterHub's `overwrite_ok` and `set_active` options.
+    fn add_adapter_with(&mut self, name: &str, config: impl Into<AdapterConfig>, options: AddAdapterOptions) -> Result<()> {
+        let config = config.into();
+        validate_name(name)?;
+        if self.has_adapter(name) && !options.overwrite_ok {
+            return Err(Error::DuplicateAdapter(name.to_string()));
+        }
+        config.validate()?;
+        let layers = self.num_layers();
+        if let Some(layer) = config.leave_out().into_iter().find(|l| *l >= layers) {
+            return Err(Error::invalid(
+                "leave_out",
+                layer,
+                format!("the model has layers 0..{layers}"),
+            ));
+        }
+        let device = self.device()?;
+        let hidden = self.hidden_size();
+        // Build every module first so that a failure leaves the model untouched.
+        let mut built: Vec<Option<Bottleneck>> = Vec::new();
+        let mut failure = None;
+        self.visit_sites(&mut |site| {
+            if failure.is_some() {
+                return;
+            }
+            if !site.accepts(&config) {
+                built.push(None);
+                return;
+            }
+            let bn = config.bottleneck().expect("accepts() implies a bottleneck config");
+            match Bottleneck::new(bn, hidden, site.location().layer, &device) {
+                Ok(adapter) => built.push(Some(adapter.train_like(&device))),
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if self.has_adapter(name) {
+            self.delete_adapter(name)?;
+        }
+        self.install_adapter(name, config, built);
+        if options.set_active {
+            self.set_active_adapters(name)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts modules built for each site (in [`AdapterHost::visit_sites`] order) under `name`.
+    #[doc(hidden)]
+    fn install_adapter(&mut self, name: &str, config: AdapterConfig, modules: Vec<Option<Bottleneck>>) {
+        let mut modules = modules.into_iter();
+        self.visit_sites_mut(&mut |site| {
+            if let Some(Some(adapter)) = modules.next() {
+                site.insert_adapter(name, adapter);
+            }
+        });
+        self.registry_mut().adapters.push((name.to_string(), config));
+        // Sites hold the active names; refresh them in case `name` is part of the active setup.
+        let active = self.registry().active.clone();
+        self.broadcast_active(active.as_ref());
+    }
+
+    /// Removes adapter `name` from every site; it leaves the active setup if it was part of it.
+    fn delete_adapter(&mut self, name: &str) -> Result<()> {
+        if !self.has_adapter(name) {
+            return Err(Error::UnknownAdapter(name.to_string()));
+        }
+        self.visit_sites_mut(&mut |site| {
+            site.delete_adapter(name);
+        });
+        self.registry_mut().adapters.retain(|(n, _)| n != name);
+        if self.active_adapters().is_some_and(|s| s.names().contains(&name)) {
+            self.deactivate_adapters();
+        }
+        Ok(())
+    }
+
+    /// Whether an adapter `name` exists.
+    fn has_adapter(&self, name: &str) -> bool {
+        self.registry().config(name).is_some()
+    }
+
+    /// Names of all adapters, in the order they were added.
+    fn adapter_names(&self) -> Vec<String> {
+        self.registry().names().map(str::to_string).collect()
+    }
+
+    /// The config adapter `name` was created with.
+    fn adapter_config(&self, name: &str) -> Result<&AdapterConfig> {
+        self.registry().config(name).ok_or_else(|| Error::UnknownAdapter(name.to_string()))
+    }
+
+    /// Activates `setup` (an adapter name or a composition) for the following forward passes.
+    ///
+    /// Fails, leaving the previous setup active, if it names an unknown adapter.
+    fn set_active_adapters(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
+        let setup = setup.into();
+        setup.validate()?;
+        if let Some(missing) = setup.names().into_iter().find(|n| !self.has_adapter(n)) {
+            return Err(Error::UnknownAdapter(missing.to_string()));
+        }
+        self.broadcast_active(Some(&setup));
+        self.registry_mut().active = Some(setup);
+        Ok(())
+    }
+
+    /// Deactivates all adapters: the model computes its base function again.
+    fn deactivate_adapters(&mut self) {
+        self.broadcast_active(None);
+        self.registry_mut().active = None;
+    }
+
+    /// The active setup, if any.
+    fn active_adapters(&self) -> Option<&AdapterSetup> {
+        self.registry().active()
+    }
+
+    /// Prepares `setup` for training: freezes every parameter of the model, unfreezes the
+    /// parameters of the named adapters (and heads of the same names), and activates `setup`.
+    fn train_adapter(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
+        let setup = setup.into();
+        self.set_active_adapters(setup.clone())?;
+        let names: Vec<String> = setup.names().into_iter().map(str::to_string).collect();
+        freeze::set_trainable(self, &names);
+        Ok(())
+    }
+
+    /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters included.
+    fn freeze_model(&mut self, freeze: bool) {
+        freeze::set_trainable_all(self, !freeze);
+    }
+
+    /// A table of the adapters: architecture, parameter count, share of the base model, active,
+    /// trainable.
+    fn adapter_summary(&self) -> AdapterSummary {
+        summary::summarize(self)
+    }
+
+    /// Saves adapter `name` into `dir` as AdapterHub does: `adapter_config.json` and
+    /// `adapter.safetensors` with AdapterHub's tensor names and torch layouts. The files are
+    /// written to temporaries and renamed into place, so readers never see a partial adapter.
+    fn save_adapter(&self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
+        crate::io::adapterhub::save_adapter(self, dir.as_ref(), name)
+    }
+
+    /// Saves every adapter into `dir/<name>/`.
+    fn save_all_adapters(&self, dir: impl AsRef<Path>) -> Result<()> {
+        for name in self.adapter_names() {
+            self.save_adapter(dir.as_ref().join(&name), &name)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the adapter saved in `dir` (by this library or by AdapterHub; `adapter.safetensors`
+    /// or `pytorch_adapter.bin`) under the name it was saved with, and returns that name.
+    ///
+    /// Every file problem is a typed error naming the file and key; on any error the model is
+    /// unchanged.
+    fn load_adapter(&mut self, dir: impl AsRef<Path>) -> Result<String> {
+        self.load_adapter_impl(dir.as_ref(), None)
+    }
+
+    /// [`AdapterModel::load_adapter`] under a new name.
+    fn load_adapter_as(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<String> {
+        self.load_adapter_impl(dir.as_ref(), Some(name))
+    }
+
+    /// Loads every adapter directory below `dir` (as written by
+    /// [`AdapterModel::save_all_adapters`]), all or nothing. Returns the names, sorted.
+    fn load_all_adapters(&mut self, dir: impl AsRef<Path>) -> Result<Vec<String>> {
+        let dir = dir.as_ref();
+        let mut subdirs = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            if path.join(crate::io::CONFIG_FILE).is_file() {
+                subdirs.push(path);
+            }
+        }
+        subdirs.sort();
+        let mut candidate = self.clone();
+        let names = subdirs
+            .iter()
+            .map(|sub| candidate.load_adapter(sub))
+            .collect::<Result<Vec<_>>>()?;
+        *self = candidate;
+        Ok(names)
+    }
+
+    #[doc(hidden)]
+    fn load_adapter_impl(&mut self, dir: &Path, load_as: Option<&str>) -> Result<String> {
+        if let Some(name) = load_as {
+            validate_name(name)?;
+        }
+        let device = self.device()?;
+        let loaded = crate::io::adapterhub::read_adapter(self, dir, load_as, &device)?;
+        validate_name(&loaded.name)?;
+        if self.has_adapter(&loaded.name) {
+            return Err(Error::DuplicateAdapter(loaded.name));
+        }
+        let name = loaded.name.clone();
+        self.install_adapter(&name, loaded.config, loaded.modules);
+        Ok(name)
+    }
+
+    /// The device the model's parameters live on (new adapters are created there).
+    #[doc(hidden)]
+    fn device(&self) -> Result<Device> {
+        self.devices()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidSetup("the model has no parameters, so no device to create adapters on".into()))
+    }
+
+    #[doc(hidden)]
+    fn broadcast_active(&mut self, setup: Option<&AdapterSetup>) {
+        let names: Option<Arc<[String]>> = setup.map(|s| s.stacked_names().into());
+        self.visit_sites_mut(&mut |site| site.set_active(names.clone()));
+    }
+}
+
+impl<T: AdapterHost> AdapterModel for T {}
+
+impl Bottleneck {
+    /// Moves a freshly built module onto `device`'s autodiff state (a no-op on plain devices).
+    pub(crate) fn train_like(self, device: &Device) -> Self {
+        if device.is_autodiff() { self.train() } else { self }
+    }
+}

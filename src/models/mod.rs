@@ -1,0 +1,3 @@
+//! Reference host models.
+
+pub mod bert;

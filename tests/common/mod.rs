@@ -1,0 +1,62 @@
+//! Shared helpers for the integration tests: fixtures and comparisons.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_adapters::models::bert::{BertInput, BertModel};
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Reads one tensor of a safetensors file as (shape, f64 values).
+pub fn read_tensor(path: &Path, key: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{}: {key}: {e}", path.display()));
+    let data = view.data();
+    let values = match view.dtype() {
+        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        other => panic!("unexpected dtype {other:?}"),
+    };
+    (view.shape().to_vec(), values)
+}
+
+pub fn int_tensor(path: &Path, key: &str, device: &Device) -> Tensor<2, Int> {
+    let (shape, values) = read_tensor(path, key);
+    let values: Vec<i64> = values.into_iter().map(|v| v as i64).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The fixture inputs (ids, mask) from a safetensors file.
+pub fn inputs(path: &Path, device: &Device) -> BertInput {
+    BertInput {
+        input_ids: int_tensor(path, "input_ids", device),
+        attention_mask: Some(int_tensor(path, "attention_mask", device)),
+        token_type_ids: None,
+    }
+}
+
+pub fn fixture_inputs(device: &Device) -> BertInput {
+    inputs(&fixtures().join("inputs.safetensors"), device)
+}
+
+pub fn base_model(device: &Device) -> BertModel {
+    BertModel::from_pretrained(fixtures().join("base"), device).expect("fixture base model loads")
+}
+
+pub fn values(t: Tensor<3>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// max |a - b| over two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Check adapters saved by burn-adapters (Rust) against the AdapterHub `adapters` 1.3.0 reference.
+
+    python tools/check_rust_adapters.py --base tests/fixtures/base \\
+        --inputs tests/fixtures/inputs.safetensors --dir <root>
+
+Every subdirectory of <root> holding an `adapter_config.json` is a case; it must also hold
+`adapter.safetensors` (AdapterHub schema) and `expected.safetensors` (`last_hidden_state` computed by
+Rust).  For each case: load the base BertModel from --base, adapters.init, load_adapter(subdir), make it
+active, run in eval mode under no_grad on the inputs and compare with the expected output.
+
+Prints one line per case with max |d| and a final `N passed, M failed` line.  Exits non-zero if any case
+fails (max |d| > --tol, load error, unexpected/missing weights) or if no case was found.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+import torch
+from safetensors.torch import load_file
+from transformers import BertModel
+
+import adapters
+
+logging.getLogger("adapters").setLevel(logging.ERROR)
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def strip_prefix(k, prefix):
+    return k[len(prefix) :] if k.startswith(prefix) else k
+
+
+def real_missing_keys(model, missing, file_keys, prefix):
+    """Missing keys whose parameter was not loaded under another (aliased) name.
+
+    The reference registers ln_before's LayerNorm twice (`adapter_norm_before` and `adapter_down.0`),
+    so a file holding only one of the two names loads completely; don't flag the other one.
+    """
+    by_id = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), set()).add(n)
+    name_to_aliases = {n: names for names in by_id.values() for n in names}
+    file_keys = {strip_prefix(k, prefix) for k in file_keys}
+    out = []
+    for k in missing:
+        k = strip_prefix(k, prefix)
+        if not (name_to_aliases.get(k, {k}) & file_keys):
+            out.append(k)
+    return out
+
+
+def check_case(case_dir, base_dir, inputs, tol):
+    for f in ("adapter_config.json", "adapter.safetensors", "expected.safetensors"):
+        if not os.path.isfile(os.path.join(case_dir, f)):
+            raise FileNotFoundError("missing {}".format(f))
+    expected = load_file(os.path.join(case_dir, "expected.safetensors"))
+    if "last_hidden_state" not in expected:
+        raise KeyError("expected.safetensors has no 'last_hidden_state' (keys: {})".format(sorted(expected)))
+    expected = expected["last_hidden_state"]
+
+    model = BertModel.from_pretrained(base_dir, attn_implementation="eager")
+    model.eval()
+    adapters.init(model)
+    info = {}
+    name = model.load_adapter(case_dir, use_safetensors=True, loading_info=info)
+    file_keys = list(load_file(os.path.join(case_dir, "adapter.safetensors")).keys())
+    prefix = model.base_model_prefix + "."
+    unexpected = info.get("unexpected_keys") or []
+    missing = real_missing_keys(model, info.get("missing_keys") or [], file_keys, prefix)
+    problems = []
+    if unexpected:
+        problems.append("unexpected keys: {}".format(", ".join(sorted(unexpected))))
+    if missing:
+        problems.append("missing keys: {}".format(", ".join(sorted(missing))))
+    model.set_active_adapters(name)
+    with torch.no_grad():
+        out = model(**inputs).last_hidden_state
+    if tuple(out.shape) != tuple(expected.shape):
+        problems.append("shape {} != expected {}".format(tuple(out.shape), tuple(expected.shape)))
+        return name, float("inf"), problems
+    if expected.dtype != torch.float32:
+        problems.append("expected dtype {} (want float32)".format(expected.dtype))
+    diff = (out - expected.to(out.dtype)).abs().max().item()
+    if not diff <= tol:  # also catches NaN
+        problems.append("max |d| {:.3e} > tol {:.0e}".format(diff, tol))
+    return name, diff, problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, help="directory with config.json + model.safetensors")
+    ap.add_argument("--inputs", required=True, help="inputs.safetensors (input_ids, attention_mask[, token_type_ids])")
+    ap.add_argument("--dir", required=True, help="root directory whose subdirectories are the cases")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of load errors")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    raw = load_file(args.inputs)
+    inputs = {k: raw[k].to(torch.int64) for k in INPUT_KEYS if k in raw}
+
+    if not os.path.isdir(args.dir):
+        print("error: {} is not a directory".format(args.dir))
+        return 2
+    cases = sorted(
+        d for d in os.listdir(args.dir) if os.path.isfile(os.path.join(args.dir, d, "adapter_config.json"))
+    )
+    passed = failed = 0
+    for case in cases:
+        case_dir = os.path.join(args.dir, case)
+        try:
+            name, diff, problems = check_case(case_dir, args.base, inputs, args.tol)
+        except Exception as e:  # noqa: BLE001 -- report and continue
+            if args.verbose:
+                traceback.print_exc()
+            print("FAIL {:<45} error: {}: {}".format(case, type(e).__name__, e))
+            failed += 1
+            continue
+        status = "ok  " if not problems else "FAIL"
+        line = "{} {:<45} max|d|={:.3e}".format(status, case, diff)
+        if name != case:
+            line += "  (adapter name {!r})".format(name)
+        if problems:
+            line += "  " + "; ".join(problems)
+        print(line)
+        if problems:
+            failed += 1
+        else:
+            passed += 1
+    if not cases:
+        print("no cases (subdirectories with adapter_config.json) found under {}".format(args.dir))
+    print("{} passed, {} failed".format(passed, failed))
+    return 0 if cases and failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
