@@ -102,11 +102,12 @@ impl AdapterConfig {
                 Self::from_json(&Value::Object(base))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(if configs.len() == 1 {
-            configs.remove(0)
-        } else {
-            AdapterConfig::Union(configs)
-        })
+        if configs.len() == 1 {
+            return Ok(configs.remove(0));
+        }
+        let union = AdapterConfig::Union(configs);
+        union.validate()?;
+        Ok(union)
     }
 
     /// Reads a JSON file holding either a bare config or an `adapter_config.json` (whose
@@ -215,33 +216,49 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Bottleneck(config) => config.validate(),
             AdapterConfig::Union(configs) => {
-                let bottlenecks = configs
-                    .iter()
-                    .filter(|c| matches!(c, AdapterConfig::Bottleneck(_)))
-                    .count();
-                if bottlenecks > 1 {
-                    return Err(Error::invalid(
-                        "configs",
-                        format!("{bottlenecks} bottleneck configs"),
-                        "a union may hold at most one config per method",
-                    ));
-                }
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
                         return Err(Error::invalid("configs", "union", "unions cannot be nested"));
                     }
                     config.validate()?;
                 }
+                // As in AdapterHub: two bottlenecks may share a union only at disjoint sites
+                // (undecidable here when either leaves layers out).
+                let bottlenecks: Vec<&BnConfig> = configs.iter().filter_map(Self::bottleneck).collect();
+                for (i, a) in bottlenecks.iter().enumerate() {
+                    for b in &bottlenecks[i + 1..] {
+                        let decidable = a.leave_out.is_empty() && b.leave_out.is_empty();
+                        if decidable && (a.mh_adapter == b.mh_adapter || a.output_adapter == b.output_adapter) {
+                            return Err(Error::invalid(
+                                "configs",
+                                "two bottleneck configs",
+                                "bottlenecks in one union must sit at different sites (mh_adapter / output_adapter)",
+                            ));
+                        }
+                    }
+                }
                 Ok(())
             }
         }
     }
 
-    /// The bottleneck part of this config, if any.
+    /// The first bottleneck part of this config, if any.
     pub fn bottleneck(&self) -> Option<&BnConfig> {
         match self {
             AdapterConfig::Bottleneck(config) => Some(config),
             AdapterConfig::Union(configs) => configs.iter().find_map(Self::bottleneck),
+        }
+    }
+
+    /// The bottleneck part placed after attention (`attention = true`) or after the FFN at
+    /// `layer`, if any.
+    pub fn bottleneck_at(&self, attention: bool, layer: usize) -> Option<&BnConfig> {
+        match self {
+            AdapterConfig::Bottleneck(bn) => {
+                let placed = if attention { bn.mh_adapter } else { bn.output_adapter };
+                (placed && !bn.leave_out.contains(&layer)).then_some(bn)
+            }
+            AdapterConfig::Union(configs) => configs.iter().find_map(|c| c.bottleneck_at(attention, layer)),
         }
     }
 

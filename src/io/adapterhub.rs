@@ -69,7 +69,6 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .registry()
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
-    let ln_before = config.bottleneck().is_some_and(|bn| bn.ln_before);
     let mut tensors = TensorMap::new();
     model.visit_sites(&mut |site| {
         if let Some(adapter) = site.adapters().get(name) {
@@ -77,7 +76,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
             adapter.visit(&mut Collect {
                 path: Vec::new(),
                 prefix: &prefix,
-                ln_before,
+                ln_before: adapter.norm_before.is_some(),
                 out: &mut tensors,
             });
         }
@@ -250,7 +249,6 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         }
     }
     let hidden = model.hidden_size();
-    let ln_before = config.bottleneck().is_some_and(|bn| bn.ln_before);
     let mut used = BTreeSet::new();
     let mut modules = Vec::new();
     let mut failure = None;
@@ -258,7 +256,7 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         if failure.is_some() {
             return;
         }
-        let Some(bn) = config.bottleneck().filter(|_| site.accepts(&config)) else {
+        let Some(bn) = site.placed(&config) else {
             modules.push(None);
             return;
         };
@@ -279,7 +277,7 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         let mut fill = Fill {
             path: Vec::new(),
             prefix: &prefix,
-            ln_before,
+            ln_before: bn.ln_before,
             file: &file,
             tensors: &tensors,
             used: &mut used,

@@ -140,12 +140,13 @@ impl Bottleneck {
     }
 
     /// Selects the adapter input and residual from the sublayer output `hidden` and the
-    /// sublayer's residual input `residual` (AdapterHub's `pre_forward`).
+    /// sublayer's residual input `residual` (AdapterHub's `pre_forward`). `layer_norm` is the
+    /// sublayer's own LayerNorm, `None` for pre-norm hosts whose residual blocks end in a plain sum.
     ///
     /// # Shapes
     ///
     /// - hidden, residual: `[batch, seq, hidden]`
-    pub fn pre_forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: &LayerNorm) -> BottleneckInput {
+    pub fn pre_forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: Option<&LayerNorm>) -> BottleneckInput {
         let w = &self.wiring;
         if w.is_parallel {
             // A parallel adapter reads the sublayer's input.
@@ -160,7 +161,7 @@ impl Bottleneck {
             if w.residual_before_ln == ResidualBeforeLn::PostAdd {
                 adapter_residual = Some(sum.clone());
             }
-            layer_norm.forward(sum)
+            apply_norm(layer_norm, sum)
         } else {
             hidden
         };
@@ -239,12 +240,12 @@ impl Bottleneck {
         output: Tensor<3>,
         sublayer_output: Tensor<3>,
         residual: Tensor<3>,
-        layer_norm: &LayerNorm,
+        layer_norm: Option<&LayerNorm>,
     ) -> Tensor<3> {
         let w = &self.wiring;
         let output = if w.is_parallel { output + sublayer_output } else { output };
         if w.original_ln_after {
-            layer_norm.forward(output + residual)
+            apply_norm(layer_norm, output + residual)
         } else {
             output
         }
@@ -260,5 +261,13 @@ impl Bottleneck {
         let [batch, _, _] = up.dims();
         let keep = Tensor::<3>::random([batch, 1, 1], Distribution::Bernoulli(1.0 - p), &up.device());
         up * keep.div_scalar(1.0 - p)
+    }
+}
+
+/// `layer_norm(x)`, or `x` for hosts without a LayerNorm at the site.
+pub(crate) fn apply_norm(layer_norm: Option<&LayerNorm>, x: Tensor<3>) -> Tensor<3> {
+    match layer_norm {
+        Some(norm) => norm.forward(x),
+        None => x,
     }
 }

@@ -23,11 +23,14 @@ impl<F: Fn(&[String]) -> bool> ModuleMapper for PathTrainability<'_, F> {
     }
 }
 
-/// Whether `path` lies inside the adapter or head called `name`: a `adapters.<name>` or
-/// `heads.<name>` pair of segments.
+/// Whether `path` lies inside the adapter or head called `name`: a segment `adapters` (or
+/// `*_adapters`, or `heads`) followed by `name`.
 pub(crate) fn belongs_to(path: &[String], name: &str) -> bool {
-    path.windows(2)
-        .any(|w| (w[0] == "adapters" || w[0] == "heads") && w[1] == name)
+    path.windows(2).any(|w| is_container(&w[0]) && w[1] == name)
+}
+
+fn is_container(segment: &str) -> bool {
+    segment == "adapters" || segment.ends_with("_adapters") || segment == "heads"
 }
 
 fn remap<M: Module>(model: &mut M, trainable: impl Fn(&[String]) -> bool) {

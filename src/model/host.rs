@@ -22,8 +22,9 @@ pub struct ModelInfo {
 /// API (`add_adapter`, `train_adapter`, `set_active_adapters`, `save_adapter`, ...). A host:
 /// - holds one [`ResidualSite`] per residual block it wants adapted, each created with its
 ///   [`SiteLocation`](crate::sites::SiteLocation) and called in place of
-///   `layer_norm(hidden + residual)`; store each site in a field named `adapters` so parameter
-///   paths read `...adapters.<name>...` as in AdapterHub;
+///   `layer_norm(hidden + residual)`; store each site in a field named `adapters` or
+///   `<something>_adapters`, so that parameter paths read `...adapters.<name>...` (this is how
+///   `train_adapter` and `adapter_summary` recognise adapter parameters);
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
 /// - enumerates its sites in a fixed order.
 ///

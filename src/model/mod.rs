@@ -20,10 +20,32 @@ use crate::methods::Bottleneck;
 
 /// Names and configs of a model's adapters, and its active setup. Hosts store one in a
 /// `#[module(skip)]` field.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdapterRegistry {
     adapters: Vec<(String, AdapterConfig)>,
     active: Option<AdapterSetup>,
+    /// Configured trainability, kept here because burn only reports the effective state (always
+    /// "no gradients" on a device without autodiff).
+    trainable: Trainability,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Trainability {
+    base: bool,
+    adapters: Vec<String>,
+}
+
+impl Default for AdapterRegistry {
+    fn default() -> Self {
+        Self {
+            adapters: Vec::new(),
+            active: None,
+            trainable: Trainability {
+                base: true,
+                adapters: Vec::new(),
+            },
+        }
+    }
 }
 
 impl AdapterRegistry {
@@ -40,6 +62,17 @@ impl AdapterRegistry {
     /// The active setup.
     pub fn active(&self) -> Option<&AdapterSetup> {
         self.active.as_ref()
+    }
+
+    /// Whether adapter `name` is configured to train (set by `add_adapter`, `train_adapter` and
+    /// `freeze_model`).
+    pub fn is_trainable(&self, name: &str) -> bool {
+        self.trainable.adapters.iter().any(|n| n == name)
+    }
+
+    /// Whether the base model's parameters are configured to train.
+    pub fn is_base_trainable(&self) -> bool {
+        self.trainable.base
     }
 }
 
@@ -122,11 +155,10 @@ pub trait AdapterModel: AdapterHost {
             if failure.is_some() {
                 return;
             }
-            if !site.accepts(&config) {
+            let Some(bn) = site.placed(&config) else {
                 built.push(None);
                 return;
-            }
-            let bn = config.bottleneck().expect("accepts() implies a bottleneck config");
+            };
             match Bottleneck::new(bn, hidden, site.location().layer, &device) {
                 Ok(adapter) => built.push(Some(adapter.train_like(&device))),
                 Err(e) => failure = Some(e),
@@ -154,7 +186,10 @@ pub trait AdapterModel: AdapterHost {
                 site.insert_adapter(name, adapter);
             }
         });
-        self.registry_mut().adapters.push((name.to_string(), config));
+        let registry = self.registry_mut();
+        registry.adapters.push((name.to_string(), config));
+        // New parameters require gradients, as in PyTorch.
+        registry.trainable.adapters.push(name.to_string());
         // Sites hold the active names; refresh them in case `name` is part of the active setup.
         let active = self.registry().active.clone();
         self.broadcast_active(active.as_ref());
@@ -168,7 +203,9 @@ pub trait AdapterModel: AdapterHost {
         self.visit_sites_mut(&mut |site| {
             site.delete_adapter(name);
         });
-        self.registry_mut().adapters.retain(|(n, _)| n != name);
+        let registry = self.registry_mut();
+        registry.adapters.retain(|(n, _)| n != name);
+        registry.trainable.adapters.retain(|n| n != name);
         if self.active_adapters().is_some_and(|s| s.names().contains(&name)) {
             self.deactivate_adapters();
         }
@@ -222,12 +259,18 @@ pub trait AdapterModel: AdapterHost {
         self.set_active_adapters(setup.clone())?;
         let names: Vec<String> = setup.names().into_iter().map(str::to_string).collect();
         freeze::set_trainable(self, &names);
+        self.registry_mut().trainable = Trainability {
+            base: false,
+            adapters: names,
+        };
         Ok(())
     }
 
     /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters included.
     fn freeze_model(&mut self, freeze: bool) {
         freeze::set_trainable_all(self, !freeze);
+        let adapters = if freeze { Vec::new() } else { self.adapter_names() };
+        self.registry_mut().trainable = Trainability { base: !freeze, adapters };
     }
 
     /// A table of the adapters: architecture, parameter count, share of the base model, active,

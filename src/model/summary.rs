@@ -20,7 +20,9 @@ pub struct AdapterSummaryRow {
     pub percent_of_base: f64,
     /// Whether the adapter is part of the active setup.
     pub active: bool,
-    /// Whether every parameter of the adapter requires gradients.
+    /// Whether the adapter is configured to train (see [`AdapterRegistry::is_trainable`]).
+    ///
+    /// [`AdapterRegistry::is_trainable`]: super::AdapterRegistry::is_trainable
     pub trainable: bool,
 }
 
@@ -31,17 +33,15 @@ pub struct AdapterSummary {
     pub adapters: Vec<AdapterSummaryRow>,
     /// Parameters of the model without adapters and heads.
     pub base_params: usize,
-    /// Whether any base parameter requires gradients.
+    /// Whether the base model is configured to train.
     pub base_trainable: bool,
 }
 
 struct Counter<'a> {
     path: Vec<String>,
     names: &'a [String],
-    /// (params, all require grad) per adapter name
-    per_adapter: Vec<(usize, bool)>,
+    per_adapter: Vec<usize>,
     base: usize,
-    base_trainable: bool,
 }
 
 impl ModuleVisitor for Counter<'_> {
@@ -55,19 +55,11 @@ impl ModuleVisitor for Counter<'_> {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let n = param.lazy_shape().num_elements();
-        let trainable = param.is_require_grad();
         let is_head = self.path.iter().any(|s| s == "heads");
         match self.names.iter().position(|name| belongs_to(&self.path, name)) {
-            Some(i) => {
-                let entry = &mut self.per_adapter[i];
-                entry.0 += n;
-                entry.1 &= trainable;
-            }
+            Some(i) => self.per_adapter[i] += n,
             None if is_head => {}
-            None => {
-                self.base += n;
-                self.base_trainable |= trainable;
-            }
+            None => self.base += n,
         }
     }
 }
@@ -78,9 +70,8 @@ pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
     let mut counter = Counter {
         path: Vec::new(),
         names: &names,
-        per_adapter: vec![(0, true); names.len()],
+        per_adapter: vec![0; names.len()],
         base: 0,
-        base_trainable: false,
     };
     model.visit(&mut counter);
     let active: Vec<&str> = registry.active().map(|s| s.names()).unwrap_or_default();
@@ -88,19 +79,19 @@ pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
     let adapters = names
         .iter()
         .zip(&counter.per_adapter)
-        .map(|(name, (num_params, trainable))| AdapterSummaryRow {
+        .map(|(name, num_params)| AdapterSummaryRow {
             name: name.clone(),
             architecture: registry.config(name).map(|c| c.architecture()).unwrap_or("?").to_string(),
             num_params: *num_params,
             percent_of_base: *num_params as f64 / base.max(1) as f64 * 100.0,
             active: active.contains(&name.as_str()),
-            trainable: *trainable,
+            trainable: registry.is_trainable(name),
         })
         .collect();
     AdapterSummary {
         adapters,
         base_params: base,
-        base_trainable: counter.base_trainable,
+        base_trainable: registry.is_base_trainable(),
     }
 }
 

@@ -291,11 +291,11 @@ impl BertLayer {
     fn forward(&self, x: Tensor<3>, padding: Option<&Tensor<4, Bool>>) -> Tensor<3> {
         let attn = &self.attention.output;
         let h = attn.dropout.forward(attn.dense.forward(self.attention.self_attention.forward(x.clone(), padding)));
-        let x = attn.adapters.forward(h, x, &attn.layer_norm);
+        let x = attn.adapters.forward(h, x, Some(&attn.layer_norm));
         let inner = self.intermediate.activation.forward(self.intermediate.dense.forward(x.clone()));
         let out = &self.output;
         let h = out.dropout.forward(out.dense.forward(inner));
-        out.adapters.forward(h, x, &out.layer_norm)
+        out.adapters.forward(h, x, Some(&out.layer_norm))
     }
 }
 

@@ -8,9 +8,9 @@ use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
 
 use super::NamedModules;
-use crate::config::AdapterConfig;
+use crate::config::{AdapterConfig, BnConfig};
 use crate::error::Result;
-use crate::methods::Bottleneck;
+use crate::methods::{Bottleneck, apply_norm};
 
 /// Which residual block of a transformer layer a site follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,8 +42,9 @@ impl fmt::Display for SiteLocation {
 
 /// Bottleneck adapters at one residual block, and the active setup there.
 ///
-/// A transformer layer calls [`ResidualSite::forward`] in place of `layer_norm(hidden + residual)`;
-/// with no active adapter the result is exactly that expression.
+/// A transformer layer calls [`ResidualSite::forward`] in place of `layer_norm(hidden + residual)`
+/// (or `hidden + residual` in pre-norm layers); with no active adapter the result is exactly that
+/// expression.
 #[derive(Debug, Clone)]
 pub struct ResidualSite {
     location: SiteLocation,
@@ -72,22 +73,14 @@ impl ResidualSite {
         &self.adapters
     }
 
-    /// Whether `config` places an adapter at this site.
-    pub fn accepts(&self, config: &AdapterConfig) -> bool {
-        let Some(bn) = config.bottleneck() else { return false };
-        let placed = match self.location.position {
-            SitePosition::Attention => bn.mh_adapter,
-            SitePosition::Output => bn.output_adapter,
-        };
-        placed && !bn.leave_out.contains(&self.location.layer)
+    /// The bottleneck config `config` places at this site, if any.
+    pub fn placed<'a>(&self, config: &'a AdapterConfig) -> Option<&'a BnConfig> {
+        config.bottleneck_at(self.location.position == SitePosition::Attention, self.location.layer)
     }
 
     /// Builds and stores the adapter `name` if `config` places one here. Returns whether it did.
     pub fn add_adapter(&mut self, name: &str, config: &AdapterConfig, hidden_size: usize, device: &Device) -> Result<bool> {
-        if !self.accepts(config) {
-            return Ok(false);
-        }
-        let bn = config.bottleneck().expect("accepts() checked a bottleneck is present");
+        let Some(bn) = self.placed(config) else { return Ok(false) };
         let adapter = Bottleneck::new(bn, hidden_size, self.location.layer, device)?;
         self.adapters.insert(name, adapter);
         Ok(true)
@@ -111,13 +104,14 @@ impl ResidualSite {
     /// Applies the active adapters, then the sublayer's residual and LayerNorm.
     ///
     /// `hidden` is the sublayer output (after its dense projection and dropout), `residual` the
-    /// sublayer input, `layer_norm` the sublayer's own LayerNorm.
+    /// sublayer input, `layer_norm` the sublayer's own LayerNorm (`None` in pre-norm hosts, where
+    /// the block ends in `hidden + residual`).
     ///
     /// # Shapes
     ///
     /// - hidden, residual: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: &LayerNorm) -> Tensor<3> {
+    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: Option<&LayerNorm>) -> Tensor<3> {
         let mut stack = self
             .active
             .iter()
@@ -125,7 +119,7 @@ impl ResidualSite {
             .filter_map(|name| self.adapters.get(name))
             .peekable();
         if stack.peek().is_none() {
-            return layer_norm.forward(hidden + residual);
+            return apply_norm(layer_norm, hidden + residual);
         }
         let mut output = hidden.clone();
         let mut last = None;

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod snapshot;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
