@@ -24,7 +24,12 @@ impl AdapterSetup {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        AdapterSetup::Stack(names.into_iter().map(|n| AdapterSetup::Name(n.into())).collect())
+        AdapterSetup::Stack(
+            names
+                .into_iter()
+                .map(|n| AdapterSetup::Name(n.into()))
+                .collect(),
+        )
     }
 
     /// Every adapter name in the setup, in order of appearance.
@@ -46,17 +51,97 @@ impl AdapterSetup {
             AdapterSetup::Name(name) => crate::model::validate_name(name),
             AdapterSetup::Stack(children) => {
                 if children.is_empty() {
-                    return Err(Error::InvalidSetup("`Stack[]` needs at least one adapter".into()));
+                    return Err(Error::InvalidSetup(
+                        "`Stack[]` needs at least one adapter".into(),
+                    ));
                 }
                 for child in children {
                     if let AdapterSetup::Stack(_) = child {
-                        return Err(Error::InvalidSetup(format!("`{child}` cannot be nested in `{self}`")));
+                        return Err(Error::InvalidSetup(format!(
+                            "`{child}` cannot be nested in `{self}`"
+                        )));
                     }
                     child.validate()?;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+impl AdapterSetup {
+    /// Parses the text form printed by `Display`: a name, or `Stack[a, b]` (nestable blocks).
+    ///
+    /// ```
+    /// use burn_adapters::AdapterSetup;
+    /// let setup = AdapterSetup::parse("Stack[a, b]")?;
+    /// assert_eq!(setup, AdapterSetup::stack(["a", "b"]));
+    /// assert_eq!(setup.to_string(), "Stack[a, b]");
+    /// # Ok::<(), burn_adapters::Error>(())
+    /// ```
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut rest = text.trim();
+        let setup = parse_setup(&mut rest, text)?;
+        if !rest.trim().is_empty() {
+            return Err(syntax(text, rest, "unexpected text after the setup"));
+        }
+        setup.validate()?;
+        Ok(setup)
+    }
+}
+
+fn syntax(text: &str, rest: &str, reason: &str) -> Error {
+    Error::ConfigSyntax {
+        input: text.to_string(),
+        position: text.len() - rest.len(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_setup(rest: &mut &str, text: &str) -> Result<AdapterSetup> {
+    *rest = rest.trim_start();
+    let end = rest
+        .find(|c: char| matches!(c, '[' | ']' | ',' | '(' | ')') || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let (word, after) = rest.split_at(end);
+    if word.is_empty() {
+        return Err(syntax(text, rest, "expected an adapter name or a block"));
+    }
+    *rest = after.trim_start();
+    if !rest.starts_with('[') {
+        return Ok(AdapterSetup::Name(word.to_string()));
+    }
+    *rest = &rest[1..];
+    let mut children = Vec::new();
+    loop {
+        children.push(parse_setup(rest, text)?);
+        *rest = rest.trim_start();
+        match rest.chars().next() {
+            Some(',') => *rest = &rest[1..],
+            Some(']') => {
+                *rest = &rest[1..];
+                break;
+            }
+            _ => return Err(syntax(text, rest, "expected `,` or `]`")),
+        }
+    }
+    match word {
+        "Stack" => Ok(AdapterSetup::Stack(children)),
+        "Fuse" | "Split" | "BatchSplit" | "Parallel" | "Average" => {
+            Err(Error::Unsupported(format!("composition block `{word}`")))
+        }
+        other => Err(syntax(
+            text,
+            rest,
+            &format!("unknown composition block `{other}`"),
+        )),
+    }
+}
+
+impl std::str::FromStr for AdapterSetup {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        Self::parse(text)
     }
 }
 

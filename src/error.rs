@@ -17,7 +17,9 @@ pub enum Error {
     UnknownAdapter(String),
 
     /// An adapter with this name already exists and overwriting was not requested.
-    #[error("an adapter named `{0}` already exists (pass `AddAdapterOptions {{ overwrite_ok: true, .. }}` to replace it, or load it under another name)")]
+    #[error(
+        "an adapter named `{0}` already exists (pass `AddAdapterOptions {{ overwrite_ok: true, .. }}` to replace it, or load it under another name)"
+    )]
     DuplicateAdapter(String),
 
     /// The adapter name cannot be used (empty, or containing characters that break parameter paths).
@@ -52,7 +54,9 @@ pub enum Error {
     },
 
     /// A config identifier is neither a preset name, a JSON object, nor an existing file.
-    #[error("unknown adapter config `{0}`: not a preset name, a config string, JSON, or an existing file")]
+    #[error(
+        "unknown adapter config `{0}`: not a preset name, a config string, JSON, or an existing file"
+    )]
     UnknownConfig(String),
 
     /// The feature exists in AdapterHub's config schema but is not implemented here yet.
@@ -137,7 +141,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidConfig {
             field: field.into(),
             value: value.to_string(),

@@ -8,7 +8,9 @@ use common::fixtures;
 use serde_json::Value;
 
 fn fixture_config(case: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join("bn").join(case).join("adapter_config.json")).unwrap();
+    let text =
+        std::fs::read_to_string(fixtures().join("bn").join(case).join("adapter_config.json"))
+            .unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["config"].clone()
 }
 
@@ -16,24 +18,42 @@ fn fixture_config(case: &str) -> Value {
 fn presets_serialise_exactly_as_the_reference() {
     // The fixtures were saved by AdapterHub from `<preset>[reduction_factor=8]`.
     for preset in ["seq_bn", "double_seq_bn", "par_bn", "scaled_par_bn"] {
-        let ours = AdapterConfig::load(&format!("{preset}[reduction_factor=8]")).unwrap().to_json();
+        let ours = AdapterConfig::load(&format!("{preset}[reduction_factor=8]"))
+            .unwrap()
+            .to_json();
         assert_eq!(ours, fixture_config(preset), "{preset}");
     }
 }
 
 #[test]
 fn preset_defaults_and_aliases() {
-    assert_eq!(BnConfig::seq_bn().reduction_factor, ReductionFactor::Uniform(16.0));
-    assert_eq!(BnConfig::par_bn().reduction_factor, ReductionFactor::Uniform(2.0));
+    assert_eq!(
+        BnConfig::seq_bn().reduction_factor,
+        ReductionFactor::Uniform(16.0)
+    );
+    assert_eq!(
+        BnConfig::par_bn().reduction_factor,
+        ReductionFactor::Uniform(2.0)
+    );
     assert_eq!(BnConfig::par_bn().scaling, Scaling::Fixed(4.0));
     assert_eq!(BnConfig::scaled_par_bn().scaling, Scaling::Learned);
-    for (alias, name) in [("pfeiffer", "seq_bn"), ("houlsby", "double_seq_bn"), ("parallel", "par_bn")] {
-        assert_eq!(AdapterConfig::load(alias).unwrap(), AdapterConfig::load(name).unwrap());
+    for (alias, name) in [
+        ("pfeiffer", "seq_bn"),
+        ("houlsby", "double_seq_bn"),
+        ("parallel", "par_bn"),
+    ] {
+        assert_eq!(
+            AdapterConfig::load(alias).unwrap(),
+            AdapterConfig::load(name).unwrap()
+        );
     }
     // Python writes scaling as a float and integral reduction factors as integers.
     let json = AdapterConfig::load("par_bn").unwrap().to_json();
     assert_eq!(serde_json::to_string(&json["scaling"]).unwrap(), "4.0");
-    assert_eq!(serde_json::to_string(&json["reduction_factor"]).unwrap(), "2");
+    assert_eq!(
+        serde_json::to_string(&json["reduction_factor"]).unwrap(),
+        "2"
+    );
 }
 
 #[test]
@@ -52,7 +72,10 @@ fn config_strings_json_and_files() {
     assert!(bn.mh_adapter);
 
     let json = AdapterConfig::load("seq_bn").unwrap().to_json().to_string();
-    assert_eq!(AdapterConfig::load(&json).unwrap(), AdapterConfig::load("seq_bn").unwrap());
+    assert_eq!(
+        AdapterConfig::load(&json).unwrap(),
+        AdapterConfig::load("seq_bn").unwrap()
+    );
 
     // a file: a full adapter_config.json
     let file = fixtures().join("bn/seq_bn_rf_map/adapter_config.json");
@@ -79,30 +102,69 @@ fn invalid_values_name_their_field() {
         ("seq_bn[init_weights=xavier]", "init_weights"),
         ("seq_bn[scaling=sometimes]", "scaling"),
         ("seq_bn[residual_before_ln=maybe]", "residual_before_ln"),
-        ("double_seq_bn[residual_before_ln=post_add]", "residual_before_ln"),
+        (
+            "double_seq_bn[residual_before_ln=post_add]",
+            "residual_before_ln",
+        ),
         ("seq_bn[leave_out=3]", "leave_out"),
-        ("seq_bn[mh_adapter=False,output_adapter=False]", "mh_adapter/output_adapter"),
+        (
+            "seq_bn[mh_adapter=False,output_adapter=False]",
+            "mh_adapter/output_adapter",
+        ),
         ("seq_bn[no_such_field=1]", "no_such_field"),
     ] {
         let err = AdapterConfig::load(spec).expect_err(spec);
         let message = err.to_string();
         let got = field_of(err);
-        assert!(got.contains(field) || message.contains(field), "{spec}: field `{got}`, message {message}");
+        assert!(
+            got.contains(field) || message.contains(field),
+            "{spec}: field `{got}`, message {message}"
+        );
     }
 }
 
 #[test]
 fn unknown_unsupported_and_malformed_specs() {
-    assert!(matches!(AdapterConfig::load("no_such_preset"), Err(Error::UnknownConfig(n)) if n == "no_such_preset"));
-    assert!(matches!(AdapterConfig::load("lora"), Err(Error::Unsupported(_))));
-    assert!(matches!(AdapterConfig::load("seq_bn|lora"), Err(Error::Unsupported(_))));
-    assert!(matches!(AdapterConfig::load("seq_bn[phm_layer=True]"), Err(Error::Unsupported(_))));
-    assert!(matches!(AdapterConfig::load("seq_bn[inv_adapter=nice]"), Err(Error::Unsupported(_))));
-    assert!(matches!(AdapterConfig::load("seq_bn|double_seq_bn"), Err(Error::InvalidConfig { .. })));
-    for bad in ["seq_bn[", "seq_bn[a]", "seq_bn[a=1,]", "seq_bn]", "|seq_bn", "seq_bn[a=\"x]"] {
-        assert!(matches!(AdapterConfig::load(bad), Err(Error::ConfigSyntax { .. })), "{bad}");
+    assert!(
+        matches!(AdapterConfig::load("no_such_preset"), Err(Error::UnknownConfig(n)) if n == "no_such_preset")
+    );
+    assert!(matches!(
+        AdapterConfig::load("lora"),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        AdapterConfig::load("seq_bn|lora"),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        AdapterConfig::load("seq_bn[phm_layer=True]"),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        AdapterConfig::load("seq_bn[inv_adapter=nice]"),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        AdapterConfig::load("seq_bn|double_seq_bn"),
+        Err(Error::InvalidConfig { .. })
+    ));
+    for bad in [
+        "seq_bn[",
+        "seq_bn[a]",
+        "seq_bn[a=1,]",
+        "seq_bn]",
+        "|seq_bn",
+        "seq_bn[a=\"x]",
+    ] {
+        assert!(
+            matches!(AdapterConfig::load(bad), Err(Error::ConfigSyntax { .. })),
+            "{bad}"
+        );
     }
-    assert!(matches!(AdapterConfig::load("{\"mh_adapter\": 3"), Err(Error::Json { .. })));
+    assert!(matches!(
+        AdapterConfig::load("{\"mh_adapter\": 3"),
+        Err(Error::Json { .. })
+    ));
 }
 
 #[test]

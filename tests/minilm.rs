@@ -12,8 +12,11 @@ use common::*;
 
 #[test]
 fn minilm_with_python_pfeiffer_adapter_matches_reference() {
-    let Some(assets) = std::env::var_os("BURN_ADAPTERS_ASSETS").map(std::path::PathBuf::from) else {
-        eprintln!("BURN_ADAPTERS_ASSETS is not set: skipping the real-model parity check (CI runs it)");
+    let Some(assets) = std::env::var_os("BURN_ADAPTERS_ASSETS").map(std::path::PathBuf::from)
+    else {
+        eprintln!(
+            "BURN_ADAPTERS_ASSETS is not set: skipping the real-model parity check (CI runs it)"
+        );
         return;
     };
     let device = device();
@@ -25,6 +28,8 @@ fn minilm_with_python_pfeiffer_adapter_matches_reference() {
     let (shape, want) = read_tensor(&case.join("expected.safetensors"), "last_hidden_state");
     assert_eq!(output.last_hidden_state.dims().to_vec(), shape);
     let delta = max_abs_diff(&values(output.last_hidden_state), &want);
-    println!("all-MiniLM-L6-v2 + Python Pfeiffer adapter `{name}`: max |Δ| = {delta:.2e} over {shape:?}");
+    println!(
+        "all-MiniLM-L6-v2 + Python Pfeiffer adapter `{name}`: max |Δ| = {delta:.2e} over {shape:?}"
+    );
     assert!(delta <= 1e-4, "max |Δ| = {delta:e}");
 }

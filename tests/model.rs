@@ -28,7 +28,9 @@ fn parameter_counts_on_bert_base_equal_the_reference() {
     let device = device();
     let mut model = BertModel::new(&BertConfig::bert_base(), &device);
     model.add_adapter("seq_bn", BnConfig::seq_bn()).unwrap();
-    model.add_adapter("double_seq_bn", BnConfig::double_seq_bn()).unwrap();
+    model
+        .add_adapter("double_seq_bn", BnConfig::double_seq_bn())
+        .unwrap();
     model.add_adapter("par_bn", BnConfig::par_bn()).unwrap();
     let summary = model.adapter_summary();
     let counts: Vec<usize> = summary.adapters.iter().map(|r| r.num_params).collect();
@@ -37,8 +39,18 @@ fn parameter_counts_on_bert_base_equal_the_reference() {
     // bottleneck 768/16 = 48: per layer 768·48 + 48 + 48·768 + 768 = 74,544
     assert_eq!(894_528, 12 * (768 * 48 + 48 + 48 * 768 + 768));
     let table = summary.to_string();
-    assert!(table.contains("seq_bn                   bottleneck          894,528       0.817       0       1"), "{table}");
-    assert!(table.contains("Full model                               109,482,240     100.000               1"), "{table}");
+    assert!(
+        table.contains(
+            "seq_bn                   bottleneck          894,528       0.817       0       1"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "Full model                               109,482,240     100.000               1"
+        ),
+        "{table}"
+    );
 }
 
 #[test]
@@ -53,16 +65,24 @@ fn identity_initialisation_leaves_the_model_unchanged() {
         "double_seq_bn[init_weights=mam_adapter,ln_after=False,use_gating=True]",
     ] {
         let mut model = base.clone();
-        model.add_adapter("a", AdapterConfig::load(spec).unwrap()).unwrap();
+        model
+            .add_adapter("a", AdapterConfig::load(spec).unwrap())
+            .unwrap();
         model.set_active_adapters("a").unwrap();
         let got = values(model.forward(tiny_input(&device)).last_hidden_state);
-        assert_eq!(got, want, "{spec}: a zero up-projection must be an exact identity");
+        assert_eq!(
+            got, want,
+            "{spec}: a zero up-projection must be an exact identity"
+        );
     }
     // and a bert-initialised adapter is not
     let mut model = base.clone();
     model.add_adapter("a", BnConfig::seq_bn()).unwrap();
     model.set_active_adapters("a").unwrap();
-    assert_ne!(values(model.forward(tiny_input(&device)).last_hidden_state), want);
+    assert_ne!(
+        values(model.forward(tiny_input(&device)).last_hidden_state),
+        want
+    );
 }
 
 /// Random `[2, 3, 8]` tensors and a LayerNorm with non-trivial affine parameters.
@@ -71,8 +91,12 @@ fn site_inputs(device: &Device) -> (Tensor<3>, Tensor<3>, LayerNorm) {
     let h = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), device);
     let r = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), device);
     let mut ln = LayerNormConfig::new(8).init(device);
-    ln.gamma = ln.gamma.map(|g| g + Tensor::random([8], Distribution::Normal(0.0, 0.3), device));
-    ln.beta = ln.beta.map(|beta| beta.map(|b| b + Tensor::random([8], Distribution::Normal(0.0, 0.3), device)));
+    ln.gamma = ln
+        .gamma
+        .map(|g| g + Tensor::random([8], Distribution::Normal(0.0, 0.3), device));
+    ln.beta = ln
+        .beta
+        .map(|beta| beta.map(|b| b + Tensor::random([8], Distribution::Normal(0.0, 0.3), device)));
     (h, r, ln)
 }
 
@@ -87,8 +111,10 @@ fn site_with(config: &str, position: SitePosition, device: &Device) -> ResidualS
 /// `s · (act(x·Wd + bd)·Wu + bu)` from the adapter's own weights, with plain tensor algebra.
 fn f(site: &ResidualSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64) -> Tensor<3> {
     let a = site.adapters().get("a").unwrap();
-    let down = x.matmul(a.down.weight.val().unsqueeze()) + a.down.bias.as_ref().unwrap().val().unsqueeze();
-    let up = act(down).matmul(a.up.weight.val().unsqueeze()) + a.up.bias.as_ref().unwrap().val().unsqueeze();
+    let down =
+        x.matmul(a.down.weight.val().unsqueeze()) + a.down.bias.as_ref().unwrap().val().unsqueeze();
+    let up = act(down).matmul(a.up.weight.val().unsqueeze())
+        + a.up.bias.as_ref().unwrap().val().unsqueeze();
     up.mul_scalar(s)
 }
 
@@ -103,20 +129,48 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
     let (h, r, ln) = site_inputs(&device);
     // Pfeiffer: y = LN(f(LN(h + r)) + h + r)
     let site = site_with("seq_bn[reduction_factor=2]", SitePosition::Output, &device);
-    let want = ln.forward(f(&site, ln.forward(h.clone() + r.clone()), activation::relu, 1.0) + h.clone() + r.clone());
-    assert_close(site.forward(h.clone(), r.clone(), Some(&ln)), want, "pfeiffer");
+    let want = ln.forward(
+        f(
+            &site,
+            ln.forward(h.clone() + r.clone()),
+            activation::relu,
+            1.0,
+        ) + h.clone()
+            + r.clone(),
+    );
+    assert_close(
+        site.forward(h.clone(), r.clone(), Some(&ln)),
+        want,
+        "pfeiffer",
+    );
     // Houlsby: y = LN(f(h) + h + r), at both sites
     for position in [SitePosition::Attention, SitePosition::Output] {
         let site = site_with("double_seq_bn[reduction_factor=2]", position, &device);
         let want = ln.forward(f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone());
-        assert_close(site.forward(h.clone(), r.clone(), Some(&ln)), want, "houlsby");
+        assert_close(
+            site.forward(h.clone(), r.clone(), Some(&ln)),
+            want,
+            "houlsby",
+        );
     }
     // Parallel: y = LN(h + r + s·f(r)), made non-trivial by a bert init instead of zeros
-    let site = site_with("par_bn[reduction_factor=2,init_weights=bert]", SitePosition::Output, &device);
+    let site = site_with(
+        "par_bn[reduction_factor=2,init_weights=bert]",
+        SitePosition::Output,
+        &device,
+    );
     let want = ln.forward(h.clone() + r.clone() + f(&site, r.clone(), activation::relu, 4.0));
-    assert_close(site.forward(h.clone(), r.clone(), Some(&ln)), want, "parallel");
+    assert_close(
+        site.forward(h.clone(), r.clone(), Some(&ln)),
+        want,
+        "parallel",
+    );
     // Pre-norm hosts (no LayerNorm at the site): Houlsby becomes f(h) + h + r
-    let site = site_with("double_seq_bn[reduction_factor=2]", SitePosition::Output, &device);
+    let site = site_with(
+        "double_seq_bn[reduction_factor=2]",
+        SitePosition::Output,
+        &device,
+    );
     let want = f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone();
     assert_close(site.forward(h, r, None), want, "houlsby without LayerNorm");
 }
@@ -139,7 +193,10 @@ fn train_adapter_changes_only_that_adapter() {
         model = optim.step(1e-2, model, grads);
     }
     let after = snapshot(&model);
-    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
     let (mut changed, mut frozen) = (0, 0);
     for (path, old) in &before {
         let in_a = path.contains(".adapters.a.");
@@ -150,10 +207,15 @@ fn train_adapter_changes_only_that_adapter() {
             frozen += 1;
         }
     }
-    assert!(changed >= 8, "the adapter's parameters must change ({changed} did)");
+    assert!(
+        changed >= 8,
+        "the adapter's parameters must change ({changed} did)"
+    );
     assert!(frozen > 30, "{frozen}");
     let summary = model.adapter_summary();
-    assert!(summary.adapters[0].trainable && !summary.adapters[1].trainable && !summary.base_trainable);
+    assert!(
+        summary.adapters[0].trainable && !summary.adapters[1].trainable && !summary.base_trainable
+    );
 }
 
 #[test]
@@ -161,26 +223,63 @@ fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
     let device = device();
     let mut model = BertModel::new(&BertConfig::tiny(), &device);
     model.add_adapter("a", BnConfig::seq_bn()).unwrap();
-    assert!(matches!(model.add_adapter("a", BnConfig::seq_bn()), Err(Error::DuplicateAdapter(n)) if n == "a"));
+    assert!(
+        matches!(model.add_adapter("a", BnConfig::seq_bn()), Err(Error::DuplicateAdapter(n)) if n == "a")
+    );
     model
-        .add_adapter_with("a", BnConfig::double_seq_bn(), AddAdapterOptions { overwrite_ok: true, set_active: true })
+        .add_adapter_with(
+            "a",
+            BnConfig::double_seq_bn(),
+            AddAdapterOptions {
+                overwrite_ok: true,
+                set_active: true,
+            },
+        )
         .unwrap();
     assert_eq!(model.active_adapters(), Some(&AdapterSetup::from("a")));
-    assert_eq!(model.adapter_summary().adapters[0].num_params, 2 * 2 * (32 * 2 + 2 + 2 * 32 + 32));
+    assert_eq!(
+        model.adapter_summary().adapters[0].num_params,
+        2 * 2 * (32 * 2 + 2 + 2 * 32 + 32)
+    );
 
     let snap = snapshot(&model);
     for bad in ["", "a.b", "x y", "a[0]", "p|q"] {
-        assert!(matches!(model.add_adapter(bad, BnConfig::seq_bn()), Err(Error::InvalidName { .. })), "{bad:?}");
+        assert!(
+            matches!(
+                model.add_adapter(bad, BnConfig::seq_bn()),
+                Err(Error::InvalidName { .. })
+            ),
+            "{bad:?}"
+        );
     }
-    let err = model.add_adapter("c", AdapterConfig::load("seq_bn[leave_out=[5]]").unwrap()).unwrap_err();
-    assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "leave_out"), "{err}");
     let err = model
-        .add_adapter("c", AdapterConfig::load(r#"seq_bn[reduction_factor={"0": 4}]"#).unwrap())
+        .add_adapter("c", AdapterConfig::load("seq_bn[leave_out=[5]]").unwrap())
         .unwrap_err();
-    assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"), "{err}");
-    assert!(matches!(model.set_active_adapters("nope"), Err(Error::UnknownAdapter(n)) if n == "nope"));
-    assert!(matches!(model.set_active_adapters(AdapterSetup::stack(["a", "zz"])), Err(Error::UnknownAdapter(_))));
-    assert!(matches!(model.delete_adapter("nope"), Err(Error::UnknownAdapter(_))));
+    assert!(
+        matches!(&err, Error::InvalidConfig { field, .. } if field == "leave_out"),
+        "{err}"
+    );
+    let err = model
+        .add_adapter(
+            "c",
+            AdapterConfig::load(r#"seq_bn[reduction_factor={"0": 4}]"#).unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"),
+        "{err}"
+    );
+    assert!(
+        matches!(model.set_active_adapters("nope"), Err(Error::UnknownAdapter(n)) if n == "nope")
+    );
+    assert!(matches!(
+        model.set_active_adapters(AdapterSetup::stack(["a", "zz"])),
+        Err(Error::UnknownAdapter(_))
+    ));
+    assert!(matches!(
+        model.delete_adapter("nope"),
+        Err(Error::UnknownAdapter(_))
+    ));
     assert_eq!(snapshot(&model), snap);
     assert_eq!(model.adapter_names(), ["a"]);
     assert_eq!(model.active_adapters(), Some(&AdapterSetup::from("a")));
@@ -198,7 +297,13 @@ fn leave_out_and_per_layer_reduction_factor() {
     let device = device();
     let mut model = BertModel::new(&BertConfig::tiny(), &device);
     model
-        .add_adapter("a", AdapterConfig::load(r#"double_seq_bn[reduction_factor={"1": 4, "default": 16}, leave_out=[0]]"#).unwrap())
+        .add_adapter(
+            "a",
+            AdapterConfig::load(
+                r#"double_seq_bn[reduction_factor={"1": 4, "default": 16}, leave_out=[0]]"#,
+            )
+            .unwrap(),
+        )
         .unwrap();
     let sizes: Vec<usize> = model
         .encoder
@@ -214,7 +319,10 @@ fn leave_out_and_per_layer_reduction_factor() {
 fn stack_applies_adapters_in_sequence() {
     let device = device();
     let (h, r, ln) = site_inputs(&device);
-    let mut site = ResidualSite::new(SiteLocation { layer: 0, position: SitePosition::Output });
+    let mut site = ResidualSite::new(SiteLocation {
+        layer: 0,
+        position: SitePosition::Output,
+    });
     let a = AdapterConfig::load("double_seq_bn[reduction_factor=2]").unwrap();
     let b = AdapterConfig::load("double_seq_bn[reduction_factor=4,non_linearity=relu]").unwrap();
     site.add_adapter("a", &a, 8, &device).unwrap();
@@ -231,7 +339,11 @@ fn stack_applies_adapters_in_sequence() {
     };
     let u = fa(h.clone()) + h.clone();
     let v = fb(u.clone()) + u;
-    assert_close(site.forward(h, r.clone(), Some(&ln)), ln.forward(v + r), "stack");
+    assert_close(
+        site.forward(h, r.clone(), Some(&ln)),
+        ln.forward(v + r),
+        "stack",
+    );
 }
 
 #[test]
@@ -239,21 +351,46 @@ fn transformer_encoder_wrapper_equals_burn_forward() {
     let device = device();
     device.seed(11);
     for norm_first in [false, true] {
-        let encoder = TransformerEncoderConfig::new(32, 64, 4, 2).with_norm_first(norm_first).init(&device);
+        let encoder = TransformerEncoderConfig::new(32, 64, 4, 2)
+            .with_norm_first(norm_first)
+            .init(&device);
         let x = Tensor::<3>::random([2, 5, 32], Distribution::Normal(0.0, 1.0), &device);
-        let pad = Tensor::<2, Int>::from_ints([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], &device).equal_elem(1);
-        let want = values(encoder.forward(TransformerEncoderInput::new(x.clone()).mask_pad(pad.clone())));
+        let pad =
+            Tensor::<2, Int>::from_ints([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], &device).equal_elem(1);
+        let want =
+            values(encoder.forward(TransformerEncoderInput::new(x.clone()).mask_pad(pad.clone())));
         let paths = snapshot(&encoder);
 
         let mut model = AdapterTransformerEncoder::from_encoder(encoder.clone());
-        assert_eq!(snapshot(&model), paths, "the wrapper keeps burn's parameter paths and values");
-        assert_eq!(values(model.forward(x.clone(), Some(pad.clone()))), want, "norm_first = {norm_first}");
+        assert_eq!(
+            snapshot(&model),
+            paths,
+            "the wrapper keeps burn's parameter paths and values"
+        );
+        assert_eq!(
+            values(model.forward(x.clone(), Some(pad.clone()))),
+            want,
+            "norm_first = {norm_first}"
+        );
 
-        model.add_adapter("id", AdapterConfig::load("double_seq_bn[init_weights=mam_adapter]").unwrap()).unwrap();
+        model
+            .add_adapter(
+                "id",
+                AdapterConfig::load("double_seq_bn[init_weights=mam_adapter]").unwrap(),
+            )
+            .unwrap();
         model.add_adapter("b", BnConfig::double_seq_bn()).unwrap();
-        assert_eq!(values(model.forward(x.clone(), Some(pad.clone()))), want, "inactive adapters change nothing");
+        assert_eq!(
+            values(model.forward(x.clone(), Some(pad.clone()))),
+            want,
+            "inactive adapters change nothing"
+        );
         model.set_active_adapters("id").unwrap();
-        assert_eq!(values(model.forward(x.clone(), Some(pad.clone()))), want, "identity adapter");
+        assert_eq!(
+            values(model.forward(x.clone(), Some(pad.clone()))),
+            want,
+            "identity adapter"
+        );
         model.set_active_adapters("b").unwrap();
         assert_ne!(values(model.forward(x.clone(), Some(pad.clone()))), want);
 

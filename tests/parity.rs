@@ -28,7 +28,12 @@ fn bert_loader_reproduces_transformers() {
     assert_eq!(output.last_hidden_state.dims().to_vec(), shape);
     let hidden = max_abs_diff(&values(output.last_hidden_state), &want);
     let (_, want_pooled) = read_tensor(&expected, "pooler_output");
-    let pooled: Vec<f32> = output.pooler_output.unwrap().into_data().try_to_vec().unwrap();
+    let pooled: Vec<f32> = output
+        .pooler_output
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     let pooled = max_abs_diff(&pooled, &want_pooled);
     println!("base model: last_hidden_state max |Δ| = {hidden:.2e}, pooler max |Δ| = {pooled:.2e}");
     assert!(hidden <= TOLERANCE && pooled <= TOLERANCE);
@@ -39,12 +44,18 @@ fn every_reference_adapter_matches_reference_outputs() {
     let device = device();
     let base = base_model(&device);
     let dirs = case_dirs();
-    assert!(dirs.len() >= 24, "expected the generator's 24 cases, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 24,
+        "expected the generator's 24 cases, found {}",
+        dirs.len()
+    );
     let mut worst = (0.0f64, String::new());
     for dir in &dirs {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let mut model = base.clone();
-        let name = model.load_adapter(dir).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let name = model
+            .load_adapter(dir)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         assert_eq!(name, case);
         model.set_active_adapters(name.as_str()).unwrap();
         let got = values(model.forward(fixture_inputs(&device)).last_hidden_state);
@@ -56,7 +67,12 @@ fn every_reference_adapter_matches_reference_outputs() {
             worst = (delta, case);
         }
     }
-    println!("{} reference cases, worst max |Δ| = {:.2e} ({})", dirs.len(), worst.0, worst.1);
+    println!(
+        "{} reference cases, worst max |Δ| = {:.2e} ({})",
+        dirs.len(),
+        worst.0,
+        worst.1
+    );
 }
 
 #[test]
@@ -67,17 +83,24 @@ fn reference_parameter_counts_match() {
         let mut model = base.clone();
         let name = model.load_adapter(&dir).unwrap();
         let params: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
+                .unwrap();
         let summary = model.adapter_summary();
-        assert_eq!(summary.adapters[0].num_params as u64, params["num_params"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            summary.adapters[0].num_params as u64,
+            params["num_params"].as_u64().unwrap(),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn reference_configs_round_trip_exactly() {
     for dir in case_dirs() {
-        let file: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+        let file: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
         let config = AdapterConfig::from_json(&file["config"]).unwrap();
         assert_eq!(config.to_json(), file["config"], "{}", dir.display());
     }
@@ -97,7 +120,10 @@ fn save_load_round_trip_is_bit_exact() {
         model.set_active_adapters(name.as_str()).unwrap();
         let before = values(model.forward(fixture_inputs(&device)).last_hidden_state);
 
-        let out = export.clone().unwrap_or_else(|| scratch.path().to_path_buf()).join(&name);
+        let out = export
+            .clone()
+            .unwrap_or_else(|| scratch.path().to_path_buf())
+            .join(&name);
         model.save_adapter(&out, &name).unwrap();
         let mut reloaded = base.clone();
         reloaded.load_adapter_as(&out, "reloaded").unwrap();
@@ -113,6 +139,8 @@ fn save_load_round_trip_is_bit_exact() {
 
 fn write_expected(path: &std::path::Path, values: &[f32], shape: [usize; 3]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+            .unwrap();
     safetensors::serialize_to_file([("last_hidden_state", view)], None, path).unwrap();
 }

@@ -242,7 +242,10 @@ impl BnConfig {
     pub fn validate(&self) -> Result<()> {
         self.reduction_factor.validate()?;
         self.activation()?;
-        for (field, p) in [("dropout", self.dropout), ("stochastic_depth", self.stochastic_depth)] {
+        for (field, p) in [
+            ("dropout", self.dropout),
+            ("stochastic_depth", self.stochastic_depth),
+        ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::invalid(field, p, "must be a probability in [0, 1)"));
             }
@@ -250,9 +253,16 @@ impl BnConfig {
         if let Scaling::Fixed(s) = self.scaling
             && !s.is_finite()
         {
-            return Err(Error::invalid("scaling", s, "must be finite, \"learned\" or \"channel\""));
+            return Err(Error::invalid(
+                "scaling",
+                s,
+                "must be finite, \"learned\" or \"channel\"",
+            ));
         }
-        if self.residual_before_ln == ResidualBeforeLn::PostAdd && !self.original_ln_before && !self.is_parallel {
+        if self.residual_before_ln == ResidualBeforeLn::PostAdd
+            && !self.original_ln_before
+            && !self.is_parallel
+        {
             // AdapterHub accepts this and then fails in the forward pass (UnboundLocalError).
             return Err(Error::invalid(
                 "residual_before_ln",
@@ -268,13 +278,19 @@ impl BnConfig {
             ));
         }
         if self.phm_layer {
-            return Err(Error::Unsupported("phm_layer = true (Compacter PHM layers)".into()));
+            return Err(Error::Unsupported(
+                "phm_layer = true (Compacter PHM layers)".into(),
+            ));
         }
         if let Some(inv) = &self.inv_adapter {
-            return Err(Error::Unsupported(format!("inv_adapter = {inv:?} (invertible adapters)")));
+            return Err(Error::Unsupported(format!(
+                "inv_adapter = {inv:?} (invertible adapters)"
+            )));
         }
         if self.cross_adapter {
-            return Err(Error::Unsupported("cross_adapter = true (no cross-attention in encoder hosts)".into()));
+            return Err(Error::Unsupported(
+                "cross_adapter = true (no cross-attention in encoder hosts)".into(),
+            ));
         }
         Ok(())
     }

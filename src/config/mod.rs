@@ -120,7 +120,10 @@ impl AdapterConfig {
             field: ".".into(),
             reason: e.to_string(),
         })?;
-        let config = value.get("config").filter(|c| c.is_object()).unwrap_or(&value);
+        let config = value
+            .get("config")
+            .filter(|c| c.is_object())
+            .unwrap_or(&value);
         Self::from_json(config).map_err(|e| match e {
             Error::Json { field, reason, .. } => Error::Json {
                 path: path.into(),
@@ -139,7 +142,9 @@ impl AdapterConfig {
             }
         }
         match KNOWN_PRESETS.iter().find(|(preset, _)| *preset == name) {
-            Some((_, arch)) => Err(Error::Unsupported(format!("config `{name}` (architecture {arch})"))),
+            Some((_, arch)) => Err(Error::Unsupported(format!(
+                "config `{name}` (architecture {arch})"
+            ))),
             None => Err(Error::UnknownConfig(name.to_string())),
         }
     }
@@ -169,19 +174,30 @@ impl AdapterConfig {
             }
             "union" => {
                 let Some(Value::Array(parts)) = map.get("configs") else {
-                    return Err(Error::invalid("configs", "missing", "a union needs a `configs` list"));
+                    return Err(Error::invalid(
+                        "configs",
+                        "missing",
+                        "a union needs a `configs` list",
+                    ));
                 };
                 if parts.is_empty() {
-                    return Err(Error::invalid("configs", "[]", "a union needs at least one config"));
+                    return Err(Error::invalid(
+                        "configs",
+                        "[]",
+                        "a union needs at least one config",
+                    ));
                 }
-                let configs = parts.iter().map(Self::from_json).collect::<Result<Vec<_>>>()?;
+                let configs = parts
+                    .iter()
+                    .map(Self::from_json)
+                    .collect::<Result<Vec<_>>>()?;
                 let union = AdapterConfig::Union(configs);
                 union.validate()?;
                 Ok(union)
             }
-            "lora" | "prefix_tuning" | "prompt_tuning" | "reft" => {
-                Err(Error::Unsupported(format!("adapter architecture `{architecture}`")))
-            }
+            "lora" | "prefix_tuning" | "prompt_tuning" | "reft" => Err(Error::Unsupported(
+                format!("adapter architecture `{architecture}`"),
+            )),
             other => Err(Error::invalid(
                 "architecture",
                 format!("{other:?}"),
@@ -218,17 +234,25 @@ impl AdapterConfig {
             AdapterConfig::Union(configs) => {
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
-                        return Err(Error::invalid("configs", "union", "unions cannot be nested"));
+                        return Err(Error::invalid(
+                            "configs",
+                            "union",
+                            "unions cannot be nested",
+                        ));
                     }
                     config.validate()?;
                 }
                 // As in AdapterHub: two bottlenecks may share a union only at disjoint sites
                 // (undecidable here when either leaves layers out).
-                let bottlenecks: Vec<&BnConfig> = configs.iter().filter_map(Self::bottleneck).collect();
+                let bottlenecks: Vec<&BnConfig> =
+                    configs.iter().filter_map(Self::bottleneck).collect();
                 for (i, a) in bottlenecks.iter().enumerate() {
                     for b in &bottlenecks[i + 1..] {
                         let decidable = a.leave_out.is_empty() && b.leave_out.is_empty();
-                        if decidable && (a.mh_adapter == b.mh_adapter || a.output_adapter == b.output_adapter) {
+                        if decidable
+                            && (a.mh_adapter == b.mh_adapter
+                                || a.output_adapter == b.output_adapter)
+                        {
                             return Err(Error::invalid(
                                 "configs",
                                 "two bottleneck configs",
@@ -255,10 +279,16 @@ impl AdapterConfig {
     pub fn bottleneck_at(&self, attention: bool, layer: usize) -> Option<&BnConfig> {
         match self {
             AdapterConfig::Bottleneck(bn) => {
-                let placed = if attention { bn.mh_adapter } else { bn.output_adapter };
+                let placed = if attention {
+                    bn.mh_adapter
+                } else {
+                    bn.output_adapter
+                };
                 (placed && !bn.leave_out.contains(&layer)).then_some(bn)
             }
-            AdapterConfig::Union(configs) => configs.iter().find_map(|c| c.bottleneck_at(attention, layer)),
+            AdapterConfig::Union(configs) => configs
+                .iter()
+                .find_map(|c| c.bottleneck_at(attention, layer)),
         }
     }
 
@@ -276,7 +306,9 @@ fn deserialize_named<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T>
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let value_text = lookup(value, &field).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let value_text = lookup(value, &field)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
         Error::invalid(field, value_text, inner)
     })
 }
@@ -294,9 +326,15 @@ mod tests {
     #[test]
     fn invalid_field_is_named() {
         let err = AdapterConfig::load("seq_bn[init_weights=xavier]").unwrap_err();
-        assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "init_weights"), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidConfig { field, .. } if field == "init_weights"),
+            "{err}"
+        );
         let err = AdapterConfig::load("seq_bn[reduction_factor=0]").unwrap_err();
-        assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"),
+            "{err}"
+        );
         let err = AdapterConfig::load("seq_bn[bogus=1]").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }

@@ -27,7 +27,9 @@ pub(crate) fn parse_config_string(s: &str) -> Result<Vec<ConfigItem>> {
                 parser.pos += 1;
                 items.push(parser.item()?);
             }
-            Some(c) => return Err(parser.error(format!("expected `|` or end of input, found `{c}`"))),
+            Some(c) => {
+                return Err(parser.error(format!("expected `|` or end of input, found `{c}`")));
+            }
         }
     }
     Ok(items)
@@ -261,16 +263,26 @@ mod tests {
 
     #[test]
     fn accepts_unquoted_strings_and_maps() {
-        let items =
-            parse_config_string("seq_bn[non_linearity=gelu,reduction_factor={'0': 4, default: 16},scaling=0.5]").unwrap();
+        let items = parse_config_string(
+            "seq_bn[non_linearity=gelu,reduction_factor={'0': 4, default: 16},scaling=0.5]",
+        )
+        .unwrap();
         assert_eq!(items[0].overrides["non_linearity"], json!("gelu"));
-        assert_eq!(items[0].overrides["reduction_factor"], json!({"0": 4, "default": 16}));
+        assert_eq!(
+            items[0].overrides["reduction_factor"],
+            json!({"0": 4, "default": 16})
+        );
         assert_eq!(items[0].overrides["scaling"], json!(0.5));
     }
 
     #[test]
     fn reports_position_of_errors() {
-        for (input, position) in [("seq_bn[reduction_factor]", 23), ("seq_bn[a=1", 10), ("seq_bn[a=\"x]", 9), ("", 0)] {
+        for (input, position) in [
+            ("seq_bn[reduction_factor]", 23),
+            ("seq_bn[a=1", 10),
+            ("seq_bn[a=\"x]", 9),
+            ("", 0),
+        ] {
             match parse_config_string(input) {
                 Err(Error::ConfigSyntax { position: p, .. }) => assert_eq!(p, position, "{input}"),
                 other => panic!("{input}: expected a syntax error, got {other:?}"),

@@ -128,7 +128,9 @@ impl<'de> Deserialize<'de> for ReductionFactor {
             PerLayer(BTreeMap<String, f64>),
         }
         match Repr::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a number or a map of layer index/\"default\" to numbers")
+            serde::de::Error::custom(
+                "expected a number or a map of layer index/\"default\" to numbers",
+            )
         })? {
             Repr::Uniform(rf) => Ok(ReductionFactor::Uniform(rf)),
             Repr::PerLayer(map) => Ok(ReductionFactor::PerLayer(map)),

@@ -9,7 +9,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Value, json};
 
 use super::keys::{bottleneck_name, strip_model_prefix};
-use super::tensors::{HostTensor, TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically};
+use super::tensors::{
+    HostTensor, TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
+};
 use crate::config::AdapterConfig;
 use crate::error::{Error, Result};
 use crate::methods::Bottleneck;
@@ -56,9 +58,14 @@ impl ModuleVisitor for Collect<'_> {
             shape: data.shape().to_vec(),
             values: data.try_to_vec::<f32>().expect("converted to f32"),
         };
-        let tensor = if name.transpose { tensor.transposed() } else { tensor };
+        let tensor = if name.transpose {
+            tensor.transposed()
+        } else {
+            tensor
+        };
         for alias in name.names {
-            self.out.insert(format!("{}.{alias}", self.prefix), tensor.clone());
+            self.out
+                .insert(format!("{}.{alias}", self.prefix), tensor.clone());
         }
     }
 }
@@ -92,8 +99,15 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         "name": name,
         "version": FORMAT_VERSION,
     });
-    let config_bytes = serde_json::to_vec_pretty(&config_json).expect("JSON values always serialise");
-    write_atomically(dir, &[(WEIGHTS_FILE, safetensors_bytes(&tensors)?), (CONFIG_FILE, config_bytes)])
+    let config_bytes =
+        serde_json::to_vec_pretty(&config_json).expect("JSON values always serialise");
+    write_atomically(
+        dir,
+        &[
+            (WEIGHTS_FILE, safetensors_bytes(&tensors)?),
+            (CONFIG_FILE, config_bytes),
+        ],
+    )
 }
 
 /// Reads and checks `dir/adapter_config.json`: the adapter's name and config.
@@ -120,12 +134,22 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
                     found: found as usize,
                 });
             }
-            None => return Err(json_error("hidden_size", format!("expected an integer, found {value}"))),
+            None => {
+                return Err(json_error(
+                    "hidden_size",
+                    format!("expected an integer, found {value}"),
+                ));
+            }
         },
     }
     let name = match file.get("name") {
         Some(Value::String(name)) => name.clone(),
-        other => return Err(json_error("name", format!("expected a string, found {other:?}"))),
+        other => {
+            return Err(json_error(
+                "name",
+                format!("expected a string, found {other:?}"),
+            ));
+        }
     };
     // Configs written before versions were recorded meant the tanh approximation by "gelu".
     if file.get("version").is_none()
@@ -138,7 +162,11 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
         }
     }
     let config = AdapterConfig::from_json(&config).map_err(|e| match e {
-        Error::InvalidConfig { field, value, reason } => json_error(&format!("config.{field}"), format!("{value}: {reason}")),
+        Error::InvalidConfig {
+            field,
+            value,
+            reason,
+        } => json_error(&format!("config.{field}"), format!("{value}: {reason}")),
         Error::Json { field, reason, .. } => json_error(&format!("config.{field}"), reason),
         other => other,
     })?;
@@ -159,20 +187,34 @@ struct Fill<'a> {
 
 impl Fill<'_> {
     fn lookup(&mut self, path: &str, dims: &[usize]) -> Result<TensorData> {
-        let name = bottleneck_name(path, self.ln_before)
-            .ok_or_else(|| Error::Unsupported(format!("bottleneck parameter `{path}` has no AdapterHub name")))?;
-        let keys: Vec<String> = name.names.iter().map(|n| format!("{}.{n}", self.prefix)).collect();
-        let found = keys.iter().find(|k| self.tensors.contains_key(*k)).ok_or_else(|| Error::MissingTensor {
-            path: self.file.to_path_buf(),
-            key: keys[0].clone(),
+        let name = bottleneck_name(path, self.ln_before).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "bottleneck parameter `{path}` has no AdapterHub name"
+            ))
         })?;
+        let keys: Vec<String> = name
+            .names
+            .iter()
+            .map(|n| format!("{}.{n}", self.prefix))
+            .collect();
+        let found = keys
+            .iter()
+            .find(|k| self.tensors.contains_key(*k))
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.file.to_path_buf(),
+                key: keys[0].clone(),
+            })?;
         for key in &keys {
             if self.tensors.contains_key(key) {
                 self.used.insert(key.clone());
             }
         }
         let tensor = &self.tensors[found];
-        let expected: Vec<usize> = if name.transpose { dims.iter().rev().copied().collect() } else { dims.to_vec() };
+        let expected: Vec<usize> = if name.transpose {
+            dims.iter().rev().copied().collect()
+        } else {
+            dims.to_vec()
+        };
         if tensor.shape != expected || tensor.values.len() != expected.iter().product::<usize>() {
             return Err(Error::ShapeMismatch {
                 path: self.file.to_path_buf(),
@@ -182,9 +224,16 @@ impl Fill<'_> {
             });
         }
         if let Some(bad) = tensor.values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::format(self.file, format!("tensor `{found}` holds a non-finite value ({bad})")));
+            return Err(Error::format(
+                self.file,
+                format!("tensor `{found}` holds a non-finite value ({bad})"),
+            ));
         }
-        let tensor = if name.transpose { tensor.transposed() } else { tensor.clone() };
+        let tensor = if name.transpose {
+            tensor.transposed()
+        } else {
+            tensor.clone()
+        };
         Ok(TensorData::new(tensor.values, tensor.shape))
     }
 }
@@ -227,7 +276,10 @@ fn weights_file(dir: &Path) -> Result<(PathBuf, TensorMap)> {
     }
     Err(Error::io(
         safetensors,
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("neither {WEIGHTS_FILE} nor {PYTORCH_WEIGHTS_FILE} exists")),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("neither {WEIGHTS_FILE} nor {PYTORCH_WEIGHTS_FILE} exists"),
+        ),
     ))
 }
 
@@ -239,13 +291,18 @@ pub(crate) fn read_adapter<M: AdapterHost>(
     device: &Device,
 ) -> Result<LoadedAdapter> {
     let (saved_name, config) = read_config(dir, model.hidden_size())?;
-    let name = load_as.map(str::to_string).unwrap_or_else(|| saved_name.clone());
+    let name = load_as
+        .map(str::to_string)
+        .unwrap_or_else(|| saved_name.clone());
     let (file, raw) = weights_file(dir)?;
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let key = strip_model_prefix(&key).to_string();
         if tensors.insert(key.clone(), tensor).is_some() {
-            return Err(Error::format(&file, format!("tensor `{key}` appears with and without the `bert.` prefix")));
+            return Err(Error::format(
+                &file,
+                format!("tensor `{key}` appears with and without the `bert.` prefix"),
+            ));
         }
     }
     let hidden = model.hidden_size();
@@ -294,7 +351,14 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         return Err(e);
     }
     if let Some(key) = tensors.keys().find(|k| !used.contains(*k)) {
-        return Err(Error::UnexpectedTensor { path: file, key: key.clone() });
+        return Err(Error::UnexpectedTensor {
+            path: file,
+            key: key.clone(),
+        });
     }
-    Ok(LoadedAdapter { name, config, modules })
+    Ok(LoadedAdapter {
+        name,
+        config,
+        modules,
+    })
 }

@@ -18,8 +18,14 @@ pub struct ReferenceName {
 /// [`Bottleneck`]: crate::methods::Bottleneck
 pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
     let (names, transpose): (Vec<&'static str>, bool) = match (path, ln_before) {
-        ("norm_before.gamma", _) => (vec!["adapter_down.0.weight", "adapter_norm_before.weight"], false),
-        ("norm_before.beta", _) => (vec!["adapter_down.0.bias", "adapter_norm_before.bias"], false),
+        ("norm_before.gamma", _) => (
+            vec!["adapter_down.0.weight", "adapter_norm_before.weight"],
+            false,
+        ),
+        ("norm_before.beta", _) => (
+            vec!["adapter_down.0.bias", "adapter_norm_before.bias"],
+            false,
+        ),
         ("down.weight", false) => (vec!["adapter_down.0.weight"], true),
         ("down.bias", false) => (vec!["adapter_down.0.bias"], false),
         ("down.weight", true) => (vec!["adapter_down.1.weight"], true),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::store::pytorch_reader::{DType as PtDType, PytorchReader};
 use safetensors::{Dtype, SafeTensors};
@@ -42,12 +42,18 @@ pub type TensorMap = BTreeMap<String, HostTensor>;
 fn bytes_to_f32(path: &Path, key: &str, dtype: &str, bytes: &[u8]) -> Result<Vec<f32>> {
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
-        "F32" => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        "F32" => chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         "F64" => chunks(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
             .collect(),
-        "F16" => chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        "BF16" => chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        "F16" => chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        "BF16" => chunks(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         other => {
             return Err(Error::format(
                 path,
@@ -68,13 +74,21 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
             Dtype::F64 => "F64",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
-            other => return Err(Error::format(path, format!("tensor `{key}` has dtype {other:?}; expected a float type"))),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("tensor `{key}` has dtype {other:?}; expected a float type"),
+                ));
+            }
         };
         let values = bytes_to_f32(path, &key, dtype, view.data())?;
-        out.insert(key, HostTensor {
-            shape: view.shape().to_vec(),
-            values,
-        });
+        out.insert(
+            key,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
     }
     Ok(out)
 }
@@ -90,14 +104,24 @@ pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
             PtDType::F64 => "F64",
             PtDType::F16 => "F16",
             PtDType::BF16 => "BF16",
-            other => return Err(Error::format(path, format!("tensor `{key}` has dtype {other:?}; expected a float type"))),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("tensor `{key}` has dtype {other:?}; expected a float type"),
+                ));
+            }
         };
-        let bytes = tensor.read().map_err(|e| Error::format(path, format!("tensor `{key}`: {e}")))?;
+        let bytes = tensor
+            .read()
+            .map_err(|e| Error::format(path, format!("tensor `{key}`: {e}")))?;
         let values = bytes_to_f32(path, key, dtype, &bytes)?;
-        out.insert(key.clone(), HostTensor {
-            shape: tensor.shape().to_vec(),
-            values,
-        });
+        out.insert(
+            key.clone(),
+            HostTensor {
+                shape: tensor.shape().to_vec(),
+                values,
+            },
+        );
     }
     Ok(out)
 }
@@ -112,7 +136,12 @@ impl safetensors::View for F32View<'_> {
         &self.0.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.0.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+        self.0
+            .values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
     }
     fn data_len(&self) -> usize {
         self.0.values.len() * 4
@@ -122,34 +151,42 @@ impl safetensors::View for F32View<'_> {
 /// Serialises `tensors` as safetensors (f32, torch's `{"format": "pt"}` metadata).
 pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), F32View(t))), Some(metadata))
-        .map_err(|e| Error::format("<memory>", e.to_string()))
+    safetensors::serialize(
+        tensors.iter().map(|(k, t)| (k.as_str(), F32View(t))),
+        Some(metadata),
+    )
+    .map_err(|e| Error::format("<memory>", e.to_string()))
 }
 
-/// Writes `files` (name, bytes) into `dir` so that no reader ever sees a partial file: each is
-/// written to a temporary file in the same directory, synced, then renamed into place.
+/// Writes `files` (name, bytes) into `dir` so that a reader never sees a partial adapter.
+///
+/// The last file is the one that makes the directory loadable (the config). It is removed first,
+/// every file is written to a temporary in the same directory, synced and renamed into place, and
+/// the config comes last. Any intermediate state therefore lacks a config and is rejected by
+/// loaders, instead of pairing new weights with an old config.
 pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let result = (|| {
-        for (name, bytes) in files {
-            let target = dir.join(name);
-            let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-            let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
-            temps.push((temp.clone(), target));
-            file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
-            file.sync_all().map_err(|e| Error::io(&temp, e))?;
-        }
-        // Weights first, config last: a directory with a config always has its weights.
-        for (temp, target) in &temps {
-            std::fs::rename(temp, target).map_err(|e| Error::io(target, e))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        for (temp, _) in &temps {
-            let _ = std::fs::remove_file(temp);
+    if let Some((marker, _)) = files.last() {
+        let marker = dir.join(marker);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(marker, e)),
         }
     }
-    result
+    for (name, bytes) in files {
+        let target = dir.join(name);
+        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &target)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Error::io(target, e));
+        }
+    }
+    Ok(())
 }

@@ -71,9 +71,16 @@ pub struct BottleneckInput {
 impl Bottleneck {
     /// Builds the adapter for a model of width `hidden_size` at `layer`, initialised as `config`
     /// says.
-    pub fn new(config: &BnConfig, hidden_size: usize, layer: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &BnConfig,
+        hidden_size: usize,
+        layer: usize,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
-        let bottleneck = config.reduction_factor.bottleneck_size(hidden_size, layer)?;
+        let bottleneck = config
+            .reduction_factor
+            .bottleneck_size(hidden_size, layer)?;
         let mut rng = match config.init_weights_seed {
             Some(seed) => InitRng::seeded(seed),
             None => InitRng::from_device(device),
@@ -87,22 +94,41 @@ impl Bottleneck {
         // torch's default `nn.Linear` init (kaiming-uniform with a = √5 and the matching bias)
         let torch_default = |rng: &mut InitRng, d_in: usize, d_out: usize| {
             let bound = 1.0 / (d_in as f64).sqrt();
-            linear(rng.uniform(d_in * d_out, bound), rng.uniform(d_out, bound), d_in, d_out)
+            linear(
+                rng.uniform(d_in * d_out, bound),
+                rng.uniform(d_out, bound),
+                d_in,
+                d_out,
+            )
         };
         let (down, up, gate) = match config.init_weights {
             InitWeights::Bert => (
                 linear(rng.normal(h * d, 0.0, 0.02), zeros(d), h, d),
                 linear(rng.normal(d * h, 0.0, 0.02), zeros(h), d, h),
-                config.use_gating.then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
+                config
+                    .use_gating
+                    .then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
             ),
             InitWeights::MamAdapter => (
                 linear(rng.uniform(h * d, 1.0 / (h as f64).sqrt()), zeros(d), h, d),
                 linear(zeros(d * h), zeros(h), d, h),
-                config.use_gating.then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
+                config
+                    .use_gating
+                    .then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
             ),
             InitWeights::Houlsby => (
-                linear(rng.truncated_normal(h * d, 0.0, 0.01, -0.02, 0.02), zeros(d), h, d),
-                linear(rng.truncated_normal(d * h, 0.0, 0.01, -0.02, 0.02), zeros(h), d, h),
+                linear(
+                    rng.truncated_normal(h * d, 0.0, 0.01, -0.02, 0.02),
+                    zeros(d),
+                    h,
+                    d,
+                ),
+                linear(
+                    rng.truncated_normal(d * h, 0.0, 0.01, -0.02, 0.02),
+                    zeros(h),
+                    d,
+                    h,
+                ),
                 config.use_gating.then(|| torch_default(&mut rng, h, 1)),
             ),
         };
@@ -146,7 +172,12 @@ impl Bottleneck {
     /// # Shapes
     ///
     /// - hidden, residual: `[batch, seq, hidden]`
-    pub fn pre_forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: Option<&LayerNorm>) -> BottleneckInput {
+    pub fn pre_forward(
+        &self,
+        hidden: Tensor<3>,
+        residual: Tensor<3>,
+        layer_norm: Option<&LayerNorm>,
+    ) -> BottleneckInput {
         let w = &self.wiring;
         if w.is_parallel {
             // A parallel adapter reads the sublayer's input.
@@ -155,7 +186,8 @@ impl Bottleneck {
                 residual,
             };
         }
-        let mut adapter_residual = (w.residual_before_ln == ResidualBeforeLn::Before).then(|| hidden.clone());
+        let mut adapter_residual =
+            (w.residual_before_ln == ResidualBeforeLn::Before).then(|| hidden.clone());
         let hidden = if w.original_ln_before {
             let sum = hidden + residual;
             if w.residual_before_ln == ResidualBeforeLn::PostAdd {
@@ -243,7 +275,11 @@ impl Bottleneck {
         layer_norm: Option<&LayerNorm>,
     ) -> Tensor<3> {
         let w = &self.wiring;
-        let output = if w.is_parallel { output + sublayer_output } else { output };
+        let output = if w.is_parallel {
+            output + sublayer_output
+        } else {
+            output
+        };
         if w.original_ln_after {
             apply_norm(layer_norm, output + residual)
         } else {
@@ -259,7 +295,11 @@ impl Bottleneck {
             return up;
         }
         let [batch, _, _] = up.dims();
-        let keep = Tensor::<3>::random([batch, 1, 1], Distribution::Bernoulli(1.0 - p), &up.device());
+        let keep = Tensor::<3>::random(
+            [batch, 1, 1],
+            Distribution::Bernoulli(1.0 - p),
+            &up.device(),
+        );
         up * keep.div_scalar(1.0 - p)
     }
 }

@@ -6,8 +6,8 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand::rngs::StdRng;
 use rand_distr::{Distribution as _, Normal, Uniform};
 
 /// A random source for one adapter module.
@@ -46,13 +46,22 @@ impl InitRng {
     }
 
     /// `N(mean, std)` truncated to `[lo, hi]` by rejection, as `torch.nn.init.trunc_normal_`.
-    pub fn truncated_normal(&mut self, n: usize, mean: f64, std: f64, lo: f64, hi: f64) -> Vec<f32> {
+    pub fn truncated_normal(
+        &mut self,
+        n: usize,
+        mean: f64,
+        std: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Vec<f32> {
         let dist = Normal::new(mean, std).expect("std is a positive constant");
         (0..n)
-            .map(|_| loop {
-                let v = dist.sample(&mut self.0);
-                if (lo..=hi).contains(&v) {
-                    break v as f32;
+            .map(|_| {
+                loop {
+                    let v = dist.sample(&mut self.0);
+                    if (lo..=hi).contains(&v) {
+                        break v as f32;
+                    }
                 }
             })
             .collect()
@@ -60,12 +69,20 @@ impl InitRng {
 }
 
 /// A parameter holding `values` with `shape`.
-pub(crate) fn param<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub(crate) fn param<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
 /// A parameter filled with `value`.
-pub(crate) fn constant<const D: usize>(value: f32, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub(crate) fn constant<const D: usize>(
+    value: f32,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     let n = shape.iter().product();
     param(vec![value; n], shape, device)
 }

@@ -44,7 +44,9 @@ fn remap<M: Module>(model: &mut M, trainable: impl Fn(&[String]) -> bool) {
 
 /// Only the parameters of the named adapters/heads require gradients.
 pub(crate) fn set_trainable<M: Module>(model: &mut M, names: &[String]) {
-    remap(model, |path| names.iter().any(|name| belongs_to(path, name)));
+    remap(model, |path| {
+        names.iter().any(|name| belongs_to(path, name))
+    });
 }
 
 /// Every parameter requires gradients (`true`) or none does.

@@ -51,7 +51,10 @@ impl Default for AdapterRegistry {
 impl AdapterRegistry {
     /// The config of adapter `name`.
     pub fn config(&self, name: &str) -> Option<&AdapterConfig> {
-        self.adapters.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+        self.adapters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
     }
 
     /// Adapter names in the order they were added.
@@ -92,7 +95,10 @@ const FORBIDDEN_IN_NAMES: &[char] = &['.', ',', '[', ']', '(', ')', '|', '=', '/
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         Some("names must not be empty".to_string())
-    } else if let Some(c) = name.chars().find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace()) {
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace())
+    {
         Some(format!("names must not contain {c:?}"))
     } else {
         None
@@ -131,7 +137,12 @@ pub trait AdapterModel: AdapterHost {
     }
 
     /// [`AdapterModel::add_adapter`] with AdapterHub's `overwrite_ok` and `set_active` options.
-    fn add_adapter_with(&mut self, name: &str, config: impl Into<AdapterConfig>, options: AddAdapterOptions) -> Result<()> {
+    fn add_adapter_with(
+        &mut self,
+        name: &str,
+        config: impl Into<AdapterConfig>,
+        options: AddAdapterOptions,
+    ) -> Result<()> {
         let config = config.into();
         validate_name(name)?;
         if self.has_adapter(name) && !options.overwrite_ok {
@@ -179,7 +190,12 @@ pub trait AdapterModel: AdapterHost {
 
     /// Inserts modules built for each site (in [`AdapterHost::visit_sites`] order) under `name`.
     #[doc(hidden)]
-    fn install_adapter(&mut self, name: &str, config: AdapterConfig, modules: Vec<Option<Bottleneck>>) {
+    fn install_adapter(
+        &mut self,
+        name: &str,
+        config: AdapterConfig,
+        modules: Vec<Option<Bottleneck>>,
+    ) {
         let mut modules = modules.into_iter();
         self.visit_sites_mut(&mut |site| {
             if let Some(Some(adapter)) = modules.next() {
@@ -206,7 +222,10 @@ pub trait AdapterModel: AdapterHost {
         let registry = self.registry_mut();
         registry.adapters.retain(|(n, _)| n != name);
         registry.trainable.adapters.retain(|n| n != name);
-        if self.active_adapters().is_some_and(|s| s.names().contains(&name)) {
+        if self
+            .active_adapters()
+            .is_some_and(|s| s.names().contains(&name))
+        {
             self.deactivate_adapters();
         }
         Ok(())
@@ -224,7 +243,9 @@ pub trait AdapterModel: AdapterHost {
 
     /// The config adapter `name` was created with.
     fn adapter_config(&self, name: &str) -> Result<&AdapterConfig> {
-        self.registry().config(name).ok_or_else(|| Error::UnknownAdapter(name.to_string()))
+        self.registry()
+            .config(name)
+            .ok_or_else(|| Error::UnknownAdapter(name.to_string()))
     }
 
     /// Activates `setup` (an adapter name or a composition) for the following forward passes.
@@ -269,8 +290,15 @@ pub trait AdapterModel: AdapterHost {
     /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters included.
     fn freeze_model(&mut self, freeze: bool) {
         freeze::set_trainable_all(self, !freeze);
-        let adapters = if freeze { Vec::new() } else { self.adapter_names() };
-        self.registry_mut().trainable = Trainability { base: !freeze, adapters };
+        let adapters = if freeze {
+            Vec::new()
+        } else {
+            self.adapter_names()
+        };
+        self.registry_mut().trainable = Trainability {
+            base: !freeze,
+            adapters,
+        };
     }
 
     /// A table of the adapters: architecture, parameter count, share of the base model, active,
@@ -348,10 +376,11 @@ pub trait AdapterModel: AdapterHost {
     /// The device the model's parameters live on (new adapters are created there).
     #[doc(hidden)]
     fn device(&self) -> Result<Device> {
-        self.devices()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::InvalidSetup("the model has no parameters, so no device to create adapters on".into()))
+        self.devices().into_iter().next().ok_or_else(|| {
+            Error::InvalidSetup(
+                "the model has no parameters, so no device to create adapters on".into(),
+            )
+        })
     }
 
     #[doc(hidden)]
@@ -366,6 +395,10 @@ impl<T: AdapterHost> AdapterModel for T {}
 impl Bottleneck {
     /// Moves a freshly built module onto `device`'s autodiff state (a no-op on plain devices).
     pub(crate) fn train_like(self, device: &Device) -> Self {
-        if device.is_autodiff() { self.train() } else { self }
+        if device.is_autodiff() {
+            self.train()
+        } else {
+            self
+        }
     }
 }

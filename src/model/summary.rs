@@ -56,7 +56,11 @@ impl ModuleVisitor for Counter<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let n = param.lazy_shape().num_elements();
         let is_head = self.path.iter().any(|s| s == "heads");
-        match self.names.iter().position(|name| belongs_to(&self.path, name)) {
+        match self
+            .names
+            .iter()
+            .position(|name| belongs_to(&self.path, name))
+        {
             Some(i) => self.per_adapter[i] += n,
             None if is_head => {}
             None => self.base += n,
@@ -81,7 +85,11 @@ pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
         .zip(&counter.per_adapter)
         .map(|(name, num_params)| AdapterSummaryRow {
             name: name.clone(),
-            architecture: registry.config(name).map(|c| c.architecture()).unwrap_or("?").to_string(),
+            architecture: registry
+                .config(name)
+                .map(|c| c.architecture())
+                .unwrap_or("?")
+                .to_string(),
             num_params: *num_params,
             percent_of_base: *num_params as f64 / base.max(1) as f64 * 100.0,
             active: active.contains(&name.as_str()),
@@ -114,7 +122,11 @@ impl fmt::Display for AdapterSummary {
         let rule = |f: &mut fmt::Formatter<'_>, c: &str| writeln!(f, "{}", c.repeat(80));
         let flag = |b: bool| if b { "1" } else { "0" };
         rule(f, "=")?;
-        writeln!(f, "{:<25}{:<15}{:>12}{:>12}{:>8}{:>8}", "Name", "Architecture", "#Param", "%Param", "Active", "Train")?;
+        writeln!(
+            f,
+            "{:<25}{:<15}{:>12}{:>12}{:>8}{:>8}",
+            "Name", "Architecture", "#Param", "%Param", "Active", "Train"
+        )?;
         rule(f, "-")?;
         for row in &self.adapters {
             writeln!(

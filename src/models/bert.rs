@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{Bool, Device, Int, Tensor, activation::softmax};
 use serde::{Deserialize, Serialize};
@@ -46,7 +49,11 @@ pub struct BertConfig {
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
     /// Checkpoint name, recorded in saved adapter configs.
-    #[serde(default, rename = "_name_or_path", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "_name_or_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name_or_path: Option<String>,
 }
 
@@ -68,7 +75,13 @@ fn default_eps() -> f64 {
 
 impl BertConfig {
     /// A config with the given shape and BERT's defaults for everything else.
-    pub fn new(vocab_size: usize, hidden_size: usize, layers: usize, heads: usize, intermediate_size: usize) -> Self {
+    pub fn new(
+        vocab_size: usize,
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        intermediate_size: usize,
+    ) -> Self {
         Self {
             vocab_size,
             hidden_size,
@@ -99,15 +112,19 @@ impl BertConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
-            Error::Json {
-                path: path.into(),
-                field: e.path().to_string(),
-                reason: e.into_inner().to_string(),
-            }
-        })?;
+        let config: Self =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| Error::Json {
+                    path: path.into(),
+                    field: e.path().to_string(),
+                    reason: e.into_inner().to_string(),
+                })?;
         config.validate().map_err(|e| match e {
-            Error::InvalidConfig { field, value, reason } => Error::Json {
+            Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            } => Error::Json {
                 path: path.into(),
                 field,
                 reason: format!("{value}: {reason}"),
@@ -121,7 +138,10 @@ impl BertConfig {
         Activation::from_name(&self.hidden_act).map_err(|_| {
             Error::invalid("hidden_act", &self.hidden_act, "unsupported activation")
         })?;
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || self.hidden_size % self.num_attention_heads != 0
+        {
             return Err(Error::invalid(
                 "num_attention_heads",
                 self.num_attention_heads,
@@ -179,7 +199,11 @@ pub struct BertEmbeddings {
 }
 
 impl BertEmbeddings {
-    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Option<Tensor<2, Int>>) -> Tensor<3> {
+    fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
@@ -221,13 +245,18 @@ impl BertSelfAttention {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
+        let mut scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
         if let Some(padding) = padding {
             // transformers adds finfo(f32).min to masked scores; after softmax both give 0.
             scores = scores.mask_fill(padding.clone().expand([batch, heads, seq, seq]), f32::MIN);
         }
         let probs = self.dropout.forward(softmax(scores, 3));
-        probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, hidden])
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden])
     }
 }
 
@@ -290,9 +319,15 @@ pub struct BertLayer {
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, padding: Option<&Tensor<4, Bool>>) -> Tensor<3> {
         let attn = &self.attention.output;
-        let h = attn.dropout.forward(attn.dense.forward(self.attention.self_attention.forward(x.clone(), padding)));
+        let h = attn.dropout.forward(
+            attn.dense
+                .forward(self.attention.self_attention.forward(x.clone(), padding)),
+        );
         let x = attn.adapters.forward(h, x, Some(&attn.layer_norm));
-        let inner = self.intermediate.activation.forward(self.intermediate.dense.forward(x.clone()));
+        let inner = self
+            .intermediate
+            .activation
+            .forward(self.intermediate.dense.forward(x.clone()));
         let out = &self.output;
         let h = out.dropout.forward(out.dense.forward(inner));
         out.adapters.forward(h, x, Some(&out.layer_norm))
@@ -337,7 +372,11 @@ impl BertModel {
     pub fn new(config: &BertConfig, device: &Device) -> Self {
         let h = config.hidden_size;
         let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
-        let norm = || LayerNormConfig::new(h).with_epsilon(config.layer_norm_eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        };
         let dropout = |p: f64| DropoutConfig::new(p).init();
         let activation = Activation::from_name(&config.hidden_act).unwrap_or(Activation::Gelu);
         let layer = (0..config.num_hidden_layers)
@@ -378,13 +417,16 @@ impl BertModel {
         Self {
             embeddings: BertEmbeddings {
                 word_embeddings: EmbeddingConfig::new(config.vocab_size, h).init(device),
-                position_embeddings: EmbeddingConfig::new(config.max_position_embeddings, h).init(device),
+                position_embeddings: EmbeddingConfig::new(config.max_position_embeddings, h)
+                    .init(device),
                 token_type_embeddings: EmbeddingConfig::new(config.type_vocab_size, h).init(device),
                 layer_norm: norm(),
                 dropout: dropout(config.hidden_dropout_prob),
             },
             encoder: BertEncoder { layer },
-            pooler: Some(BertPooler { dense: linear(h, h) }),
+            pooler: Some(BertPooler {
+                dense: linear(h, h),
+            }),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -399,7 +441,10 @@ impl BertModel {
         let config = BertConfig::from_file(dir.join("config.json"))?;
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
-            return Err(Error::io(&weights, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+            return Err(Error::io(
+                &weights,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
         }
         let mut model = Self::new(&config, device);
         let remap = KeyRemapper::new()
@@ -417,7 +462,11 @@ impl BertModel {
         if let Some(error) = result.errors.first() {
             return Err(Error::format(&weights, format!("{error:?}")));
         }
-        let missing: Vec<&str> = result.missing.iter().map(|(path, _)| path.as_str()).collect();
+        let missing: Vec<&str> = result
+            .missing
+            .iter()
+            .map(|(path, _)| path.as_str())
+            .collect();
         if missing.iter().all(|p| p.starts_with("pooler.")) && !missing.is_empty() {
             model.pooler = None;
         } else if let Some(path) = missing.first() {
@@ -445,12 +494,17 @@ impl BertModel {
         let padding = input
             .attention_mask
             .map(|mask| mask.equal_elem(0).reshape([batch, 1, 1, seq]));
-        let mut x = self.embeddings.forward(input.input_ids, input.token_type_ids);
+        let mut x = self
+            .embeddings
+            .forward(input.input_ids, input.token_type_ids);
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref());
         }
         let pooler_output = self.pooler.as_ref().map(|pooler| {
-            let cls = x.clone().narrow(1, 0, 1).reshape([batch, self.config.hidden_size]);
+            let cls = x
+                .clone()
+                .narrow(1, 0, 1)
+                .reshape([batch, self.config.hidden_size]);
             pooler.dense.forward(cls).tanh()
         });
         BertModelOutput {

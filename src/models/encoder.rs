@@ -37,7 +37,12 @@ pub struct AdapterEncoderLayer {
 
 impl AdapterEncoderLayer {
     fn from_layer(layer: TransformerEncoderLayer, index: usize) -> Self {
-        let site = |position| ResidualSite::new(SiteLocation { layer: index, position });
+        let site = |position| {
+            ResidualSite::new(SiteLocation {
+                layer: index,
+                position,
+            })
+        };
         Self {
             mha: layer.mha,
             pwff: layer.pwff,
@@ -65,10 +70,19 @@ impl AdapterEncoderLayer {
     ///
     /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]` (true = padding)
     /// - output: `[batch, seq, d_model]`
-    fn forward(&self, x: Tensor<3>, mask_pad: Option<Tensor<2, Bool>>, mask_attn: Option<Tensor<3, Bool>>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_pad: Option<Tensor<2, Bool>>,
+        mask_attn: Option<Tensor<3, Bool>>,
+    ) -> Tensor<3> {
         // Post-norm: the sites apply the block's LayerNorm themselves (norm_1 after attention,
         // norm_2 after the FFN). Pre-norm: the LayerNorm comes first and the block ends in a sum.
-        let attention_input = if self.norm_first { self.norm_2.forward(x.clone()) } else { x.clone() };
+        let attention_input = if self.norm_first {
+            self.norm_2.forward(x.clone())
+        } else {
+            x.clone()
+        };
         let mut input = MhaInput::self_attn(attention_input);
         if let Some(mask) = mask_pad {
             input = input.mask_pad(mask);
@@ -81,7 +95,11 @@ impl AdapterEncoderLayer {
             .attention_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_1));
 
-        let ffn_input = if self.norm_first { self.norm_1.forward(x.clone()) } else { x.clone() };
+        let ffn_input = if self.norm_first {
+            self.norm_1.forward(x.clone())
+        } else {
+            x.clone()
+        };
         let h = self.dropout.forward(self.pwff.forward(ffn_input));
         self.output_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_2))
@@ -133,7 +151,11 @@ impl AdapterTransformerEncoder {
     /// Drops the adapters and gives back burn's encoder, with `template`'s settings.
     pub fn into_encoder(self, template: TransformerEncoder) -> TransformerEncoder {
         TransformerEncoder {
-            layers: self.layers.into_iter().map(AdapterEncoderLayer::into_layer).collect(),
+            layers: self
+                .layers
+                .into_iter()
+                .map(AdapterEncoderLayer::into_layer)
+                .collect(),
             ..template
         }
     }

@@ -1,6 +1,8 @@
 //! A name-keyed container of modules whose parameters appear under their names.
 
-use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor};
+use burn::module::{
+    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+};
 use burn::tensor::Device;
 
 /// Modules keyed by adapter name, in insertion order.
@@ -15,7 +17,9 @@ pub struct NamedModules<M> {
 
 impl<M> Default for NamedModules<M> {
     fn default() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -78,7 +82,9 @@ const CONTAINER: &str = "NamedModules";
 
 impl<M: Module> Module for NamedModules<M> {
     fn collect_devices(&self, devices: Devices) -> Devices {
-        self.entries.iter().fold(devices, |d, (_, m)| m.collect_devices(d))
+        self.entries
+            .iter()
+            .fold(devices, |d, (_, m)| m.collect_devices(d))
     }
 
     fn fork(self, device: &Device) -> Self {
@@ -95,7 +101,11 @@ impl<M: Module> Module for NamedModules<M> {
 
     fn valid(&self) -> Self {
         Self {
-            entries: self.entries.iter().map(|(n, m)| (n.clone(), m.valid())).collect(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, m)| (n.clone(), m.valid()))
+                .collect(),
         }
     }
 

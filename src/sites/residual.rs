@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor};
+use burn::module::{
+    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+};
 use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
 
@@ -75,12 +77,23 @@ impl ResidualSite {
 
     /// The bottleneck config `config` places at this site, if any.
     pub fn placed<'a>(&self, config: &'a AdapterConfig) -> Option<&'a BnConfig> {
-        config.bottleneck_at(self.location.position == SitePosition::Attention, self.location.layer)
+        config.bottleneck_at(
+            self.location.position == SitePosition::Attention,
+            self.location.layer,
+        )
     }
 
     /// Builds and stores the adapter `name` if `config` places one here. Returns whether it did.
-    pub fn add_adapter(&mut self, name: &str, config: &AdapterConfig, hidden_size: usize, device: &Device) -> Result<bool> {
-        let Some(bn) = self.placed(config) else { return Ok(false) };
+    pub fn add_adapter(
+        &mut self,
+        name: &str,
+        config: &AdapterConfig,
+        hidden_size: usize,
+        device: &Device,
+    ) -> Result<bool> {
+        let Some(bn) = self.placed(config) else {
+            return Ok(false);
+        };
         let adapter = Bottleneck::new(bn, hidden_size, self.location.layer, device)?;
         self.adapters.insert(name, adapter);
         Ok(true)
@@ -111,7 +124,12 @@ impl ResidualSite {
     ///
     /// - hidden, residual: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layer_norm: Option<&LayerNorm>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        residual: Tensor<3>,
+        layer_norm: Option<&LayerNorm>,
+    ) -> Tensor<3> {
         let mut stack = self
             .active
             .iter()

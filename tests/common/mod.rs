@@ -20,11 +20,19 @@ pub fn fixtures() -> PathBuf {
 pub fn read_tensor(path: &Path, key: &str) -> (Vec<usize>, Vec<f64>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(key).unwrap_or_else(|e| panic!("{}: {key}: {e}", path.display()));
+    let view = file
+        .tensor(key)
+        .unwrap_or_else(|e| panic!("{}: {key}: {e}", path.display()));
     let data = view.data();
     let values = match view.dtype() {
-        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect(),
         other => panic!("unexpected dtype {other:?}"),
     };
     (view.shape().to_vec(), values)
@@ -60,5 +68,8 @@ pub fn values(t: Tensor<3>) -> Vec<f32> {
 /// max |a - b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
 }

@@ -18,7 +18,12 @@ impl ModuleVisitor for Snapshot {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let values = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let values = param
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         self.out.insert(self.path.join("."), values);
     }
 }
