@@ -10,7 +10,7 @@ import shutil
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file  # noqa: F401
 
 import gen_fixtures as G  # noqa: F401  (re-exported for the generators)
 
@@ -141,14 +141,17 @@ def check_lora_modules(model, inputs, expected_fn):
     finally:
         cap.close()
     worst = 0.0
+    n_adapted = 0
     mod_by_name = dict(mods)
     for name, recs in cap.records.items():
         m = mod_by_name[name]
         for x, y in recs:
             y0 = F.linear(x, m.weight, m.bias)
             want = expected_fn(name, m, x, y0)
+            n_adapted += int(not torch.equal(want, y0))
             d = (want - y).abs().max().item()
             scale = max(1.0, want.abs().max().item())
             worst = max(worst, d / scale)
     assert worst < FORMULA_TOL, "LoRA layer formula mismatch: {}".format(worst)
-    return worst
+    assert n_adapted > 0, "no adapted LoRA layer seen"
+    return worst, n_adapted

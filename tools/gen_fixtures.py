@@ -17,6 +17,9 @@ Layout written (the Rust tests depend on exactly this):
     OUT/bn/<case>/adapter.safetensors  idem
     OUT/bn/<case>/expected.safetensors last_hidden_state f32 [2,7,32] with the adapter active (eval, no_grad)
     OUT/bn/<case>/params.json          {"num_params": <adapter parameter count>}
+    OUT/lora/...                       LoRA / IA3 / union cases      (tools/gen_fixtures_lora.py)
+    OUT/peft/...                       PEFT-format LoRA cases        (tools/gen_fixtures_peft.py)
+    OUT/composition/...                Stack/Fuse/Split/... cases    (tools/gen_fixtures_composition.py)
 
 Each adapter is named after its case.  Every adapter parameter is perturbed with
 0.05 * N(0, 1) noise after add_adapter so that no case is (near) identity (0.5 for the
@@ -327,6 +330,15 @@ def main():
         json.dump(doc, f, indent=2)
         f.write("\n")
     print("wrote {} cases to {}".format(len(CASES), out_dir))
+
+    # LoRA / IA3 / union, PEFT and composition fixtures (separate modules, same base and inputs)
+    import gen_fixtures_composition
+    import gen_fixtures_lora
+    import gen_fixtures_peft
+
+    gen_fixtures_lora.build_all(out_dir, base_dir, inputs, base_out)
+    gen_fixtures_peft.build_all(out_dir, base_dir, inputs, base_out)
+    gen_fixtures_composition.build_all(out_dir, base_dir, inputs, base_out)
 
 
 if __name__ == "__main__":
