@@ -22,6 +22,14 @@ pub enum Error {
     )]
     DuplicateAdapter(String),
 
+    /// No prediction head with this name exists.
+    #[error("no head named `{0}` in the model")]
+    UnknownHead(String),
+
+    /// A prediction head with this name already exists.
+    #[error("a head named `{0}` already exists")]
+    DuplicateHead(String),
+
     /// The adapter name cannot be used (empty, or containing characters that break parameter paths).
     #[error("invalid adapter name `{name}`: {reason}")]
     InvalidName {

@@ -26,20 +26,24 @@
 //! The crate is organised in layers, each only using the ones above it:
 //! - [`config`]: method configs ([`BnConfig`]) and [`AdapterConfig`] with AdapterHub's JSON and
 //!   config-string syntax;
-//! - [`methods`]: the adapter modules and their forward math;
+//! - [`methods`]: the adapter modules and their forward math; [`heads`]: prediction heads;
 //! - [`sites`]: where adapters act inside a host ([`sites::ResidualSite`]);
 //! - [`composition`]: active setups ([`AdapterSetup`]);
 //! - [`model`]: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
 //! - [`models`]: reference hosts (BERT, burn's `TransformerEncoder`).
+//! - [`train`]: a small training helper on top of burn's optimizers.
 
+pub mod backend;
 pub mod composition;
 pub mod config;
 mod error;
+pub mod heads;
 pub mod io;
 pub mod methods;
 pub mod model;
 pub mod models;
 pub mod sites;
+pub mod train;
 
 pub use burn;
 pub use composition::AdapterSetup;

@@ -155,7 +155,8 @@ fn pytorch_bin_must_be_a_plain_tensor_archive() {
 
 #[test]
 fn config_problems_name_the_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "hidden size",
             Box::new(|j| j["hidden_size"] = 768.into()),

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 /// adapter, `"union"` a list of configs applied together.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+// Configs are built once per adapter; boxing the large variant would only add noise to matches.
+#[allow(clippy::large_enum_variant)]
 pub enum AdapterConfig {
     /// A bottleneck adapter (Pfeiffer, Houlsby, parallel, ...).
     Bottleneck(BnConfig),

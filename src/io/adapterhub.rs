@@ -1,19 +1,22 @@
-//! AdapterHub's adapter directory: `adapter_config.json` + `adapter.safetensors`
-//! (or `pytorch_adapter.bin`).
+//! AdapterHub's adapter directory: `adapter_config.json` + `adapter.safetensors` (or
+//! `pytorch_adapter.bin`), and optionally the head of the same name: `head_config.json` +
+//! `model_head.safetensors` (or `pytorch_model_head.bin`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::Device;
 use serde_json::{Value, json};
 
-use super::keys::{bottleneck_name, strip_model_prefix};
+use super::keys::{bottleneck_name, head_name, strip_model_prefix};
 use super::tensors::{
-    HostTensor, TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
+    TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
 };
-use crate::config::AdapterConfig;
+use super::transfer::{Collect, Fill};
+use crate::config::{AdapterConfig, BnConfig};
 use crate::error::{Error, Result};
+use crate::heads::{HeadConfig, PredictionHead};
 use crate::methods::Bottleneck;
 use crate::model::AdapterHost;
 
@@ -23,6 +26,12 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter.safetensors";
 /// Name of the PyTorch weights file AdapterHub writes by default.
 pub const PYTORCH_WEIGHTS_FILE: &str = "pytorch_adapter.bin";
+/// Name of the head config file.
+pub const HEAD_CONFIG_FILE: &str = "head_config.json";
+/// Name of the safetensors head weights file.
+pub const HEAD_WEIGHTS_FILE: &str = "model_head.safetensors";
+/// Name of the PyTorch head weights file.
+pub const PYTORCH_HEAD_WEIGHTS_FILE: &str = "pytorch_model_head.bin";
 /// The `version` recorded in saved configs: the AdapterHub release whose format this is.
 pub const FORMAT_VERSION: &str = "adapters.1.3.0";
 
@@ -32,45 +41,26 @@ pub(crate) struct LoadedAdapter {
     pub config: AdapterConfig,
     /// One entry per site, in [`AdapterHost::visit_sites`] order.
     pub modules: Vec<Option<Bottleneck>>,
+    /// The head saved with the adapter, if any (and if the host has heads).
+    pub head: Option<PredictionHead>,
 }
 
-/// Collects a bottleneck's parameters under their AdapterHub names, in torch layout.
-struct Collect<'a> {
-    path: Vec<String>,
-    prefix: &'a str,
-    ln_before: bool,
-    out: &'a mut TensorMap,
+/// The JSON file AdapterHub writes around a config (sorted keys, as Python's `json.dump`).
+fn envelope<M: AdapterHost>(model: &M, config: Value, name: &str, model_class: &str) -> Vec<u8> {
+    let info = model.model_info();
+    let value = json!({
+        "config": config,
+        "hidden_size": model.hidden_size(),
+        "model_class": model_class,
+        "model_name": info.model_name,
+        "model_type": info.model_type,
+        "name": name,
+        "version": FORMAT_VERSION,
+    });
+    serde_json::to_vec_pretty(&value).expect("JSON values always serialise")
 }
 
-impl ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
-        let name = bottleneck_name(&path, self.ln_before)
-            .unwrap_or_else(|| panic!("bottleneck parameter `{path}` has no AdapterHub name"));
-        let data = param.val().into_data().convert::<f32>();
-        let tensor = HostTensor {
-            shape: data.shape().to_vec(),
-            values: data.try_to_vec::<f32>().expect("converted to f32"),
-        };
-        let tensor = if name.transpose {
-            tensor.transposed()
-        } else {
-            tensor
-        };
-        for alias in name.names {
-            self.out
-                .insert(format!("{}.{alias}", self.prefix), tensor.clone());
-        }
-    }
-}
-
-/// Writes adapter `name` of `model` into `dir` in AdapterHub's format.
+/// Writes adapter `name` of `model` (and its head, if it has one) into `dir`.
 pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<()> {
     let config = model
         .registry()
@@ -79,48 +69,56 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
     let mut tensors = TensorMap::new();
     model.visit_sites(&mut |site| {
         if let Some(adapter) = site.adapters().get(name) {
-            let prefix = format!("{}.{name}", model.site_path(site.location()));
+            let ln_before = adapter.norm_before.is_some();
+            let naming = |path: &str| bottleneck_name(path, ln_before);
             adapter.visit(&mut Collect {
                 path: Vec::new(),
-                prefix: &prefix,
-                ln_before: adapter.norm_before.is_some(),
+                prefix: format!("{}.{name}", model.site_path(site.location())),
+                naming: &naming,
                 out: &mut tensors,
             });
         }
     });
     let info = model.model_info();
-    // serde_json's maps are sorted, so this prints with sorted keys like Python's json.dump.
-    let config_json = json!({
-        "config": config.to_json(),
-        "hidden_size": model.hidden_size(),
-        "model_class": info.model_class,
-        "model_name": info.model_name,
-        "model_type": info.model_type,
-        "name": name,
-        "version": FORMAT_VERSION,
-    });
-    let config_bytes =
-        serde_json::to_vec_pretty(&config_json).expect("JSON values always serialise");
-    write_atomically(
-        dir,
-        &[
-            (WEIGHTS_FILE, safetensors_bytes(&tensors)?),
-            (CONFIG_FILE, config_bytes),
-        ],
-    )
+    let mut files = vec![(WEIGHTS_FILE, safetensors_bytes(&tensors)?)];
+    if let Some(head) = model.heads().and_then(|heads| heads.get(name)) {
+        let mut head_tensors = TensorMap::new();
+        let naming = |path: &str| head_name(path, |i| head.reference_index(i));
+        head.visit(&mut Collect {
+            path: Vec::new(),
+            prefix: format!("heads.{name}"),
+            naming: &naming,
+            out: &mut head_tensors,
+        });
+        let head_config = serde_json::to_value(&head.config).expect("head configs serialise");
+        files.push((HEAD_WEIGHTS_FILE, safetensors_bytes(&head_tensors)?));
+        files.push((
+            HEAD_CONFIG_FILE,
+            envelope(model, head_config, name, &info.model_class_with_heads()),
+        ));
+    }
+    let model_class = if model.heads().is_some_and(|h| h.contains(name)) {
+        info.model_class_with_heads()
+    } else {
+        info.model_class.clone()
+    };
+    files.push((
+        CONFIG_FILE,
+        envelope(model, config.to_json(), name, &model_class),
+    ));
+    write_atomically(dir, &files)
 }
 
-/// Reads and checks `dir/adapter_config.json`: the adapter's name and config.
-fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+/// Reads and checks a config envelope: the saved name and the inner `config` object.
+fn read_envelope(path: &Path, hidden_size: usize) -> Result<(String, Value, Value)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let json_error = |field: &str, reason: String| Error::Json {
-        path: path.clone(),
+        path: path.to_path_buf(),
         field: field.to_string(),
         reason,
     };
     let file: Value = serde_json::from_str(&text).map_err(|e| json_error(".", e.to_string()))?;
-    let Some(mut config) = file.get("config").filter(|c| c.is_object()).cloned() else {
+    let Some(config) = file.get("config").filter(|c| c.is_object()).cloned() else {
         return Err(json_error("config", "missing or not an object".into()));
     };
     match file.get("hidden_size") {
@@ -129,7 +127,7 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
             Some(found) if found as usize == hidden_size => {}
             Some(found) => {
                 return Err(Error::HiddenSizeMismatch {
-                    path,
+                    path: path.to_path_buf(),
                     expected: hidden_size,
                     found: found as usize,
                 });
@@ -151,6 +149,31 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
             ));
         }
     };
+    Ok((name, config, file))
+}
+
+/// Re-labels config errors as errors of the file they came from.
+fn in_file(path: &Path, error: Error) -> Error {
+    let json_error = |field: String, reason: String| Error::Json {
+        path: path.to_path_buf(),
+        field,
+        reason,
+    };
+    match error {
+        Error::InvalidConfig {
+            field,
+            value,
+            reason,
+        } => json_error(format!("config.{field}"), format!("{value}: {reason}")),
+        Error::Json { field, reason, .. } => json_error(format!("config.{field}"), reason),
+        other => other,
+    }
+}
+
+/// Reads `dir/adapter_config.json`: the adapter's saved name and config.
+fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)> {
+    let path = dir.join(CONFIG_FILE);
+    let (name, mut config, file) = read_envelope(&path, hidden_size)?;
     // Configs written before versions were recorded meant the tanh approximation by "gelu".
     if file.get("version").is_none()
         && let Some(act) = config.get_mut("non_linearity")
@@ -161,140 +184,30 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
             _ => {}
         }
     }
-    let config = AdapterConfig::from_json(&config).map_err(|e| match e {
-        Error::InvalidConfig {
-            field,
-            value,
-            reason,
-        } => json_error(&format!("config.{field}"), format!("{value}: {reason}")),
-        Error::Json { field, reason, .. } => json_error(&format!("config.{field}"), reason),
-        other => other,
-    })?;
+    let config = AdapterConfig::from_json(&config).map_err(|e| in_file(&path, e))?;
     Ok((name, config))
 }
 
-/// Fills a freshly built bottleneck's parameters from file tensors, checking names and shapes.
-struct Fill<'a> {
-    path: Vec<String>,
-    prefix: &'a str,
-    ln_before: bool,
-    file: &'a Path,
-    tensors: &'a TensorMap,
-    used: &'a mut BTreeSet<String>,
-    device: &'a Device,
-    error: Option<Error>,
-}
-
-impl Fill<'_> {
-    fn lookup(&mut self, path: &str, dims: &[usize]) -> Result<TensorData> {
-        let name = bottleneck_name(path, self.ln_before).ok_or_else(|| {
-            Error::Unsupported(format!(
-                "bottleneck parameter `{path}` has no AdapterHub name"
-            ))
-        })?;
-        let keys: Vec<String> = name
-            .names
-            .iter()
-            .map(|n| format!("{}.{n}", self.prefix))
-            .collect();
-        let found = keys
-            .iter()
-            .find(|k| self.tensors.contains_key(*k))
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.file.to_path_buf(),
-                key: keys[0].clone(),
-            })?;
-        for key in &keys {
-            if self.tensors.contains_key(key) {
-                self.used.insert(key.clone());
-            }
-        }
-        let tensor = &self.tensors[found];
-        let expected: Vec<usize> = if name.transpose {
-            dims.iter().rev().copied().collect()
-        } else {
-            dims.to_vec()
-        };
-        if tensor.shape != expected || tensor.values.len() != expected.iter().product::<usize>() {
-            return Err(Error::ShapeMismatch {
-                path: self.file.to_path_buf(),
-                key: found.clone(),
-                expected,
-                found: tensor.shape.clone(),
-            });
-        }
-        if let Some(bad) = tensor.values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::format(
-                self.file,
-                format!("tensor `{found}` holds a non-finite value ({bad})"),
-            ));
-        }
-        let tensor = if name.transpose {
-            tensor.transposed()
-        } else {
-            tensor.clone()
-        };
-        Ok(TensorData::new(tensor.values, tensor.shape))
-    }
-}
-
-impl ModuleMapper for Fill<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if self.error.is_some() {
-            return param;
-        }
-        let path = self.path.join(".");
-        let dims = param.lazy_shape().to_vec();
-        match self.lookup(&path, &dims) {
-            Ok(data) => {
-                let device = self.device.clone();
-                param.map(|_| Tensor::from_data(data, &device))
-            }
-            Err(e) => {
-                self.error = Some(e);
-                param
-            }
-        }
-    }
-}
-
-/// The weights file of an adapter directory: safetensors if present, else the PyTorch archive.
-fn weights_file(dir: &Path) -> Result<(PathBuf, TensorMap)> {
-    let safetensors = dir.join(WEIGHTS_FILE);
-    if safetensors.is_file() {
-        return Ok((safetensors.clone(), read_safetensors(&safetensors)?));
-    }
-    let pytorch = dir.join(PYTORCH_WEIGHTS_FILE);
-    if pytorch.is_file() {
-        return Ok((pytorch.clone(), read_pytorch(&pytorch)?));
-    }
-    Err(Error::io(
-        safetensors,
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("neither {WEIGHTS_FILE} nor {PYTORCH_WEIGHTS_FILE} exists"),
-        ),
-    ))
-}
-
-/// Reads the adapter in `dir` and builds its modules for `model`, without changing `model`.
-pub(crate) fn read_adapter<M: AdapterHost>(
-    model: &M,
-    dir: &Path,
-    load_as: Option<&str>,
-    device: &Device,
-) -> Result<LoadedAdapter> {
-    let (saved_name, config) = read_config(dir, model.hidden_size())?;
-    let name = load_as
-        .map(str::to_string)
-        .unwrap_or_else(|| saved_name.clone());
-    let (file, raw) = weights_file(dir)?;
+/// The weights of a directory: the safetensors file if present, else the PyTorch archive. Keys
+/// lose a model prefix (`bert.`) if they have one.
+fn read_weights(dir: &Path, safetensors: &str, pytorch: &str) -> Result<(PathBuf, TensorMap)> {
+    let (file, raw) = if dir.join(safetensors).is_file() {
+        let file = dir.join(safetensors);
+        let raw = read_safetensors(&file)?;
+        (file, raw)
+    } else if dir.join(pytorch).is_file() {
+        let file = dir.join(pytorch);
+        let raw = read_pytorch(&file)?;
+        (file, raw)
+    } else {
+        return Err(Error::io(
+            dir.join(safetensors),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("neither {safetensors} nor {pytorch} exists"),
+            ),
+        ));
+    };
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let key = strip_model_prefix(&key).to_string();
@@ -305,6 +218,32 @@ pub(crate) fn read_adapter<M: AdapterHost>(
             ));
         }
     }
+    Ok((file, tensors))
+}
+
+fn reject_unused(file: PathBuf, tensors: &TensorMap, used: &BTreeSet<String>) -> Result<()> {
+    match tensors.keys().find(|k| !used.contains(*k)) {
+        Some(key) => Err(Error::UnexpectedTensor {
+            path: file,
+            key: key.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads the adapter in `dir` (and its head) and builds its modules for `model`, without
+/// changing `model`.
+pub(crate) fn read_adapter<M: AdapterHost>(
+    model: &M,
+    dir: &Path,
+    load_as: Option<&str>,
+    device: &Device,
+) -> Result<LoadedAdapter> {
+    let (saved_name, config) = read_config(dir, model.hidden_size())?;
+    let name = load_as
+        .map(str::to_string)
+        .unwrap_or_else(|| saved_name.clone());
+    let (file, tensors) = read_weights(dir, WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE)?;
     let hidden = model.hidden_size();
     let mut used = BTreeSet::new();
     let mut modules = Vec::new();
@@ -318,7 +257,7 @@ pub(crate) fn read_adapter<M: AdapterHost>(
             return;
         };
         // The initial values are overwritten; a fixed seed avoids drawing from the device.
-        let seeded = crate::config::BnConfig {
+        let seeded = BnConfig {
             init_weights_seed: Some(0),
             ..bn.clone()
         };
@@ -330,35 +269,58 @@ pub(crate) fn read_adapter<M: AdapterHost>(
             }
         };
         // The file records the adapter under the name it was saved with.
+        let naming = |path: &str| bottleneck_name(path, bn.ln_before);
         let prefix = format!("{}.{saved_name}", model.site_path(site.location()));
-        let mut fill = Fill {
-            path: Vec::new(),
-            prefix: &prefix,
-            ln_before: bn.ln_before,
-            file: &file,
-            tensors: &tensors,
-            used: &mut used,
-            device,
-            error: None,
-        };
+        let mut fill = Fill::new(prefix, &naming, &file, &tensors, &mut used, device);
         let adapter = adapter.map(&mut fill);
         match fill.error {
             Some(e) => failure = Some(e),
-            None => modules.push(Some(adapter.train_like(device))),
+            None => modules.push(Some(adapter)),
         }
     });
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Some(key) = tensors.keys().find(|k| !used.contains(*k)) {
-        return Err(Error::UnexpectedTensor {
-            path: file,
-            key: key.clone(),
-        });
-    }
+    reject_unused(file, &tensors, &used)?;
+    let head = match model.heads() {
+        Some(_) if dir.join(HEAD_CONFIG_FILE).is_file() => Some(read_head(model, dir, device)?),
+        _ => None,
+    };
     Ok(LoadedAdapter {
         name,
         config,
         modules,
+        head,
     })
+}
+
+/// Reads the head saved in `dir`.
+fn read_head<M: AdapterHost>(model: &M, dir: &Path, device: &Device) -> Result<PredictionHead> {
+    let path = dir.join(HEAD_CONFIG_FILE);
+    let (saved_name, config, _) = read_envelope(&path, model.hidden_size())?;
+    let config: HeadConfig =
+        serde_path_to_error::deserialize(&config).map_err(|e| Error::Json {
+            path: path.clone(),
+            field: format!("config.{}", e.path()),
+            reason: e.into_inner().to_string(),
+        })?;
+    let head = PredictionHead::new(config, model.hidden_size(), model.head_dropout(), device)
+        .map_err(|e| in_file(&path, e))?;
+    let (file, tensors) = read_weights(dir, HEAD_WEIGHTS_FILE, PYTORCH_HEAD_WEIGHTS_FILE)?;
+    let mut used = BTreeSet::new();
+    let naming = |p: &str| head_name(p, |i| head.reference_index(i));
+    let mut fill = Fill::new(
+        format!("heads.{saved_name}"),
+        &naming,
+        &file,
+        &tensors,
+        &mut used,
+        device,
+    );
+    let filled = head.clone().map(&mut fill);
+    if let Some(e) = fill.error {
+        return Err(e);
+    }
+    reject_unused(file, &tensors, &used)?;
+    Ok(filled)
 }

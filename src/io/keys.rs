@@ -3,9 +3,9 @@
 /// How one of our parameters is stored in an AdapterHub file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferenceName {
-    /// Tensor names relative to `<site>.adapters.<name>.`; the first is canonical, the others are
+    /// Tensor names relative to the module's prefix; the first is canonical, the others are
     /// aliases AdapterHub also writes for the same tensor.
-    pub names: Vec<&'static str>,
+    pub names: Vec<String>,
     /// The tensor is a `Linear` weight: burn `[in, out]`, torch `[out, in]`.
     pub transpose: bool,
 }
@@ -39,7 +39,27 @@ pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
         ("norm_after.beta", _) => (vec!["adapter_norm_after.bias"], false),
         _ => return None,
     };
-    Some(ReferenceName { names, transpose })
+    Some(ReferenceName {
+        names: names.into_iter().map(str::to_string).collect(),
+        transpose,
+    })
+}
+
+/// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
+/// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
+pub fn head_name(path: &str, reference_index: impl Fn(usize) -> usize) -> Option<ReferenceName> {
+    let rest = path.strip_prefix("layers.")?;
+    let (index, field) = rest.split_once('.')?;
+    let index: usize = index.parse().ok()?;
+    let transpose = match field {
+        "weight" => true,
+        "bias" => false,
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![format!("{}.{field}", reference_index(index))],
+        transpose,
+    })
 }
 
 /// Strips the prefix a model with heads puts before the base model's keys.
@@ -74,11 +94,16 @@ mod tests {
                 }
                 let name = bottleneck_name(path, ln_before).unwrap();
                 for n in name.names {
-                    assert!(seen.insert(n), "{n} used twice");
+                    assert!(seen.insert(n.clone()), "{n} used twice");
                 }
             }
         }
         assert_eq!(bottleneck_name("dropout.prob", false), None);
         assert_eq!(strip_model_prefix("bert.encoder.x"), "encoder.x");
+        let head = head_name("layers.1.weight", |i| 3 * i + 1).unwrap();
+        assert_eq!(
+            (head.names, head.transpose),
+            (vec!["4.weight".to_string()], true)
+        );
     }
 }

@@ -7,5 +7,9 @@
 pub(crate) mod adapterhub;
 pub mod keys;
 pub mod tensors;
+mod transfer;
 
-pub use adapterhub::{CONFIG_FILE, FORMAT_VERSION, PYTORCH_WEIGHTS_FILE, WEIGHTS_FILE};
+pub use adapterhub::{
+    CONFIG_FILE, FORMAT_VERSION, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PYTORCH_HEAD_WEIGHTS_FILE,
+    PYTORCH_WEIGHTS_FILE, WEIGHTS_FILE,
+};

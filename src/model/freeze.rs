@@ -23,14 +23,16 @@ impl<F: Fn(&[String]) -> bool> ModuleMapper for PathTrainability<'_, F> {
     }
 }
 
-/// Whether `path` lies inside the adapter or head called `name`: a segment `adapters` (or
-/// `*_adapters`, or `heads`) followed by `name`.
+/// Whether `path` lies inside the adapter or head called `name`.
 pub(crate) fn belongs_to(path: &[String], name: &str) -> bool {
-    path.windows(2).any(|w| is_container(&w[0]) && w[1] == name)
+    belongs_to_adapter(path, name) || path.windows(2).any(|w| w[0] == "heads" && w[1] == name)
 }
 
-fn is_container(segment: &str) -> bool {
-    segment == "adapters" || segment.ends_with("_adapters") || segment == "heads"
+/// Whether `path` lies inside the adapter called `name`: a segment `adapters` (or `*_adapters`)
+/// followed by `name`.
+pub(crate) fn belongs_to_adapter(path: &[String], name: &str) -> bool {
+    path.windows(2)
+        .any(|w| (w[0] == "adapters" || w[0].ends_with("_adapters")) && w[1] == name)
 }
 
 fn remap<M: Module>(model: &mut M, trainable: impl Fn(&[String]) -> bool) {

@@ -3,7 +3,8 @@
 use burn::module::Module;
 
 use super::AdapterRegistry;
-use crate::sites::ResidualSite;
+use crate::heads::PredictionHead;
+use crate::sites::{NamedModules, ResidualSite};
 
 /// Identity of a host model, recorded in saved `adapter_config.json` files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,13 @@ pub struct ModelInfo {
     pub model_class: String,
     /// The checkpoint name, if known.
     pub model_name: Option<String>,
+}
+
+impl ModelInfo {
+    /// The class name AdapterHub records for the same model with heads (`BertAdapterModel`).
+    pub fn model_class_with_heads(&self) -> String {
+        format!("{}AdapterModel", self.model_class.trim_end_matches("Model"))
+    }
 }
 
 /// A transformer that carries adapter sites.
@@ -47,6 +55,21 @@ pub trait AdapterHost: Module + Sized {
 
     /// The adapter registry stored in the host, mutably.
     fn registry_mut(&mut self) -> &mut AdapterRegistry;
+
+    /// The prediction heads, for hosts that carry them (in a field named `heads`).
+    fn heads(&self) -> Option<&NamedModules<PredictionHead>> {
+        None
+    }
+
+    /// The prediction heads, mutably.
+    fn heads_mut(&mut self) -> Option<&mut NamedModules<PredictionHead>> {
+        None
+    }
+
+    /// Dropout of new heads whose config gives none (the model's hidden dropout).
+    fn head_dropout(&self) -> f64 {
+        0.1
+    }
 
     /// How saved adapters describe this model.
     fn model_info(&self) -> ModelInfo {

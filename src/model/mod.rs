@@ -16,6 +16,7 @@ use burn::tensor::Device;
 use crate::composition::AdapterSetup;
 use crate::config::AdapterConfig;
 use crate::error::{Error, Result};
+use crate::heads::{HeadConfig, PredictionHead};
 use crate::methods::Bottleneck;
 
 /// Names and configs of a model's adapters, and its active setup. Hosts store one in a
@@ -93,21 +94,18 @@ const FORBIDDEN_IN_NAMES: &[char] = &['.', ',', '[', ']', '(', ')', '|', '=', '/
 
 /// Checks that `name` can be used as an adapter name.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("names must not be empty".to_string())
-    } else if let Some(c) = name
+    let invalid = |reason: String| Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("names must not be empty".into()));
+    }
+    match name
         .chars()
         .find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace())
     {
-        Some(format!("names must not contain {c:?}"))
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(Error::InvalidName {
-            name: name.to_string(),
-            reason,
-        }),
+        Some(c) => Err(invalid(format!("names must not contain {c:?}"))),
         None => Ok(()),
     }
 }
@@ -171,7 +169,7 @@ pub trait AdapterModel: AdapterHost {
                 return;
             };
             match Bottleneck::new(bn, hidden, site.location().layer, &device) {
-                Ok(adapter) => built.push(Some(adapter.train_like(&device))),
+                Ok(adapter) => built.push(Some(adapter)),
                 Err(e) => failure = Some(e),
             }
         });
@@ -181,27 +179,33 @@ pub trait AdapterModel: AdapterHost {
         if self.has_adapter(name) {
             self.delete_adapter(name)?;
         }
-        self.install_adapter(name, config, built);
+        self.install_adapter(name, config, built, None);
         if options.set_active {
             self.set_active_adapters(name)?;
         }
         Ok(())
     }
 
-    /// Inserts modules built for each site (in [`AdapterHost::visit_sites`] order) under `name`.
+    /// Inserts modules built for each site (in [`AdapterHost::visit_sites`] order) under `name`,
+    /// and a head of the same name if given.
     #[doc(hidden)]
     fn install_adapter(
         &mut self,
         name: &str,
         config: AdapterConfig,
         modules: Vec<Option<Bottleneck>>,
+        head: Option<PredictionHead>,
     ) {
+        let autodiff = self.device().is_ok_and(|d| d.is_autodiff());
         let mut modules = modules.into_iter();
         self.visit_sites_mut(&mut |site| {
             if let Some(Some(adapter)) = modules.next() {
-                site.insert_adapter(name, adapter);
+                site.insert_adapter(name, match_autodiff(adapter, autodiff));
             }
         });
+        if let (Some(head), Some(heads)) = (head, self.heads_mut()) {
+            heads.insert(name, match_autodiff(head, autodiff));
+        }
         let registry = self.registry_mut();
         registry.adapters.push((name.to_string(), config));
         // New parameters require gradients, as in PyTorch.
@@ -287,6 +291,21 @@ pub trait AdapterModel: AdapterHost {
         Ok(())
     }
 
+    /// Prepares head `name` for training over a frozen model (a linear probe): freezes every
+    /// parameter except the head's (and those of an adapter of the same name, as
+    /// `train_adapter` would); the active adapter setup is left as it is.
+    fn train_head(&mut self, name: &str) -> Result<()> {
+        if !self.has_head(name) {
+            return Err(Error::UnknownHead(name.to_string()));
+        }
+        freeze::set_trainable(self, &[name.to_string()]);
+        self.registry_mut().trainable = Trainability {
+            base: false,
+            adapters: Vec::new(),
+        };
+        Ok(())
+    }
+
     /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters included.
     fn freeze_model(&mut self, freeze: bool) {
         freeze::set_trainable_all(self, !freeze);
@@ -368,9 +387,51 @@ pub trait AdapterModel: AdapterHost {
         if self.has_adapter(&loaded.name) {
             return Err(Error::DuplicateAdapter(loaded.name));
         }
+        if loaded.head.is_some() && self.has_head(&loaded.name) {
+            return Err(Error::DuplicateHead(loaded.name));
+        }
         let name = loaded.name.clone();
-        self.install_adapter(&name, loaded.config, loaded.modules);
+        self.install_adapter(&name, loaded.config, loaded.modules, loaded.head);
         Ok(name)
+    }
+
+    /// Adds a prediction head `name` (see [`HeadConfig`]). A head named like an adapter trains
+    /// with it under [`AdapterModel::train_adapter`] and is saved and loaded with it.
+    fn add_head(&mut self, name: &str, config: HeadConfig) -> Result<()> {
+        validate_name(name)?;
+        if self.heads().is_none() {
+            return Err(Error::Unsupported("prediction heads on this host".into()));
+        }
+        if self.has_head(name) {
+            return Err(Error::DuplicateHead(name.to_string()));
+        }
+        let device = self.device()?;
+        let head = PredictionHead::new(config, self.hidden_size(), self.head_dropout(), &device)?;
+        let head = match_autodiff(head, device.is_autodiff());
+        if let Some(heads) = self.heads_mut() {
+            heads.insert(name, head);
+        }
+        Ok(())
+    }
+
+    /// Removes head `name`.
+    fn delete_head(&mut self, name: &str) -> Result<()> {
+        self.heads_mut()
+            .and_then(|heads| heads.remove(name))
+            .map(drop)
+            .ok_or_else(|| Error::UnknownHead(name.to_string()))
+    }
+
+    /// Whether a head `name` exists.
+    fn has_head(&self, name: &str) -> bool {
+        self.heads().is_some_and(|heads| heads.contains(name))
+    }
+
+    /// The head `name`.
+    fn head(&self, name: &str) -> Result<&PredictionHead> {
+        self.heads()
+            .and_then(|heads| heads.get(name))
+            .ok_or_else(|| Error::UnknownHead(name.to_string()))
     }
 
     /// The device the model's parameters live on (new adapters are created there).
@@ -392,13 +453,8 @@ pub trait AdapterModel: AdapterHost {
 
 impl<T: AdapterHost> AdapterModel for T {}
 
-impl Bottleneck {
-    /// Moves a freshly built module onto `device`'s autodiff state (a no-op on plain devices).
-    pub(crate) fn train_like(self, device: &Device) -> Self {
-        if device.is_autodiff() {
-            self.train()
-        } else {
-            self
-        }
-    }
+/// Puts a freshly built module in training mode when the model lives on an autodiff device, so
+/// its parameters track gradients like the rest of the model.
+fn match_autodiff<M: Module>(module: M, autodiff: bool) -> M {
+    if autodiff { module.train() } else { module }
 }

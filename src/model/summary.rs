@@ -5,7 +5,7 @@ use std::fmt;
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use super::{AdapterHost, freeze::belongs_to};
+use super::{AdapterHost, freeze::belongs_to_adapter};
 
 /// One adapter's row of [`AdapterSummary`].
 #[derive(Debug, Clone, PartialEq)]
@@ -55,11 +55,12 @@ impl ModuleVisitor for Counter<'_> {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let n = param.lazy_shape().num_elements();
-        let is_head = self.path.iter().any(|s| s == "heads");
+        // Heads count neither as adapter nor as base parameters, as in AdapterHub.
+        let is_head = self.path.first().is_some_and(|s| s == "heads");
         match self
             .names
             .iter()
-            .position(|name| belongs_to(&self.path, name))
+            .position(|name| belongs_to_adapter(&self.path, name))
         {
             Some(i) => self.per_adapter[i] += n,
             None if is_head => {}
@@ -108,7 +109,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
+use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::sites::{ResidualSite, SiteLocation, SitePosition};
+use crate::sites::{NamedModules, ResidualSite, SiteLocation, SitePosition};
 
 /// The fields of a Hugging Face `config.json` that define a BERT encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +141,7 @@ impl BertConfig {
         })?;
         if self.hidden_size == 0
             || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
             return Err(Error::invalid(
                 "num_attention_heads",
@@ -361,6 +362,8 @@ pub struct BertModel {
     pub encoder: BertEncoder,
     /// Pooler (absent in checkpoints saved without one).
     pub pooler: Option<BertPooler>,
+    /// Prediction heads (`heads.<name>`), see [`AdapterModel::add_head`](crate::AdapterModel::add_head).
+    pub heads: NamedModules<PredictionHead>,
     #[module(skip)]
     config: BertConfig,
     #[module(skip)]
@@ -427,6 +430,7 @@ impl BertModel {
             pooler: Some(BertPooler {
                 dense: linear(h, h),
             }),
+            heads: NamedModules::default(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -476,6 +480,38 @@ impl BertModel {
             });
         }
         Ok(model)
+    }
+
+    /// Logits of head `head` for `input` (`[batch, num_labels]` for sequence heads).
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq]`, output: `[batch, num_labels]`
+    pub fn classify(&self, head: &str, input: BertInput) -> Result<Tensor<2>> {
+        let head = self
+            .heads
+            .get(head)
+            .ok_or_else(|| Error::UnknownHead(head.to_string()))?;
+        if !matches!(head.config, HeadConfig::Classification { .. }) {
+            return Err(Error::InvalidSetup(
+                "`classify` needs a classification head; use `tag`".into(),
+            ));
+        }
+        let mask = input.attention_mask.clone();
+        Ok(head.forward_sequence(self.forward(input).last_hidden_state, mask))
+    }
+
+    /// Per-token logits of tagging head `head` for `input`.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq]`, output: `[batch, seq, num_labels]`
+    pub fn tag(&self, head: &str, input: BertInput) -> Result<Tensor<3>> {
+        let head = self
+            .heads
+            .get(head)
+            .ok_or_else(|| Error::UnknownHead(head.to_string()))?;
+        Ok(head.forward_tokens(self.forward(input).last_hidden_state))
     }
 
     /// The config the model was built from.
@@ -543,6 +579,18 @@ impl AdapterHost for BertModel {
 
     fn registry_mut(&mut self) -> &mut AdapterRegistry {
         &mut self.registry
+    }
+
+    fn heads(&self) -> Option<&NamedModules<PredictionHead>> {
+        Some(&self.heads)
+    }
+
+    fn heads_mut(&mut self) -> Option<&mut NamedModules<PredictionHead>> {
+        Some(&mut self.heads)
+    }
+
+    fn head_dropout(&self) -> f64 {
+        self.config.hidden_dropout_prob
     }
 
     fn model_info(&self) -> ModelInfo {

@@ -1,0 +1,294 @@
+//! Prediction heads, saved with their adapter in AdapterHub's `head_config.json` +
+//! `model_head.safetensors`.
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Activation;
+use crate::error::{Error, Result};
+use crate::methods::init::{InitRng, param};
+
+/// How a sequence head reduces the token states to one vector per example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The first token (`[CLS]`), as AdapterHub's classification head.
+    #[default]
+    Cls,
+    /// The mean over non-padding tokens (an extension; AdapterHub cannot load such heads).
+    Mean,
+}
+
+fn is_cls(pooling: &Pooling) -> bool {
+    *pooling == Pooling::Cls
+}
+
+/// A head's configuration, field for field AdapterHub's `config` of `head_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "head_type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum HeadConfig {
+    /// One label per sequence (AdapterHub's `ClassificationHead`).
+    Classification {
+        /// Number of classes.
+        num_labels: usize,
+        /// Number of Linear layers (the hidden ones are `hidden → hidden`).
+        layers: usize,
+        /// Non-linearity after each hidden layer (`None` for none).
+        activation_function: Option<String>,
+        /// Label names to class ids.
+        label2id: Option<BTreeMap<String, usize>>,
+        /// Read the model's pooler output instead of the first token.
+        use_pooler: bool,
+        /// Bias on the output layer.
+        bias: bool,
+        /// Dropout before each layer (`None`: the model's hidden dropout).
+        dropout_prob: Option<f64>,
+        /// Pooling of token states (written only when not AdapterHub's `[CLS]`).
+        #[serde(default, skip_serializing_if = "is_cls")]
+        pooling: Pooling,
+    },
+    /// One label per token (AdapterHub's `TaggingHead`).
+    Tagging {
+        /// Number of classes.
+        num_labels: usize,
+        /// Number of Linear layers.
+        layers: usize,
+        /// Non-linearity after each hidden layer.
+        activation_function: Option<String>,
+        /// Label names to class ids.
+        label2id: Option<BTreeMap<String, usize>>,
+        /// Dropout before each layer (`None`: the model's hidden dropout).
+        #[serde(default)]
+        dropout_prob: Option<f64>,
+    },
+}
+
+impl HeadConfig {
+    /// AdapterHub's `add_classification_head` defaults: 2 layers, tanh, `[CLS]` pooling.
+    pub fn classification(num_labels: usize) -> Self {
+        HeadConfig::Classification {
+            num_labels,
+            layers: 2,
+            activation_function: Some("tanh".into()),
+            label2id: None,
+            use_pooler: false,
+            bias: true,
+            dropout_prob: None,
+            pooling: Pooling::Cls,
+        }
+    }
+
+    /// A single Linear layer, without dropout, over mean-pooled token states.
+    pub fn mean_pooled_linear(num_labels: usize) -> Self {
+        HeadConfig::Classification {
+            num_labels,
+            layers: 1,
+            activation_function: None,
+            label2id: None,
+            use_pooler: false,
+            bias: true,
+            dropout_prob: Some(0.0),
+            pooling: Pooling::Mean,
+        }
+    }
+
+    /// AdapterHub's `add_tagging_head` defaults: 1 layer, tanh.
+    pub fn tagging(num_labels: usize) -> Self {
+        HeadConfig::Tagging {
+            num_labels,
+            layers: 1,
+            activation_function: Some("tanh".into()),
+            label2id: None,
+            dropout_prob: None,
+        }
+    }
+
+    fn parts(&self) -> (usize, usize, Option<&String>, Option<f64>) {
+        match self {
+            HeadConfig::Classification {
+                num_labels,
+                layers,
+                activation_function,
+                dropout_prob,
+                ..
+            }
+            | HeadConfig::Tagging {
+                num_labels,
+                layers,
+                activation_function,
+                dropout_prob,
+                ..
+            } => (
+                *num_labels,
+                *layers,
+                activation_function.as_ref(),
+                *dropout_prob,
+            ),
+        }
+    }
+
+    /// Checks the values and returns the parsed activation.
+    pub fn validate(&self) -> Result<Option<Activation>> {
+        let (num_labels, layers, activation, dropout) = self.parts();
+        if num_labels == 0 {
+            return Err(Error::invalid(
+                "num_labels",
+                0,
+                "a head needs at least one label",
+            ));
+        }
+        if layers == 0 {
+            return Err(Error::invalid(
+                "layers",
+                0,
+                "a head needs at least one layer",
+            ));
+        }
+        if let Some(p) = dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(Error::invalid(
+                "dropout_prob",
+                p,
+                "must be a probability in [0, 1)",
+            ));
+        }
+        if let HeadConfig::Classification {
+            use_pooler: true, ..
+        } = self
+        {
+            return Err(Error::Unsupported("use_pooler = true heads".into()));
+        }
+        activation
+            .map(|name| {
+                Activation::from_name(name).map_err(|_| {
+                    Error::invalid("activation_function", name, "unsupported activation")
+                })
+            })
+            .transpose()
+    }
+
+    /// Number of classes.
+    pub fn num_labels(&self) -> usize {
+        self.parts().0
+    }
+}
+
+/// A prediction head: `layers` Linear layers, each preceded by dropout, with the activation after
+/// each hidden one (AdapterHub's `PredictionHead` sequence).
+#[derive(Module, Debug)]
+pub struct PredictionHead {
+    /// Hidden layers then the output layer.
+    pub layers: Vec<Linear>,
+    /// Dropout before each layer.
+    pub dropout: Dropout,
+    /// The head's configuration.
+    #[module(skip)]
+    pub config: HeadConfig,
+    #[module(skip)]
+    activation: Option<Activation>,
+}
+
+impl PredictionHead {
+    /// A new head for hidden size `hidden`, BERT-initialised (N(0, 0.02) weights, zero biases).
+    pub fn new(
+        config: HeadConfig,
+        hidden: usize,
+        default_dropout: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let activation = config.validate()?;
+        let (num_labels, layers, _, dropout) = config.parts();
+        let output_bias = !matches!(config, HeadConfig::Classification { bias: false, .. });
+        let mut rng = InitRng::from_device(device);
+        let layers = (0..layers)
+            .map(|i| {
+                let (d_out, bias) = if i + 1 == layers {
+                    (num_labels, output_bias)
+                } else {
+                    (hidden, true)
+                };
+                Linear {
+                    weight: param(
+                        rng.normal(hidden * d_out, 0.0, 0.02),
+                        [hidden, d_out],
+                        device,
+                    ),
+                    bias: bias.then(|| param(vec![0.0; d_out], [d_out], device)),
+                }
+            })
+            .collect();
+        Ok(Self {
+            layers,
+            dropout: DropoutConfig::new(dropout.unwrap_or(default_dropout)).init(),
+            config,
+            activation,
+        })
+    }
+
+    /// AdapterHub's index of layer `i` in its `nn.Sequential` (dropout, linear, activation, ...).
+    pub fn reference_index(&self, i: usize) -> usize {
+        let per_layer = if self.activation.is_some() { 3 } else { 2 };
+        per_layer * i + 1
+    }
+
+    fn mlp<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(self.dropout.forward(x));
+            if i < last
+                && let Some(act) = self.activation
+            {
+                x = act.forward(x);
+            }
+        }
+        x
+    }
+
+    /// Logits of a sequence head from the encoder's last hidden state.
+    ///
+    /// # Shapes
+    ///
+    /// - hidden: `[batch, seq, d_model]`, mask: `[batch, seq]` (1 = token)
+    /// - output: `[batch, num_labels]`
+    pub fn forward_sequence(&self, hidden: Tensor<3>, mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+        self.mlp(self.pool(hidden, mask))
+    }
+
+    /// The head's pooling of token states into one vector per example (before its layers).
+    ///
+    /// # Shapes
+    ///
+    /// - hidden: `[batch, seq, d_model]`, mask: `[batch, seq]`, output: `[batch, d_model]`
+    pub fn pool(&self, hidden: Tensor<3>, mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+        let [batch, seq, width] = hidden.dims();
+        let pooling = match &self.config {
+            HeadConfig::Classification { pooling, .. } => *pooling,
+            HeadConfig::Tagging { .. } => Pooling::Mean,
+        };
+        match (pooling, mask) {
+            (Pooling::Cls, _) => hidden.narrow(1, 0, 1).reshape([batch, width]),
+            (Pooling::Mean, None) => hidden.mean_dim(1).reshape([batch, width]),
+            (Pooling::Mean, Some(mask)) => {
+                let mask = mask.float().reshape([batch, seq, 1]);
+                let summed = (hidden * mask.clone()).sum_dim(1).reshape([batch, width]);
+                let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
+                summed / counts
+            }
+        }
+    }
+
+    /// Logits of a tagging head, one row per token.
+    ///
+    /// # Shapes
+    ///
+    /// - hidden: `[batch, seq, d_model]`, output: `[batch, seq, num_labels]`
+    pub fn forward_tokens(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.mlp(hidden)
+    }
+}
