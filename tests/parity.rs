@@ -144,3 +144,52 @@ fn write_expected(path: &std::path::Path, values: &[f32], shape: [usize; 3]) {
             .unwrap();
     safetensors::serialize_to_file([("last_hidden_state", view)], None, path).unwrap();
 }
+
+/// AdapterHub's default format: `pytorch_adapter.bin` saved from a model with heads (`bert.`
+/// prefixed keys), with the classification head in `pytorch_model_head.bin`.
+#[test]
+fn pytorch_bin_adapters_and_heads_match_reference() {
+    let device = device();
+    let base = base_model(&device);
+    for case in ["seq_bn_head", "ln_before"] {
+        let dir = fixtures().join("bin").join(case);
+        let mut model = base.clone();
+        let name = model
+            .load_adapter(&dir)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        model.set_active_adapters(name.as_str()).unwrap();
+        let expected = dir.join("expected.safetensors");
+        let got = values(model.forward(fixture_inputs(&device)).last_hidden_state);
+        let (_, want) = read_tensor(&expected, "last_hidden_state");
+        let delta = max_abs_diff(&got, &want);
+        println!("{case} (.bin) max |Δ| = {delta:.2e}");
+        assert!(delta <= TOLERANCE, "{case}: {delta:e}");
+        if case == "seq_bn_head" {
+            let logits = model.classify(&name, fixture_inputs(&device)).unwrap();
+            let logits: Vec<f32> = logits.into_data().try_to_vec().unwrap();
+            let (_, want) = read_tensor(&expected, "logits");
+            let delta = max_abs_diff(&logits, &want);
+            println!("{case} head logits max |Δ| = {delta:.2e}");
+            assert!(delta <= TOLERANCE, "{case} logits: {delta:e}");
+            // and the head saves back in AdapterHub's layout
+            let out = tempfile::tempdir().unwrap();
+            model.save_adapter(out.path(), &name).unwrap();
+            let mut again = base.clone();
+            again.load_adapter(out.path()).unwrap();
+            again.set_active_adapters(name.as_str()).unwrap();
+            let relogits: Vec<f32> = again
+                .classify(&name, fixture_inputs(&device))
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            let before: Vec<f32> = model
+                .classify(&name, fixture_inputs(&device))
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            assert_eq!(before, relogits);
+        }
+    }
+}

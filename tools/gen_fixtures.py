@@ -20,6 +20,7 @@ Layout written (the Rust tests depend on exactly this):
     OUT/lora/...                       LoRA / IA3 / union cases      (tools/gen_fixtures_lora.py)
     OUT/peft/...                       PEFT-format LoRA cases        (tools/gen_fixtures_peft.py)
     OUT/composition/...                Stack/Fuse/Split/... cases    (tools/gen_fixtures_composition.py)
+    OUT/bin/...                        pytorch_adapter.bin + head     (tools/gen_fixtures_bin.py)
 
 Each adapter is named after its case.  Every adapter parameter is perturbed with
 0.05 * N(0, 1) noise after add_adapter so that no case is (near) identity (0.5 for the
@@ -339,6 +340,9 @@ def main():
     gen_fixtures_lora.build_all(out_dir, base_dir, inputs, base_out)
     gen_fixtures_peft.build_all(out_dir, base_dir, inputs, base_out)
     gen_fixtures_composition.build_all(out_dir, base_dir, inputs, base_out)
+    import gen_fixtures_bin
+
+    gen_fixtures_bin.build_all(out_dir)
 
 
 if __name__ == "__main__":
