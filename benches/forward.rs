@@ -31,7 +31,11 @@ fn forward(c: &mut Criterion) {
     let device = bench_device();
     device.seed(0);
     let base = BertModel::new(&minilm_shape(), &device);
-    let ids = Tensor::<2, Int>::random([8, 128], burn::tensor::Distribution::Uniform(1.0, 30000.0), &device);
+    let ids = Tensor::<2, Int>::random(
+        [8, 128],
+        burn::tensor::Distribution::Uniform(1.0, 30000.0),
+        &device,
+    );
     let input = || BertInput::new(ids.clone(), Tensor::ones([8, 128], &device));
     let mut group = c.benchmark_group("forward minilm 8x128");
     group.sample_size(20);
@@ -44,11 +48,21 @@ fn forward(c: &mut Criterion) {
     for (label, config) in variants {
         let mut model = base.clone();
         if let Some(config) = config {
-            model.add_adapter("a", AdapterConfig::load(config).unwrap()).unwrap();
+            model
+                .add_adapter("a", AdapterConfig::load(config).unwrap())
+                .unwrap();
             model.set_active_adapters("a").unwrap();
         }
         group.bench_function(label, |b| {
-            b.iter(|| black_box(model.forward(input()).last_hidden_state.sum().into_scalar::<f32>()))
+            b.iter(|| {
+                black_box(
+                    model
+                        .forward(input())
+                        .last_hidden_state
+                        .sum()
+                        .into_scalar::<f32>(),
+                )
+            })
         });
     }
     group.finish();

@@ -129,11 +129,7 @@ fn unknown_unsupported_and_malformed_specs() {
         matches!(AdapterConfig::load("no_such_preset"), Err(Error::UnknownConfig(n)) if n == "no_such_preset")
     );
     assert!(matches!(
-        AdapterConfig::load("lora"),
-        Err(Error::Unsupported(_))
-    ));
-    assert!(matches!(
-        AdapterConfig::load("seq_bn|lora"),
+        AdapterConfig::load("prefix_tuning"),
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
@@ -176,4 +172,79 @@ fn unsupported_fields_round_trip_unchanged() {
     json["shared_W_phm"] = true.into();
     let config = AdapterConfig::from_json(&json).unwrap();
     assert_eq!(config.to_json(), json);
+}
+
+fn lora_fixture_config(case: &str) -> Value {
+    let text = std::fs::read_to_string(
+        fixtures()
+            .join("lora")
+            .join(case)
+            .join("adapter_config.json"),
+    )
+    .unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["config"].clone()
+}
+
+#[test]
+fn lora_ia3_and_union_configs_serialise_as_the_reference() {
+    for (spec, case) in [
+        ("lora[r=4,alpha=8]", "lora_qv"),
+        (
+            "lora[r=4,alpha=16,attn_matrices=[q,k,v],intermediate_lora=True,output_lora=True]",
+            "lora_qkv_ffn",
+        ),
+        ("lora[r=4,alpha=8,use_gating=True]", "lora_gating"),
+        ("ia3", "ia3"),
+        ("ia3[output_lora=True]", "ia3_with_output"),
+        (
+            "seq_bn[reduction_factor=8]|lora[r=4,alpha=8]",
+            "union_seq_bn_lora",
+        ),
+    ] {
+        let ours = AdapterConfig::load(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let reference = lora_fixture_config(case);
+        assert_eq!(ours.to_json(), reference, "{spec}");
+        assert_eq!(
+            AdapterConfig::from_json(&reference).unwrap(),
+            ours,
+            "{case}"
+        );
+    }
+    let lora = AdapterConfig::load("lora").unwrap();
+    assert_eq!(lora.lora().unwrap().r, 8);
+    assert_eq!(lora.architecture(), "lora");
+}
+
+#[test]
+fn lora_values_are_validated_and_models_refuse_them_for_now() {
+    for (spec, field) in [
+        ("lora[r=0]", "r"),
+        ("ia3[r=2]", "r"),
+        ("ia3[dropout=0.1]", "dropout"),
+        ("lora[attn_matrices=[q,x]]", "attn_matrices"),
+        ("lora[alpha=inf]", "alpha"),
+        ("lora[composition_mode=multiply]", "composition_mode"),
+    ] {
+        let err = AdapterConfig::load(spec).expect_err(spec);
+        assert!(err.to_string().contains(field), "{spec}: {err}");
+    }
+    assert!(matches!(
+        AdapterConfig::load("lora[use_dora=True]"),
+        Err(Error::Unsupported(_))
+    ));
+
+    use burn_adapters::models::bert::{BertConfig, BertModel};
+    let mut model = BertModel::new(&BertConfig::tiny(), &common::device());
+    for spec in ["lora", "ia3", "seq_bn|lora"] {
+        let err = model
+            .add_adapter("x", AdapterConfig::load(spec).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, Error::Unsupported(_)), "{spec}: {err}");
+    }
+    assert!(model.adapter_names().is_empty());
+    let err = model
+        .load_adapter(fixtures().join("lora/lora_qv"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(model.adapter_names().is_empty());
 }

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Options: `--model-dir DIR --data FILE --device flex|wgpu|tch|cuda --epochs N --lr X
-//! --batch-size N --max-len N --out DIR --summary-json PATH --limit N` (see `--help`).
+//! --batch-size N --max-len N --out DIR --summary-json PATH --limit N --seed N` (see `--help`).
 
 mod pipeline;
 
@@ -35,10 +35,11 @@ struct Options {
     out: PathBuf,
     summary_json: Option<PathBuf>,
     limit: Option<usize>,
+    seed: u64,
 }
 
 const HELP: &str = "usage: sentiment [--model-dir DIR] [--data CSV.bz2] [--device flex|wgpu|tch|cuda] [--epochs 2]
-                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--out DIR] [--summary-json PATH] [--limit N]";
+                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--out DIR] [--summary-json PATH] [--limit N] [--seed 42]";
 
 fn options() -> Result<Options, String> {
     let cache = std::env::var_os("BURN_ADAPTERS_CACHE")
@@ -56,6 +57,7 @@ fn options() -> Result<Options, String> {
         out: PathBuf::from("target/sentiment"),
         summary_json: None,
         limit: None,
+        seed: 42,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -72,6 +74,7 @@ fn options() -> Result<Options, String> {
             "--out" => o.out = value()?.into(),
             "--summary-json" => o.summary_json = Some(value()?.into()),
             "--limit" => o.limit = Some(number(value()?)? as usize),
+            "--seed" => o.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "-h" | "--help" => return Err(HELP.into()),
             other => return Err(format!("unknown argument `{other}`\n{HELP}")),
         }
@@ -149,6 +152,7 @@ fn file_size(path: &Path) -> u64 {
 fn run() -> Result<(), String> {
     let o = options()?;
     let device = device_by_name(&format!("{}+autodiff", o.device)).map_err(|e| e.to_string())?;
+    device.seed(o.seed); // adapter/head initialisation and dropout masks
     std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
 
     // Data: fresh (1) / rotten (0) rows in file order; test = index divisible by 5.
@@ -331,6 +335,7 @@ fn run() -> Result<(), String> {
             "batch_size": o.batch_size,
             "max_len": o.max_len,
             "device": o.device,
+            "seed": o.seed,
             "train_rows": train.len(),
             "test_rows": test.len(),
             "epoch_test_accuracy": logs.iter().map(|l| l.eval_accuracy).collect::<Vec<_>>(),

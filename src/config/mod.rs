@@ -3,10 +3,12 @@
 //! [`AdapterConfig`] is the one type the model API takes; it wraps the per-method configs.
 
 mod bottleneck;
+mod lora;
 mod parse;
 mod values;
 
 pub use bottleneck::*;
+pub use lora::*;
 pub use values::*;
 
 use std::path::Path;
@@ -26,8 +28,16 @@ use crate::error::{Error, Result};
 pub enum AdapterConfig {
     /// A bottleneck adapter (Pfeiffer, Houlsby, parallel, ...).
     Bottleneck(BnConfig),
+    /// LoRA or IA3 (parsed and validated; not yet buildable in a model).
+    Lora(LoRAConfig),
     /// Several methods under one adapter name.
     Union(Vec<AdapterConfig>),
+}
+
+impl From<LoRAConfig> for AdapterConfig {
+    fn from(config: LoRAConfig) -> Self {
+        AdapterConfig::Lora(config)
+    }
 }
 
 impl From<BnConfig> for AdapterConfig {
@@ -143,6 +153,12 @@ impl AdapterConfig {
                 _ => unreachable!("a BnConfig serialises to a JSON object"),
             }
         }
+        if let Some(config) = LoRAConfig::preset(name) {
+            match serde_json::to_value(config) {
+                Ok(Value::Object(map)) => return Ok(map),
+                _ => unreachable!("a LoRAConfig serialises to a JSON object"),
+            }
+        }
         match KNOWN_PRESETS.iter().find(|(preset, _)| *preset == name) {
             Some((_, arch)) => Err(Error::Unsupported(format!(
                 "config `{name}` (architecture {arch})"
@@ -197,9 +213,14 @@ impl AdapterConfig {
                 union.validate()?;
                 Ok(union)
             }
-            "lora" | "prefix_tuning" | "prompt_tuning" | "reft" => Err(Error::Unsupported(
-                format!("adapter architecture `{architecture}`"),
-            )),
+            "lora" => {
+                let config: LoRAConfig = deserialize_named(value)?;
+                config.validate()?;
+                Ok(AdapterConfig::Lora(config))
+            }
+            "prefix_tuning" | "prompt_tuning" | "reft" => Err(Error::Unsupported(format!(
+                "adapter architecture `{architecture}`"
+            ))),
             other => Err(Error::invalid(
                 "architecture",
                 format!("{other:?}"),
@@ -214,6 +235,9 @@ impl AdapterConfig {
             AdapterConfig::Bottleneck(config) => {
                 serde_json::to_value(config).expect("a BnConfig always serialises")
             }
+            AdapterConfig::Lora(config) => {
+                serde_json::to_value(config).expect("a LoRAConfig always serialises")
+            }
             AdapterConfig::Union(configs) => serde_json::json!({
                 "architecture": "union",
                 "configs": configs.iter().map(Self::to_json).collect::<Vec<_>>(),
@@ -225,6 +249,7 @@ impl AdapterConfig {
     pub fn architecture(&self) -> &'static str {
         match self {
             AdapterConfig::Bottleneck(_) => "bottleneck",
+            AdapterConfig::Lora(_) => "lora",
             AdapterConfig::Union(_) => "union",
         }
     }
@@ -233,6 +258,7 @@ impl AdapterConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             AdapterConfig::Bottleneck(config) => config.validate(),
+            AdapterConfig::Lora(config) => config.validate(),
             AdapterConfig::Union(configs) => {
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
@@ -272,6 +298,7 @@ impl AdapterConfig {
     pub fn bottleneck(&self) -> Option<&BnConfig> {
         match self {
             AdapterConfig::Bottleneck(config) => Some(config),
+            AdapterConfig::Lora(_) => None,
             AdapterConfig::Union(configs) => configs.iter().find_map(Self::bottleneck),
         }
     }
@@ -288,9 +315,19 @@ impl AdapterConfig {
                 };
                 (placed && !bn.leave_out.contains(&layer)).then_some(bn)
             }
+            AdapterConfig::Lora(_) => None,
             AdapterConfig::Union(configs) => configs
                 .iter()
                 .find_map(|c| c.bottleneck_at(attention, layer)),
+        }
+    }
+
+    /// The LoRA/IA3 part of this config, if any.
+    pub fn lora(&self) -> Option<&LoRAConfig> {
+        match self {
+            AdapterConfig::Lora(config) => Some(config),
+            AdapterConfig::Bottleneck(_) => None,
+            AdapterConfig::Union(configs) => configs.iter().find_map(Self::lora),
         }
     }
 
@@ -298,6 +335,7 @@ impl AdapterConfig {
     pub(crate) fn leave_out(&self) -> Vec<usize> {
         match self {
             AdapterConfig::Bottleneck(config) => config.leave_out.clone(),
+            AdapterConfig::Lora(config) => config.leave_out.clone(),
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }

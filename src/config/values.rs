@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 
 /// Writes a float the way Python's `json` writes the number it came from: integral values that
 /// AdapterHub keeps as `int` (such as `reduction_factor: 16`) stay integers.
-fn serialize_python_number<S: Serializer>(value: f64, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_python_number<S: Serializer>(
+    value: f64,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     if value.fract() == 0.0 && value.abs() < 9.0e15 {
         serializer.serialize_i64(value as i64)
     } else {

@@ -185,6 +185,7 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
         }
     }
     let config = AdapterConfig::from_json(&config).map_err(|e| in_file(&path, e))?;
+    crate::model::reject_unbuildable(&config)?;
     Ok((name, config))
 }
 
