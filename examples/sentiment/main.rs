@@ -24,6 +24,8 @@ use burn_adapters::train::{Trainer, TrainingConfig, correct_predictions, cross_e
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::{EpochLog, Example, evaluate, fit};
 
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 struct Options {
     model_dir: PathBuf,
     data: PathBuf,
@@ -83,11 +85,11 @@ fn options() -> Result<Options, String> {
 }
 
 /// Rows of the corpus as (category, text).
-fn read_corpus(path: &Path) -> Result<Vec<(String, String)>, String> {
+fn read_corpus(path: &Path) -> AnyResult<Vec<(String, String)>> {
     let file = std::fs::File::open(path)
         .map_err(|e| format!("{}: {e} (run tools/fetch_assets.sh)", path.display()))?;
     let mut reader = csv::Reader::from_reader(bzip2::read::BzDecoder::new(file));
-    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let headers = reader.headers()?.clone();
     let column = |name: &str| {
         headers
             .iter()
@@ -98,7 +100,7 @@ fn read_corpus(path: &Path) -> Result<Vec<(String, String)>, String> {
     reader
         .records()
         .map(|r| {
-            let r = r.map_err(|e| e.to_string())?;
+            let r = r?;
             Ok((r[category].to_string(), r[text].to_string()))
         })
         .collect()
@@ -107,11 +109,9 @@ fn read_corpus(path: &Path) -> Result<Vec<(String, String)>, String> {
 fn tokenize(
     tokenizer: &tokenizers::Tokenizer,
     rows: &[(String, usize)],
-) -> Result<Vec<Example>, String> {
+) -> AnyResult<Vec<Example>> {
     let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
-    let encodings = tokenizer
-        .encode_batch(texts, true)
-        .map_err(|e| e.to_string())?;
+    let encodings = tokenizer.encode_batch(texts, true)?;
     Ok(encodings
         .iter()
         .zip(rows)
@@ -145,13 +145,21 @@ fn progress_bar(len: usize, label: &str) -> ProgressBar {
     bar
 }
 
+/// A new task: an adapter and a mean-pooled linear head of the same name, ready to train.
+fn add_task(model: &mut BertModel, name: &str, config: &str) -> AnyResult<()> {
+    model.add_adapter(name, AdapterConfig::load(config)?)?;
+    model.add_head(name, HeadConfig::mean_pooled_linear(2))?;
+    model.train_adapter(name)?;
+    Ok(())
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-fn run() -> Result<(), String> {
+fn run() -> AnyResult<()> {
     let o = options()?;
-    let device = device_by_name(&format!("{}+autodiff", o.device)).map_err(|e| e.to_string())?;
+    let device = device_by_name(&format!("{}+autodiff", o.device))?;
     device.seed(o.seed); // adapter/head initialisation and dropout masks
     std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
 
@@ -169,15 +177,12 @@ fn run() -> Result<(), String> {
         polarity.truncate(limit);
     }
     let (train_rows, test_rows) = split(polarity);
-    let mut tokenizer = tokenizers::Tokenizer::from_file(o.model_dir.join("tokenizer.json"))
-        .map_err(|e| e.to_string())?;
+    let mut tokenizer = tokenizers::Tokenizer::from_file(o.model_dir.join("tokenizer.json"))?;
     tokenizer.with_padding(None); // the file pads to 128; batches are padded to their longest row instead
-    tokenizer
-        .with_truncation(Some(tokenizers::TruncationParams {
-            max_length: o.max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| e.to_string())?;
+    tokenizer.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: o.max_len,
+        ..Default::default()
+    }))?;
     let train = tokenize(&tokenizer, &train_rows)?;
     let test = tokenize(&tokenizer, &test_rows)?;
     println!(
@@ -187,23 +192,12 @@ fn run() -> Result<(), String> {
         o.device
     );
 
-    let base = BertModel::from_pretrained(&o.model_dir, &device).map_err(|e| e.to_string())?;
+    let base = BertModel::from_pretrained(&o.model_dir, &device)?;
     let config = TrainingConfig::new().with_learning_rate(o.lr);
 
     // 1. Pfeiffer adapter + mean-pooled linear head.
     let mut model = base.clone();
-    model
-        .add_adapter(
-            "sentiment",
-            AdapterConfig::load("pfeiffer[reduction_factor=16]").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-    model
-        .add_head("sentiment", HeadConfig::mean_pooled_linear(2))
-        .map_err(|e| e.to_string())?;
-    model
-        .train_adapter("sentiment")
-        .map_err(|e| e.to_string())?;
+    add_task(&mut model, "sentiment", "pfeiffer[reduction_factor=16]")?;
     println!("{}", model.adapter_summary());
     let started = Instant::now();
     let (model, logs) = fit_all(
@@ -218,8 +212,7 @@ fn run() -> Result<(), String> {
     )?;
     let train_seconds = logs.iter().map(|l| l.train_seconds).sum::<f64>();
     let total_seconds = started.elapsed().as_secs_f64();
-    let (test_accuracy, predictions) =
-        evaluate(&model, "sentiment", &test, 64, &device).map_err(|e| e.to_string())?;
+    let (test_accuracy, predictions) = evaluate(&model, "sentiment", &test, 64, &device)?;
     println!(
         "adapter: test accuracy {test_accuracy:.4}, {train_seconds:.0} s training ({total_seconds:.0} s with evaluation)"
     );
@@ -233,9 +226,7 @@ fn run() -> Result<(), String> {
 
     // 3. Save, report sizes, reload into a fresh model and compare predictions.
     let adapter_dir = o.out.join("sentiment");
-    model
-        .save_adapter(&adapter_dir, "sentiment")
-        .map_err(|e| e.to_string())?;
+    model.save_adapter(&adapter_dir, "sentiment")?;
     let adapter_bytes = file_size(&adapter_dir.join("adapter.safetensors"))
         + file_size(&adapter_dir.join("model_head.safetensors"));
     let model_bytes = file_size(&o.model_dir.join("model.safetensors"));
@@ -246,16 +237,10 @@ fn run() -> Result<(), String> {
         model_bytes as f64 / 1048576.0,
         100.0 * adapter_bytes as f64 / model_bytes.max(1) as f64
     );
-    let mut reloaded =
-        BertModel::from_pretrained(&o.model_dir, &device).map_err(|e| e.to_string())?;
-    reloaded
-        .load_adapter(&adapter_dir)
-        .map_err(|e| e.to_string())?;
-    reloaded
-        .set_active_adapters("sentiment")
-        .map_err(|e| e.to_string())?;
-    let (_, reloaded_predictions) =
-        evaluate(&reloaded, "sentiment", &test, 64, &device).map_err(|e| e.to_string())?;
+    let mut reloaded = BertModel::from_pretrained(&o.model_dir, &device)?;
+    reloaded.load_adapter(&adapter_dir)?;
+    reloaded.set_active_adapters("sentiment")?;
+    let (_, reloaded_predictions) = evaluate(&reloaded, "sentiment", &test, 64, &device)?;
     let reload_identical = reloaded_predictions == predictions;
     println!("reloaded adapter gives identical predictions: {reload_identical}");
 
@@ -278,18 +263,7 @@ fn run() -> Result<(), String> {
         tokenize(&tokenizer, &s_test)?,
     );
     let mut model = model;
-    model
-        .add_adapter(
-            "subjectivity",
-            AdapterConfig::load("pfeiffer").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-    model
-        .add_head("subjectivity", HeadConfig::mean_pooled_linear(2))
-        .map_err(|e| e.to_string())?;
-    model
-        .train_adapter("subjectivity")
-        .map_err(|e| e.to_string())?;
+    add_task(&mut model, "subjectivity", "pfeiffer")?;
     let (mut model, _) = fit_all(
         model,
         "subjectivity",
@@ -300,22 +274,20 @@ fn run() -> Result<(), String> {
         &config,
         &device,
     )?;
-    let (subjectivity_accuracy, _) =
-        evaluate(&model, "subjectivity", &s_test, 64, &device).map_err(|e| e.to_string())?;
+    let (subjectivity_accuracy, _) = evaluate(&model, "subjectivity", &s_test, 64, &device)?;
     println!(
         "subjectivity adapter: test accuracy {subjectivity_accuracy:.4}\n{}",
         model.adapter_summary()
     );
     for task in ["sentiment", "subjectivity"] {
-        model.set_active_adapters(task).map_err(|e| e.to_string())?;
+        model.set_active_adapters(task)?;
         let (accuracy, _) = evaluate(
             &model,
             task,
             if task == "sentiment" { &test } else { &s_test },
             64,
             &device,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         println!("set_active_adapters({task:?}) → {task} test accuracy {accuracy:.4}");
     }
 
@@ -350,7 +322,7 @@ fn run() -> Result<(), String> {
 }
 
 /// Mean-pooled frozen-encoder features of `examples`, `[n, hidden]`, in inference mode.
-fn features(base: &BertModel, examples: &[Example], device: &Device) -> Result<Tensor<2>, String> {
+fn features(base: &BertModel, examples: &[Example], device: &Device) -> AnyResult<Tensor<2>> {
     let model = base.valid();
     let device = device.clone().without_autodiff();
     let head = PredictionHead::new(
@@ -358,8 +330,7 @@ fn features(base: &BertModel, examples: &[Example], device: &Device) -> Result<T
         base.config().hidden_size,
         0.0,
         &device,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let order: Vec<usize> = (0..examples.len()).collect();
     let mut rows = Vec::new();
     for chunk in order.chunks(64) {
@@ -379,7 +350,7 @@ fn linear_probe(
     test: &[Example],
     o: &Options,
     device: &Device,
-) -> Result<f64, String> {
+) -> AnyResult<f64> {
     let (train_x, test_x) = (
         features(base, train, device)?,
         features(base, test, device)?,
@@ -390,8 +361,7 @@ fn linear_probe(
         base.config().hidden_size,
         0.0,
         device,
-    )
-    .map_err(|e| e.to_string())?
+    )?
     .train();
     let labels = |ex: &[Example], device: &Device| {
         Tensor::<1, Int>::from_data(
@@ -447,7 +417,7 @@ fn fit_all(
     o: &Options,
     config: &TrainingConfig,
     device: &Device,
-) -> Result<(BertModel, Vec<EpochLog>), String> {
+) -> AnyResult<(BertModel, Vec<EpochLog>)> {
     let steps = train.len().div_ceil(o.batch_size);
     let bar = progress_bar(steps * epochs, head);
     let result = fit(
@@ -473,8 +443,7 @@ fn fit_all(
             }
             bar.set_message(message);
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let accuracies: Vec<String> = result
         .1
         .iter()
