@@ -269,6 +269,16 @@ fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
         matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"),
         "{err}"
     );
+    let err = model
+        .add_adapter(
+            "c",
+            AdapterConfig::load("seq_bn[reduction_factor=1e-300]").unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig { field, .. } if field == "reduction_factor"),
+        "{err}"
+    );
     assert!(
         matches!(model.set_active_adapters("nope"), Err(Error::UnknownAdapter(n)) if n == "nope")
     );

@@ -53,9 +53,19 @@ impl ReductionFactor {
 
     /// Bottleneck width at a layer of a model with `hidden_size`, as the reference computes it:
     /// `max(1, floor(hidden_size / rf))`.
+    /// Factors that would make the bottleneck more than 64 times wider than the model are
+    /// rejected rather than allocated.
     pub fn bottleneck_size(&self, hidden_size: usize, layer: usize) -> Result<usize> {
         let rf = self.for_layer(layer)?;
-        Ok(((hidden_size as f64 / rf).floor() as usize).max(1))
+        let size = (hidden_size as f64 / rf).floor();
+        if !size.is_finite() || size > 64.0 * hidden_size as f64 {
+            return Err(Error::invalid(
+                "reduction_factor",
+                rf,
+                format!("gives a bottleneck of {size} units for hidden size {hidden_size}"),
+            ));
+        }
+        Ok((size as usize).max(1))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
