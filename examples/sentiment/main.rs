@@ -513,6 +513,7 @@ fn plot(path: &Path, logs: &[EpochLog]) -> Result<(), Box<dyn std::error::Error>
     chart.draw_secondary_series(accuracy.iter().map(|p| Circle::new(*p, 4, RED.filled())))?;
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
