@@ -39,28 +39,38 @@ impl HostTensor {
 /// Named tensors read from one file.
 pub type TensorMap = BTreeMap<String, HostTensor>;
 
-fn bytes_to_f32(path: &Path, key: &str, dtype: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+/// The float encodings adapter files use.
+#[derive(Clone, Copy)]
+enum FloatKind {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+fn bytes_to_f32(kind: FloatKind, bytes: &[u8]) -> Vec<f32> {
     let chunks = |n: usize| bytes.chunks_exact(n);
-    Ok(match dtype {
-        "F32" => chunks(4)
+    match kind {
+        FloatKind::F32 => chunks(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
-        "F64" => chunks(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+        FloatKind::F64 => chunks(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
-        "F16" => chunks(2)
+        FloatKind::F16 => chunks(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        "BF16" => chunks(2)
+        FloatKind::Bf16 => chunks(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        other => {
-            return Err(Error::format(
-                path,
-                format!("tensor `{key}` has dtype {other}; adapters hold floating-point tensors"),
-            ));
-        }
-    })
+    }
+}
+
+fn not_float(path: &Path, key: &str, dtype: impl std::fmt::Debug) -> Error {
+    Error::format(
+        path,
+        format!("tensor `{key}` has dtype {dtype:?}; expected a float type"),
+    )
 }
 
 /// Reads every tensor of a safetensors file.
@@ -69,19 +79,14 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     let mut out = TensorMap::new();
     for (key, view) in file.tensors() {
-        let dtype = match view.dtype() {
-            Dtype::F32 => "F32",
-            Dtype::F64 => "F64",
-            Dtype::F16 => "F16",
-            Dtype::BF16 => "BF16",
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("tensor `{key}` has dtype {other:?}; expected a float type"),
-                ));
-            }
+        let kind = match view.dtype() {
+            Dtype::F32 => FloatKind::F32,
+            Dtype::F64 => FloatKind::F64,
+            Dtype::F16 => FloatKind::F16,
+            Dtype::BF16 => FloatKind::Bf16,
+            other => return Err(not_float(path, &key, other)),
         };
-        let values = bytes_to_f32(path, &key, dtype, view.data())?;
+        let values = bytes_to_f32(kind, view.data());
         out.insert(
             key,
             HostTensor {
@@ -99,22 +104,17 @@ pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
     let reader = PytorchReader::new(path).map_err(|e| Error::format(path, e.to_string()))?;
     let mut out = TensorMap::new();
     for (key, tensor) in reader.tensors() {
-        let dtype = match tensor.dtype() {
-            PtDType::F32 => "F32",
-            PtDType::F64 => "F64",
-            PtDType::F16 => "F16",
-            PtDType::BF16 => "BF16",
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("tensor `{key}` has dtype {other:?}; expected a float type"),
-                ));
-            }
+        let kind = match tensor.dtype() {
+            PtDType::F32 => FloatKind::F32,
+            PtDType::F64 => FloatKind::F64,
+            PtDType::F16 => FloatKind::F16,
+            PtDType::BF16 => FloatKind::Bf16,
+            other => return Err(not_float(path, key, other)),
         };
         let bytes = tensor
             .read()
             .map_err(|e| Error::format(path, format!("tensor `{key}`: {e}")))?;
-        let values = bytes_to_f32(path, key, dtype, &bytes)?;
+        let values = bytes_to_f32(kind, &bytes);
         out.insert(
             key.clone(),
             HostTensor {
