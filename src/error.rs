@@ -75,6 +75,15 @@ pub enum Error {
     #[error("invalid adapter setup: {0}")]
     InvalidSetup(String),
 
+    /// The adapter cannot be merged into the model's weights.
+    #[error("cannot merge adapter `{name}`: {reason}")]
+    NotMergeable {
+        /// The adapter.
+        name: String,
+        /// Why (not LoRA-family, gated, another adapter already merged).
+        reason: String,
+    },
+
     /// Reading or writing a file failed.
     #[error("I/O error on `{path}`: {source}")]
     Io {

@@ -9,16 +9,15 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::{Value, json};
 
-use super::keys::{bottleneck_name, head_name, strip_model_prefix};
+use super::keys::{bottleneck_name, head_name, lora_name, strip_model_prefix};
 use super::tensors::{
     TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
 };
-use super::transfer::{Collect, Fill};
-use crate::config::{AdapterConfig, BnConfig};
+use super::transfer::{Collect, Fill, Naming};
+use crate::config::AdapterConfig;
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
-use crate::methods::Bottleneck;
-use crate::model::AdapterHost;
+use crate::model::{AdapterHost, AdapterModules, build_modules};
 
 /// Name of the adapter config file.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -39,8 +38,8 @@ pub const FORMAT_VERSION: &str = "adapters.1.3.0";
 pub(crate) struct LoadedAdapter {
     pub name: String,
     pub config: AdapterConfig,
-    /// One entry per site, in [`AdapterHost::visit_sites`] order.
-    pub modules: Vec<Option<Bottleneck>>,
+    /// The modules, per site.
+    pub modules: AdapterModules,
     /// The head saved with the adapter, if any (and if the host has heads).
     pub head: Option<PredictionHead>,
 }
@@ -75,6 +74,16 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
                 path: Vec::new(),
                 prefix: format!("{}.{name}", model.site_path(site.location())),
                 naming: &naming,
+                out: &mut tensors,
+            });
+        }
+    });
+    model.visit_linear_sites(&mut |site| {
+        if let Some(lora) = site.loras().get(name) {
+            lora.visit(&mut Collect {
+                path: Vec::new(),
+                prefix: format!("{}.{name}", model.linear_site_path(site.location())),
+                naming: &lora_name,
                 out: &mut tensors,
             });
         }
@@ -185,7 +194,6 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
         }
     }
     let config = AdapterConfig::from_json(&config).map_err(|e| in_file(&path, e))?;
-    crate::model::reject_unbuildable(&config)?;
     Ok((name, config))
 }
 
@@ -245,43 +253,51 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         .map(str::to_string)
         .unwrap_or_else(|| saved_name.clone());
     let (file, tensors) = read_weights(dir, WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE)?;
-    let hidden = model.hidden_size();
+    // The initial values are overwritten; a fixed seed avoids drawing from the device.
+    let AdapterModules { residual, linear } = build_modules(model, &config, Some(0))?;
     let mut used = BTreeSet::new();
-    let mut modules = Vec::new();
-    let mut failure = None;
-    model.visit_sites(&mut |site| {
-        if failure.is_some() {
-            return;
-        }
-        let Some(bn) = site.placed(&config) else {
-            modules.push(None);
-            return;
-        };
-        // The initial values are overwritten; a fixed seed avoids drawing from the device.
-        let seeded = BnConfig {
-            init_weights_seed: Some(0),
-            ..bn.clone()
-        };
-        let adapter = match Bottleneck::new(&seeded, hidden, site.location().layer, device) {
-            Ok(adapter) => adapter,
-            Err(e) => {
-                failure = Some(e);
-                return;
-            }
-        };
-        // The file records the adapter under the name it was saved with.
-        let naming = |path: &str| bottleneck_name(path, bn.ln_before);
-        let prefix = format!("{}.{saved_name}", model.site_path(site.location()));
-        let mut fill = Fill::new(prefix, &naming, &file, &tensors, &mut used, device);
-        let adapter = adapter.map(&mut fill);
-        match fill.error {
-            Some(e) => failure = Some(e),
-            None => modules.push(Some(adapter)),
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    // The file records the adapter under the name it was saved with.
+    let mut fill = |module_path: String, naming: Naming, module| {
+        let prefix = format!("{module_path}.{saved_name}");
+        fill_module(
+            module,
+            &mut Fill::new(prefix, naming, &file, &tensors, &mut used, device),
+        )
+    };
+    let mut residual_paths = Vec::new();
+    model.visit_sites(&mut |site| residual_paths.push(model.site_path(site.location())));
+    let residual = residual
+        .into_iter()
+        .zip(residual_paths)
+        .map(|(adapter, prefix)| {
+            adapter
+                .map(|adapter| {
+                    let ln_before = adapter.norm_before.is_some();
+                    let naming = move |path: &str| bottleneck_name(path, ln_before);
+                    fill(prefix, &naming, adapter)
+                })
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let mut fill_lora = |module_path: String, naming: Naming, module| {
+        let prefix = format!("{module_path}.{saved_name}");
+        fill_module(
+            module,
+            &mut Fill::new(prefix, naming, &file, &tensors, &mut used, device),
+        )
+    };
+    let mut linear_paths = Vec::new();
+    model
+        .visit_linear_sites(&mut |site| linear_paths.push(model.linear_site_path(site.location())));
+    let linear = linear
+        .into_iter()
+        .zip(linear_paths)
+        .map(|(lora, prefix)| {
+            lora.map(|lora| fill_lora(prefix, &lora_name, lora))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let modules = AdapterModules { residual, linear };
     reject_unused(file, &tensors, &used)?;
     let head = match model.heads() {
         Some(_) if dir.join(HEAD_CONFIG_FILE).is_file() => Some(read_head(model, dir, device)?),
@@ -293,6 +309,15 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         modules,
         head,
     })
+}
+
+/// `module` with every parameter replaced by its file tensor.
+fn fill_module<T: Module>(module: T, fill: &mut Fill<'_>) -> Result<T> {
+    let filled = module.map(fill);
+    match fill.error.take() {
+        Some(e) => Err(e),
+        None => Ok(filled),
+    }
 }
 
 /// Reads the head saved in `dir`.

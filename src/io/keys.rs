@@ -45,6 +45,25 @@ pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name of a LoRA/IA3 parameter given its path inside [`LoRA`]. AdapterHub's
+/// `lora_A` is `[r, d_input]` and `lora_B` `[d_output, r]` (`[d_output, 1]` for IA3): ours are
+/// their transposes.
+///
+/// [`LoRA`]: crate::methods::LoRA
+pub fn lora_name(path: &str) -> Option<ReferenceName> {
+    let (name, transpose) = match path {
+        "lora_a" => ("lora_A", true),
+        "lora_b" => ("lora_B", true),
+        "gate.weight" => ("gate.weight", true),
+        "gate.bias" => ("gate.bias", false),
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.to_string()],
+        transpose,
+    })
+}
+
 /// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
 /// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
 pub fn head_name(path: &str, reference_index: impl Fn(usize) -> usize) -> Option<ReferenceName> {
@@ -99,6 +118,8 @@ mod tests {
             }
         }
         assert_eq!(bottleneck_name("dropout.prob", false), None);
+        assert_eq!(lora_name("lora_b").unwrap().names, ["lora_B"]);
+        assert_eq!(lora_name("scaling"), None);
         assert_eq!(strip_model_prefix("bert.encoder.x"), "encoder.x");
         let head = head_name("layers.1.weight", |i| 3 * i + 1).unwrap();
         assert_eq!(

@@ -3,5 +3,7 @@
 mod activation;
 mod bottleneck;
 pub(crate) mod init;
+mod lora;
 
 pub use bottleneck::*;
+pub use lora::*;

@@ -28,11 +28,12 @@ pub(crate) fn belongs_to(path: &[String], name: &str) -> bool {
     belongs_to_adapter(path, name) || path.windows(2).any(|w| w[0] == "heads" && w[1] == name)
 }
 
-/// Whether `path` lies inside the adapter called `name`: a segment `adapters` (or `*_adapters`)
-/// followed by `name`.
+/// Whether `path` lies inside the adapter called `name`: a segment `adapters` (or `*_adapters`,
+/// or a linear site's `loras`) followed by `name`.
 pub(crate) fn belongs_to_adapter(path: &[String], name: &str) -> bool {
-    path.windows(2)
-        .any(|w| (w[0] == "adapters" || w[0].ends_with("_adapters")) && w[1] == name)
+    path.windows(2).any(|w| {
+        (w[0] == "adapters" || w[0].ends_with("_adapters") || w[0] == "loras") && w[1] == name
+    })
 }
 
 fn remap<M: Module>(model: &mut M, trainable: impl Fn(&[String]) -> bool) {

@@ -4,7 +4,7 @@ use burn::module::Module;
 
 use super::AdapterRegistry;
 use crate::heads::PredictionHead;
-use crate::sites::{NamedModules, ResidualSite};
+use crate::sites::{LinearPosition, LinearSite, NamedModules, ResidualSite};
 
 /// Identity of a host model, recorded in saved `adapter_config.json` files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,9 @@ impl ModelInfo {
 ///   `layer_norm(hidden + residual)`; store each site in a field named `adapters` or
 ///   `<something>_adapters`, so that parameter paths read `...adapters.<name>...` (this is how
 ///   `train_adapter` and `adapter_summary` recognise adapter parameters);
+/// - optionally wraps its attention and feed-forward projections in [`LinearSite`]s (drop-ins
+///   for burn's `Linear`) and enumerates them in [`AdapterHost::visit_linear_sites`], which
+///   makes LoRA and IA3 available;
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
 /// - enumerates its sites in a fixed order.
 ///
@@ -49,6 +52,18 @@ pub trait AdapterHost: Module + Sized {
 
     /// Calls `f` on every site mutably, in the same order as [`AdapterHost::visit_sites`].
     fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite));
+
+    /// Calls `f` on every linear site (the layers LoRA and IA3 wrap), in a fixed order. Hosts
+    /// without linear sites keep the default and cannot take LoRA/IA3 adapters.
+    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
+        let _ = f;
+    }
+
+    /// Calls `f` on every linear site mutably, in the same order as
+    /// [`AdapterHost::visit_linear_sites`].
+    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
+        let _ = f;
+    }
 
     /// The adapter registry stored in the host.
     fn registry(&self) -> &AdapterRegistry;
@@ -89,5 +104,18 @@ pub trait AdapterHost: Module + Sized {
             crate::sites::SitePosition::Output => "output",
         };
         format!("encoder.layer.{}.{block}.adapters", location.layer)
+    }
+
+    /// Path of a linear site's modules in AdapterHub's `BertModel` naming
+    /// (`encoder.layer.{i}.attention.self.query.loras`), used for tensor names in files.
+    fn linear_site_path(&self, location: crate::sites::LinearLocation) -> String {
+        let layer = match location.position {
+            LinearPosition::Query => "attention.self.query",
+            LinearPosition::Key => "attention.self.key",
+            LinearPosition::Value => "attention.self.value",
+            LinearPosition::Intermediate => "intermediate.dense",
+            LinearPosition::Output => "output.dense",
+        };
+        format!("encoder.layer.{}.{layer}.loras", location.layer)
     }
 }

@@ -14,10 +14,10 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::composition::AdapterSetup;
-use crate::config::AdapterConfig;
+use crate::config::{AdapterConfig, BnConfig, LoRAConfig};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
-use crate::methods::Bottleneck;
+use crate::methods::{Bottleneck, LoRA};
 
 /// Names and configs of a model's adapters, and its active setup. Hosts store one in a
 /// `#[module(skip)]` field.
@@ -28,6 +28,8 @@ pub struct AdapterRegistry {
     /// Configured trainability, kept here because burn only reports the effective state (always
     /// "no gradients" on a device without autodiff).
     trainable: Trainability,
+    /// The LoRA/IA3 adapter folded into the weights.
+    merged: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,7 @@ impl Default for AdapterRegistry {
                 base: true,
                 adapters: Vec::new(),
             },
+            merged: None,
         }
     }
 }
@@ -147,7 +150,6 @@ pub trait AdapterModel: AdapterHost {
             return Err(Error::DuplicateAdapter(name.to_string()));
         }
         config.validate()?;
-        reject_unbuildable(&config)?;
         let layers = self.num_layers();
         if let Some(layer) = config.leave_out().into_iter().find(|l| *l >= layers) {
             return Err(Error::invalid(
@@ -156,64 +158,16 @@ pub trait AdapterModel: AdapterHost {
                 format!("the model has layers 0..{layers}"),
             ));
         }
-        let device = self.device()?;
-        let hidden = self.hidden_size();
         // Build every module first so that a failure leaves the model untouched.
-        let mut built: Vec<Option<Bottleneck>> = Vec::new();
-        let mut failure = None;
-        self.visit_sites(&mut |site| {
-            if failure.is_some() {
-                return;
-            }
-            let Some(bn) = site.placed(&config) else {
-                built.push(None);
-                return;
-            };
-            match Bottleneck::new(bn, hidden, site.location().layer, &device) {
-                Ok(adapter) => built.push(Some(adapter)),
-                Err(e) => failure = Some(e),
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let modules = build_modules(self, &config, None)?;
         if self.has_adapter(name) {
             self.delete_adapter(name)?;
         }
-        self.install_adapter(name, config, built, None);
+        install(self, name, config, modules, None);
         if options.set_active {
             self.set_active_adapters(name)?;
         }
         Ok(())
-    }
-
-    /// Inserts modules built for each site (in [`AdapterHost::visit_sites`] order) under `name`,
-    /// and a head of the same name if given.
-    #[doc(hidden)]
-    fn install_adapter(
-        &mut self,
-        name: &str,
-        config: AdapterConfig,
-        modules: Vec<Option<Bottleneck>>,
-        head: Option<PredictionHead>,
-    ) {
-        let autodiff = self.device().is_ok_and(|d| d.is_autodiff());
-        let mut modules = modules.into_iter();
-        self.visit_sites_mut(&mut |site| {
-            if let Some(Some(adapter)) = modules.next() {
-                site.insert_adapter(name, match_autodiff(adapter, autodiff));
-            }
-        });
-        if let (Some(head), Some(heads)) = (head, self.heads_mut()) {
-            heads.insert(name, match_autodiff(head, autodiff));
-        }
-        let registry = self.registry_mut();
-        registry.adapters.push((name.to_string(), config));
-        // New parameters require gradients, as in PyTorch.
-        registry.trainable.adapters.push(name.to_string());
-        // Sites hold the active names; refresh them in case `name` is part of the active setup.
-        let active = self.registry().active.clone();
-        self.broadcast_active(active.as_ref());
     }
 
     /// Removes adapter `name` from every site; it leaves the active setup if it was part of it.
@@ -224,7 +178,14 @@ pub trait AdapterModel: AdapterHost {
         self.visit_sites_mut(&mut |site| {
             site.delete_adapter(name);
         });
+        // A merged LoRA is taken out of the weights before it goes.
+        self.visit_linear_sites_mut(&mut |site| {
+            site.delete_lora(name);
+        });
         let registry = self.registry_mut();
+        if registry.merged.as_deref() == Some(name) {
+            registry.merged = None;
+        }
         registry.adapters.retain(|(n, _)| n != name);
         registry.trainable.adapters.retain(|n| n != name);
         if self
@@ -282,6 +243,13 @@ pub trait AdapterModel: AdapterHost {
     /// parameters of the named adapters (and heads of the same names), and activates `setup`.
     fn train_adapter(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
         let setup = setup.into();
+        if let Some(merged) = self.merged_adapter()
+            && setup.names().contains(&merged)
+        {
+            return Err(Error::InvalidSetup(format!(
+                "`{merged}` is merged into the weights; call `reset_adapter` before training it"
+            )));
+        }
         self.set_active_adapters(setup.clone())?;
         let names: Vec<String> = setup.names().into_iter().map(str::to_string).collect();
         freeze::set_trainable(self, &names);
@@ -392,7 +360,7 @@ pub trait AdapterModel: AdapterHost {
             return Err(Error::DuplicateHead(loaded.name));
         }
         let name = loaded.name.clone();
-        self.install_adapter(&name, loaded.config, loaded.modules, loaded.head);
+        install(self, &name, loaded.config, loaded.modules, loaded.head);
         Ok(name)
     }
 
@@ -449,19 +417,179 @@ pub trait AdapterModel: AdapterHost {
     fn broadcast_active(&mut self, setup: Option<&AdapterSetup>) {
         let names: Option<Arc<[String]>> = setup.map(|s| s.stacked_names().into());
         self.visit_sites_mut(&mut |site| site.set_active(names.clone()));
+        self.visit_linear_sites_mut(&mut |site| site.set_active(names.clone()));
+    }
+
+    /// Folds LoRA/IA3 adapter `name` into the weights of the layers it wraps, so that inference
+    /// costs nothing extra (AdapterHub's `merge_adapter`). While merged, the adapter is not
+    /// applied again on top of its merged weights; other active LoRAs still are.
+    ///
+    /// Fails without changing the model if `name` is unknown, has no LoRA/IA3 part, is gated
+    /// (its update depends on the input), or another adapter is merged already.
+    fn merge_adapter(&mut self, name: &str) -> Result<()> {
+        let config = self.adapter_config(name)?;
+        let not_mergeable = |reason: String| Error::NotMergeable {
+            name: name.to_string(),
+            reason,
+        };
+        if config.lora().is_none() {
+            return Err(not_mergeable(format!(
+                "it is a `{}` adapter; only LoRA and IA3 fold into weights",
+                config.architecture()
+            )));
+        }
+        if let Some(merged) = self.merged_adapter() {
+            if merged == name {
+                return Ok(());
+            }
+            return Err(not_mergeable(format!(
+                "`{merged}` is merged already; call `reset_adapter` first"
+            )));
+        }
+        let mut problem = None;
+        self.visit_linear_sites(&mut |site| {
+            if let Some(Err(e)) = site.loras().get(name).map(|lora| lora.check_mergeable()) {
+                problem.get_or_insert(e.to_string());
+            }
+        });
+        if let Some(reason) = problem {
+            return Err(not_mergeable(reason));
+        }
+        let mut failure = None;
+        self.visit_linear_sites_mut(&mut |site| {
+            if failure.is_none()
+                && let Err(e) = site.merge(name)
+            {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            // Only reachable if a site disagrees with the registry; undo what was merged.
+            self.visit_linear_sites_mut(&mut |site| site.reset());
+            return Err(not_mergeable(e.to_string()));
+        }
+        self.registry_mut().merged = Some(name.to_string());
+        Ok(())
+    }
+
+    /// Undoes [`AdapterModel::merge_adapter`]: the base weights come back (up to float rounding
+    /// of the subtraction or division).
+    fn reset_adapter(&mut self) {
+        self.visit_linear_sites_mut(&mut |site| site.reset());
+        self.registry_mut().merged = None;
+    }
+
+    /// The adapter currently merged into the weights, if any.
+    fn merged_adapter(&self) -> Option<&str> {
+        self.registry().merged.as_deref()
     }
 }
 
 impl<T: AdapterHost> AdapterModel for T {}
 
-/// Configs whose methods have no sites in hosts yet.
-pub(crate) fn reject_unbuildable(config: &AdapterConfig) -> Result<()> {
-    match config.lora() {
-        Some(_) => Err(Error::Unsupported(
-            "LoRA/IA3 adapters in a model (the config parses; linear sites are not implemented yet)".into(),
-        )),
-        None => Ok(()),
+/// The modules of one adapter, built for each site of a host (in the visiting orders of
+/// [`AdapterHost::visit_sites`] and [`AdapterHost::visit_linear_sites`]).
+pub(crate) struct AdapterModules {
+    pub residual: Vec<Option<Bottleneck>>,
+    pub linear: Vec<Option<LoRA>>,
+}
+
+/// Builds the modules `config` places in `model`, without changing it. `seed` overrides the
+/// configs' initialisation seeds (loading overwrites the values anyway).
+pub(crate) fn build_modules<M: AdapterHost>(
+    model: &M,
+    config: &AdapterConfig,
+    seed: Option<u64>,
+) -> Result<AdapterModules> {
+    let device = model.device()?;
+    let hidden = model.hidden_size();
+    if config.lora().is_some() {
+        let mut sites = 0;
+        model.visit_linear_sites(&mut |_| sites += 1);
+        if sites == 0 {
+            return Err(Error::Unsupported(
+                "LoRA/IA3 on a host without linear sites (see `AdapterHost::visit_linear_sites`)"
+                    .into(),
+            ));
+        }
     }
+    let mut failure = None;
+    let mut residual = Vec::new();
+    model.visit_sites(&mut |site| {
+        let built = match (site.placed(config), &failure) {
+            (Some(bn), None) => {
+                let bn = match seed {
+                    Some(seed) => &BnConfig {
+                        init_weights_seed: Some(seed),
+                        ..bn.clone()
+                    },
+                    None => bn,
+                };
+                Bottleneck::new(bn, hidden, site.location().layer, &device)
+                    .map_err(|e| failure = Some(e))
+                    .ok()
+            }
+            _ => None,
+        };
+        residual.push(built);
+    });
+    let mut linear = Vec::new();
+    model.visit_linear_sites(&mut |site| {
+        let built = match (site.placed(config), &failure) {
+            (Some(lora), None) => {
+                let lora = match seed {
+                    Some(seed) => &LoRAConfig {
+                        init_weights_seed: Some(seed),
+                        ..lora.clone()
+                    },
+                    None => lora,
+                };
+                let (d_input, d_output) = site.dims();
+                LoRA::new(lora, d_input, d_output, &device)
+                    .map_err(|e| failure = Some(e))
+                    .ok()
+            }
+            _ => None,
+        };
+        linear.push(built);
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(AdapterModules { residual, linear }),
+    }
+}
+
+/// Inserts an adapter's modules under `name`, and a head of the same name if given.
+pub(crate) fn install<M: AdapterHost>(
+    model: &mut M,
+    name: &str,
+    config: AdapterConfig,
+    modules: AdapterModules,
+    head: Option<PredictionHead>,
+) {
+    let autodiff = model.device().is_ok_and(|d| d.is_autodiff());
+    let mut residual = modules.residual.into_iter();
+    model.visit_sites_mut(&mut |site| {
+        if let Some(Some(adapter)) = residual.next() {
+            site.insert_adapter(name, match_autodiff(adapter, autodiff));
+        }
+    });
+    let mut linear = modules.linear.into_iter();
+    model.visit_linear_sites_mut(&mut |site| {
+        if let Some(Some(lora)) = linear.next() {
+            site.insert_lora(name, match_autodiff(lora, autodiff));
+        }
+    });
+    if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
+        heads.insert(name, match_autodiff(head, autodiff));
+    }
+    let registry = model.registry_mut();
+    registry.adapters.push((name.to_string(), config));
+    // New parameters require gradients, as in PyTorch.
+    registry.trainable.adapters.push(name.to_string());
+    // Sites hold the active names; refresh them in case `name` is part of the active setup.
+    let active = model.registry().active.clone();
+    model.broadcast_active(active.as_ref());
 }
 
 /// Puts a freshly built module in training mode when the model lives on an autodiff device, so

@@ -16,7 +16,10 @@ use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::sites::{NamedModules, ResidualSite, SiteLocation, SitePosition};
+use crate::sites::{
+    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
+    SitePosition,
+};
 
 /// The fields of a Hugging Face `config.json` that define a BERT encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,12 +224,12 @@ impl BertEmbeddings {
 /// Multi-head self-attention (`attention.self`).
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
-    /// Query projection.
-    pub query: Linear,
-    /// Key projection.
-    pub key: Linear,
-    /// Value projection.
-    pub value: Linear,
+    /// Query projection (a LoRA site).
+    pub query: LinearSite,
+    /// Key projection (a LoRA site).
+    pub key: LinearSite,
+    /// Value projection (a LoRA site).
+    pub value: LinearSite,
     /// Dropout on attention probabilities.
     pub dropout: Dropout,
     /// Number of heads.
@@ -286,8 +289,8 @@ pub struct BertAttention {
 /// First FFN projection and activation (`intermediate`).
 #[derive(Module, Debug)]
 pub struct BertIntermediate {
-    /// Projection to the FFN width.
-    pub dense: Linear,
+    /// Projection to the FFN width (a LoRA site).
+    pub dense: LinearSite,
     /// The FFN non-linearity.
     #[module(skip)]
     pub activation: Activation,
@@ -296,8 +299,8 @@ pub struct BertIntermediate {
 /// Second FFN projection, with its residual site (`output`).
 #[derive(Module, Debug)]
 pub struct BertOutput {
-    /// Projection back to the hidden width.
-    pub dense: Linear,
+    /// Projection back to the hidden width (a LoRA site).
+    pub dense: LinearSite,
     /// The block's LayerNorm.
     pub layer_norm: LayerNorm,
     /// Dropout on the projection.
@@ -383,38 +386,43 @@ impl BertModel {
         let dropout = |p: f64| DropoutConfig::new(p).init();
         let activation = Activation::from_name(&config.hidden_act).unwrap_or(Activation::Gelu);
         let layer = (0..config.num_hidden_layers)
-            .map(|i| BertLayer {
-                attention: BertAttention {
-                    self_attention: BertSelfAttention {
-                        query: linear(h, h),
-                        key: linear(h, h),
-                        value: linear(h, h),
-                        dropout: dropout(config.attention_probs_dropout_prob),
-                        num_heads: config.num_attention_heads,
+            .map(|i| {
+                let site = |i_dim: usize, o_dim: usize, position| {
+                    LinearSite::new(linear(i_dim, o_dim), LinearLocation { layer: i, position })
+                };
+                BertLayer {
+                    attention: BertAttention {
+                        self_attention: BertSelfAttention {
+                            query: site(h, h, LinearPosition::Query),
+                            key: site(h, h, LinearPosition::Key),
+                            value: site(h, h, LinearPosition::Value),
+                            dropout: dropout(config.attention_probs_dropout_prob),
+                            num_heads: config.num_attention_heads,
+                        },
+                        output: BertSelfOutput {
+                            dense: linear(h, h),
+                            layer_norm: norm(),
+                            dropout: dropout(config.hidden_dropout_prob),
+                            adapters: ResidualSite::new(SiteLocation {
+                                layer: i,
+                                position: SitePosition::Attention,
+                            }),
+                        },
                     },
-                    output: BertSelfOutput {
-                        dense: linear(h, h),
+                    intermediate: BertIntermediate {
+                        dense: site(h, config.intermediate_size, LinearPosition::Intermediate),
+                        activation,
+                    },
+                    output: BertOutput {
+                        dense: site(config.intermediate_size, h, LinearPosition::Output),
                         layer_norm: norm(),
                         dropout: dropout(config.hidden_dropout_prob),
                         adapters: ResidualSite::new(SiteLocation {
                             layer: i,
-                            position: SitePosition::Attention,
+                            position: SitePosition::Output,
                         }),
                     },
-                },
-                intermediate: BertIntermediate {
-                    dense: linear(h, config.intermediate_size),
-                    activation,
-                },
-                output: BertOutput {
-                    dense: linear(config.intermediate_size, h),
-                    layer_norm: norm(),
-                    dropout: dropout(config.hidden_dropout_prob),
-                    adapters: ResidualSite::new(SiteLocation {
-                        layer: i,
-                        position: SitePosition::Output,
-                    }),
-                },
+                }
             })
             .collect();
         Self {
@@ -570,6 +578,28 @@ impl AdapterHost for BertModel {
         for layer in &mut self.encoder.layer {
             f(&mut layer.attention.output.adapters);
             f(&mut layer.output.adapters);
+        }
+    }
+
+    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
+        for layer in &self.encoder.layer {
+            let attention = &layer.attention.self_attention;
+            f(&attention.query);
+            f(&attention.key);
+            f(&attention.value);
+            f(&layer.intermediate.dense);
+            f(&layer.output.dense);
+        }
+    }
+
+    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
+        for layer in &mut self.encoder.layer {
+            let attention = &mut layer.attention.self_attention;
+            f(&mut attention.query);
+            f(&mut attention.key);
+            f(&mut attention.value);
+            f(&mut layer.intermediate.dense);
+            f(&mut layer.output.dense);
         }
     }
 

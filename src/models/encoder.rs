@@ -1,26 +1,176 @@
 //! burn's [`TransformerEncoder`] with adapter sites.
 //!
 //! burn's encoder layer has a closed forward but public fields, so the adapter-ready layer keeps
-//! the very same sub-modules (and parameter paths: `layers.{i}.mha...`, `layers.{i}.norm_1...`)
-//! and re-implements only the forward, calling a [`ResidualSite`] where each residual block adds
-//! its residual. With no active adapter the result equals burn's own forward.
+//! the very same sub-modules (and parameter paths: `layers.{i}.mha.query.weight`,
+//! `layers.{i}.norm_1...`) and re-implements the forward, calling a [`ResidualSite`] where each
+//! residual block adds its residual and [`LinearSite`]s for the attention and feed-forward
+//! projections (LoRA/IA3). With no active adapter the result equals burn's own forward.
 
 use burn::module::Module;
-use burn::nn::attention::{MhaInput, MultiHeadAttention};
+use burn::nn::activation::Activation;
+use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
-use burn::nn::{Dropout, LayerNorm};
+use burn::nn::{Dropout, Gelu, LayerNorm, Linear};
+use burn::tensor::activation::{quiet_softmax, softmax};
 use burn::tensor::{Bool, Tensor};
 
 use crate::model::{AdapterHost, AdapterRegistry};
-use crate::sites::{ResidualSite, SiteLocation, SitePosition};
+use crate::sites::{
+    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+};
+
+/// burn's [`MultiHeadAttention`] with its query, key and value projections as LoRA sites.
+#[derive(Module, Debug)]
+pub struct AdapterAttention {
+    /// Query projection.
+    pub query: LinearSite,
+    /// Key projection.
+    pub key: LinearSite,
+    /// Value projection.
+    pub value: LinearSite,
+    /// Output projection.
+    pub output: Linear,
+    /// Dropout on attention weights.
+    pub dropout: Dropout,
+    /// burn's (unused) activation field, kept for the round trip.
+    pub activation: Gelu,
+    /// Model width.
+    pub d_model: usize,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Width of one head.
+    pub d_k: usize,
+    /// Score given to masked positions.
+    pub min_float: f64,
+    /// Softmax with an extra zero logit.
+    pub quiet_softmax: bool,
+}
+
+impl AdapterAttention {
+    fn from_mha(mha: MultiHeadAttention, layer: usize) -> Self {
+        let site = |linear, position| LinearSite::new(linear, LinearLocation { layer, position });
+        Self {
+            query: site(mha.query, LinearPosition::Query),
+            key: site(mha.key, LinearPosition::Key),
+            value: site(mha.value, LinearPosition::Value),
+            output: mha.output,
+            dropout: mha.dropout,
+            activation: mha.activation,
+            d_model: mha.d_model,
+            n_heads: mha.n_heads,
+            d_k: mha.d_k,
+            min_float: mha.min_float,
+            quiet_softmax: mha.quiet_softmax,
+        }
+    }
+
+    fn into_mha(self) -> MultiHeadAttention {
+        MultiHeadAttention {
+            query: self.query.into_linear(),
+            key: self.key.into_linear(),
+            value: self.value.into_linear(),
+            output: self.output,
+            dropout: self.dropout,
+            activation: self.activation,
+            d_model: self.d_model,
+            n_heads: self.n_heads,
+            d_k: self.d_k,
+            min_float: self.min_float,
+            quiet_softmax: self.quiet_softmax,
+        }
+    }
+
+    /// Self-attention, as burn's `MultiHeadAttention::forward` computes it.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]`, mask_attn: `[batch, seq, seq]`
+    /// - output: `[batch, seq, d_model]`
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_pad: Option<Tensor<2, Bool>>,
+        mask_attn: Option<Tensor<3, Bool>>,
+    ) -> Tensor<3> {
+        let [batch, seq, d_model] = x.dims();
+        let heads = |site: &LinearSite| {
+            site.forward(x.clone())
+                .reshape([batch, seq, self.n_heads, self.d_k])
+                .swap_dims(1, 2)
+        };
+        let (query, key, value) = (heads(&self.query), heads(&self.key), heads(&self.value));
+        let mut scores = query
+            .matmul(key.transpose())
+            .div_scalar((self.d_k as f32).sqrt());
+        if let Some(mask) = mask_pad {
+            scores = scores.mask_fill(mask.reshape([batch, 1, 1, seq]), self.min_float);
+        }
+        if let Some(mask) = mask_attn {
+            scores = scores.mask_fill(mask.reshape([batch, 1, seq, seq]), self.min_float);
+        }
+        let weights = if self.quiet_softmax {
+            quiet_softmax(scores, 3)
+        } else {
+            softmax(scores, 3)
+        };
+        let context = self
+            .dropout
+            .forward(weights)
+            .matmul(value)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, d_model]);
+        self.output.forward(context)
+    }
+}
+
+/// burn's [`PositionWiseFeedForward`] with both projections as LoRA sites.
+#[derive(Module, Debug)]
+pub struct AdapterFeedForward {
+    /// `d_model → d_ff` (AdapterHub's `intermediate` position).
+    pub linear_inner: LinearSite,
+    /// `d_ff → d_model` (AdapterHub's `output` position).
+    pub linear_outer: LinearSite,
+    /// Dropout after the activation.
+    pub dropout: Dropout,
+    /// The non-linearity.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl AdapterFeedForward {
+    fn from_pwff(pwff: PositionWiseFeedForward, layer: usize) -> Self {
+        let site = |linear, position| LinearSite::new(linear, LinearLocation { layer, position });
+        Self {
+            linear_inner: site(pwff.linear_inner, LinearPosition::Intermediate),
+            linear_outer: site(pwff.linear_outer, LinearPosition::Output),
+            dropout: pwff.dropout,
+            activation: pwff.activation,
+        }
+    }
+
+    fn into_pwff(self) -> PositionWiseFeedForward {
+        PositionWiseFeedForward {
+            linear_inner: self.linear_inner.into_linear(),
+            linear_outer: self.linear_outer.into_linear(),
+            dropout: self.dropout,
+            activation: self.activation,
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.linear_inner.forward(x);
+        let x = self.dropout.forward(self.activation.forward(x));
+        self.linear_outer.forward(x)
+    }
+}
 
 /// A [`TransformerEncoderLayer`] with a residual site after attention and after the FFN.
 #[derive(Module, Debug)]
 pub struct AdapterEncoderLayer {
-    /// Self-attention (burn's).
-    pub mha: MultiHeadAttention,
-    /// Feed-forward block (burn's).
-    pub pwff: PositionWiseFeedForward,
+    /// Self-attention (burn's, with LoRA sites).
+    pub mha: AdapterAttention,
+    /// Feed-forward block (burn's, with LoRA sites).
+    pub pwff: AdapterFeedForward,
     /// burn's `norm_1` (after attention in post-norm layers, before the FFN in pre-norm ones).
     pub norm_1: LayerNorm,
     /// burn's `norm_2` (after the FFN in post-norm layers, before attention in pre-norm ones).
@@ -44,8 +194,8 @@ impl AdapterEncoderLayer {
             })
         };
         Self {
-            mha: layer.mha,
-            pwff: layer.pwff,
+            mha: AdapterAttention::from_mha(layer.mha, index),
+            pwff: AdapterFeedForward::from_pwff(layer.pwff, index),
             norm_1: layer.norm_1,
             norm_2: layer.norm_2,
             dropout: layer.dropout,
@@ -57,8 +207,8 @@ impl AdapterEncoderLayer {
 
     fn into_layer(self) -> TransformerEncoderLayer {
         TransformerEncoderLayer {
-            mha: self.mha,
-            pwff: self.pwff,
+            mha: self.mha.into_mha(),
+            pwff: self.pwff.into_pwff(),
             norm_1: self.norm_1,
             norm_2: self.norm_2,
             dropout: self.dropout,
@@ -83,14 +233,9 @@ impl AdapterEncoderLayer {
         } else {
             x.clone()
         };
-        let mut input = MhaInput::self_attn(attention_input);
-        if let Some(mask) = mask_pad {
-            input = input.mask_pad(mask);
-        }
-        if let Some(mask) = mask_attn {
-            input = input.mask_attn(mask);
-        }
-        let h = self.dropout.forward(self.mha.forward(input).context);
+        let h = self
+            .dropout
+            .forward(self.mha.forward(attention_input, mask_pad, mask_attn));
         let x = self
             .attention_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_1));
@@ -193,6 +338,26 @@ impl AdapterHost for AdapterTransformerEncoder {
         for layer in &mut self.layers {
             f(&mut layer.attention_adapters);
             f(&mut layer.output_adapters);
+        }
+    }
+
+    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
+        for layer in &self.layers {
+            f(&layer.mha.query);
+            f(&layer.mha.key);
+            f(&layer.mha.value);
+            f(&layer.pwff.linear_inner);
+            f(&layer.pwff.linear_outer);
+        }
+    }
+
+    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
+        for layer in &mut self.layers {
+            f(&mut layer.mha.query);
+            f(&mut layer.mha.key);
+            f(&mut layer.mha.value);
+            f(&mut layer.pwff.linear_inner);
+            f(&mut layer.pwff.linear_outer);
         }
     }
 

@@ -1,0 +1,235 @@
+//! LoRA and IA3: low-rank updates and learned rescalings of a linear layer's output.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor};
+
+use super::init::{InitRng, param};
+use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
+use crate::error::{Error, Result};
+
+/// One LoRA or IA3 module at one linear layer (AdapterHub's `LoRA` / `IA3`).
+///
+/// - LoRA (`composition_mode = "add"`): `y = W x + b + dropout(x) A B · alpha / r`;
+/// - IA3 (`composition_mode = "scale"`): `y = (W x + b) ⊙ l · alpha`.
+///
+/// With `use_gating`, the scaling is replaced by a learned gate: the mean over the sequence of
+/// `sigmoid(gate(x))`. Matrices are stored in burn's `[d_input, d_output]` orientation
+/// (AdapterHub's are transposed); the update is computed on the activations, never as a dense
+/// weight delta.
+#[derive(Module, Debug)]
+pub struct LoRA {
+    /// `A`, `[d_input, r]` (LoRA only).
+    pub lora_a: Option<Param<Tensor<2>>>,
+    /// `B`, `[r, d_output]` for LoRA; the scaling vector `l`, `[1, d_output]`, for IA3.
+    pub lora_b: Param<Tensor<2>>,
+    /// The gate, `d_input → 1`, when `use_gating` is set.
+    pub gate: Option<Linear>,
+    /// Dropout on the LoRA input.
+    pub dropout: Dropout,
+    /// `alpha / r` (LoRA) or `alpha` (IA3).
+    pub scaling: f64,
+}
+
+impl LoRA {
+    /// Builds the module `config` describes for a linear layer `d_input → d_output`.
+    ///
+    /// Initialisation follows AdapterHub: for LoRA, `init_weights = "lora"` draws `A`
+    /// kaiming-uniform and zeros `B` (the update starts at zero), `"bert"` draws both from
+    /// N(0, 0.02), `"ia3"` fills both with ones; for IA3, `"ia3"` starts `l` at ones (the
+    /// identity), `"lora"` at zeros, `"bert"` from N(0, 0.02).
+    pub fn new(
+        config: &LoRAConfig,
+        d_input: usize,
+        d_output: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut rng = match config.init_weights_seed {
+            Some(seed) => InitRng::seeded(seed),
+            None => InitRng::from_device(device),
+        };
+        let r = config.r;
+        let (lora_a, lora_b, scaling) = match config.composition_mode {
+            CompositionMode::Add => {
+                let (a, b) = match config.init_weights {
+                    // kaiming_uniform(a = √5) on A [r, d_input]: bound 1/√d_input.
+                    LoRAInit::Lora => (
+                        rng.uniform(d_input * r, 1.0 / (d_input as f64).sqrt()),
+                        vec![0.0; r * d_output],
+                    ),
+                    LoRAInit::Bert => (
+                        rng.normal(d_input * r, 0.0, 0.02),
+                        rng.normal(r * d_output, 0.0, 0.02),
+                    ),
+                    LoRAInit::Ia3 => (vec![1.0; d_input * r], vec![1.0; r * d_output]),
+                    LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
+                };
+                (
+                    Some(param(a, [d_input, r], device)),
+                    param(b, [r, d_output], device),
+                    config.alpha / r as f64,
+                )
+            }
+            CompositionMode::Scale => {
+                let l = match config.init_weights {
+                    LoRAInit::Ia3 => vec![1.0; d_output],
+                    LoRAInit::Lora => vec![0.0; d_output],
+                    LoRAInit::Bert => rng.normal(d_output, 0.0, 0.02),
+                    LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
+                };
+                (None, param(l, [1, d_output], device), config.alpha)
+            }
+        };
+        // torch's nn.Linear default bias, then a N(0, 0.02) weight, as AdapterHub does.
+        let gate = config.use_gating.then(|| {
+            let bias = rng.uniform(1, 1.0 / (d_input as f64).sqrt());
+            Linear {
+                weight: param(rng.normal(d_input, 0.0, 0.02), [d_input, 1], device),
+                bias: Some(param(bias, [1], device)),
+            }
+        });
+        Ok(Self {
+            lora_a,
+            lora_b,
+            gate,
+            dropout: DropoutConfig::new(config.dropout).init(),
+            scaling,
+        })
+    }
+
+    /// How this module combines with the layer output.
+    pub fn composition_mode(&self) -> CompositionMode {
+        match self.lora_a {
+            Some(_) => CompositionMode::Add,
+            None => CompositionMode::Scale,
+        }
+    }
+
+    /// The module's contribution, given the contribution of the modules before it in a stack
+    /// (`None` for the first) and the layer input: AdapterHub's `LoRA.forward` / `IA3.forward`.
+    /// Scaling (or the gate) is already applied.
+    ///
+    /// # Shapes
+    ///
+    /// - previous: `[batch, seq, d_input]` (LoRA) or `[batch, 1 or seq, d_output]` (IA3)
+    /// - input: `[batch, seq, d_input]`
+    /// - output: `[batch, seq, d_output]` (LoRA), `[batch, 1 or seq, d_output]` (IA3)
+    pub fn delta(&self, previous: Option<Tensor<3>>, input: &Tensor<3>) -> Tensor<3> {
+        let gate = self.gate.as_ref().map(|gate| {
+            // [batch, seq, 1] → mean over the sequence → [batch, 1, 1]
+            sigmoid(gate.forward(input.clone())).mean_dim(1)
+        });
+        match &self.lora_a {
+            Some(a) => {
+                let x = self
+                    .dropout
+                    .forward(previous.unwrap_or_else(|| input.clone()));
+                // Scale the rank-r intermediate: r values per token instead of d_output.
+                let low_rank = x.matmul(a.val().unsqueeze());
+                let low_rank = match gate {
+                    Some(gate) => low_rank * gate,
+                    None => low_rank.mul_scalar(self.scaling),
+                };
+                low_rank.matmul(self.lora_b.val().unsqueeze())
+            }
+            None => {
+                let l: Tensor<3> = self.lora_b.val().unsqueeze();
+                let scaled = match previous {
+                    Some(previous) => previous * l,
+                    None => l,
+                };
+                match gate {
+                    Some(gate) => scaled * gate,
+                    None => scaled.mul_scalar(self.scaling),
+                }
+            }
+        }
+    }
+
+    /// Combines the layer output with the final contribution of a stack ending in this module.
+    pub fn combine(&self, output: Tensor<3>, delta: Tensor<3>) -> Tensor<3> {
+        match self.composition_mode() {
+            CompositionMode::Add => output + delta,
+            CompositionMode::Scale => output * delta,
+        }
+    }
+
+    /// Checks that the update can be folded into the layer's weights.
+    pub fn check_mergeable(&self) -> Result<()> {
+        if self.gate.is_some() {
+            return Err(Error::InvalidSetup(
+                "a gated LoRA depends on its input and cannot be merged into weights".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `linear` with this update folded into its weights, so that `merged(x)` equals the
+    /// unmerged output.
+    ///
+    /// For IA3 the bias is scaled along with the weight: `(W x + b) ⊙ s = (W ⊙ s) x + b ⊙ s`.
+    /// (AdapterHub leaves the bias unscaled, so its merged model differs from its unmerged one
+    /// whenever the bias is non-zero.)
+    pub fn merge_into(&self, linear: Linear) -> Result<Linear> {
+        self.check_mergeable()?;
+        Ok(match &self.lora_a {
+            Some(a) => {
+                let delta = a
+                    .val()
+                    .detach()
+                    .matmul(self.lora_b.val().detach())
+                    .mul_scalar(self.scaling);
+                Linear {
+                    weight: update(linear.weight, |w| w + delta),
+                    bias: linear.bias,
+                }
+            }
+            None => {
+                let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+                let s_bias: Tensor<1> = s.clone().squeeze_dim(0);
+                Linear {
+                    weight: update(linear.weight, |w| w * s),
+                    bias: linear.bias.map(|b| update(b, |b| b * s_bias)),
+                }
+            }
+        })
+    }
+
+    /// Undoes [`LoRA::merge_into`].
+    pub fn unmerge_from(&self, linear: Linear) -> Linear {
+        match &self.lora_a {
+            Some(a) => {
+                let delta = a
+                    .val()
+                    .detach()
+                    .matmul(self.lora_b.val().detach())
+                    .mul_scalar(self.scaling);
+                Linear {
+                    weight: update(linear.weight, |w| w - delta),
+                    bias: linear.bias,
+                }
+            }
+            None => {
+                let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+                let s_bias: Tensor<1> = s.clone().squeeze_dim(0);
+                Linear {
+                    weight: update(linear.weight, |w| w / s),
+                    bias: linear.bias.map(|b| update(b, |b| b / s_bias)),
+                }
+            }
+        }
+    }
+}
+
+/// Replaces a parameter's value, keeping its id and its gradient requirement.
+fn update<const D: usize>(
+    param: Param<Tensor<D>>,
+    f: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Param<Tensor<D>> {
+    param.map(|value| {
+        let require_grad = value.is_require_grad();
+        f(value.detach()).set_require_grad(require_grad)
+    })
+}
