@@ -364,6 +364,30 @@ pub trait AdapterModel: AdapterHost {
         Ok(name)
     }
 
+    /// Loads a Hugging Face PEFT LoRA (`adapter_config.json` with `peft_type: "LORA"` and
+    /// `adapter_model.safetensors`) as adapter `name`.
+    ///
+    /// The wrapped modules must be ones AdapterHub's LoRA can describe (attention query, key,
+    /// value and the feed-forward projections, the same in every layer not left out); PEFT's
+    /// `lora_alpha / r` and rsLoRA's `lora_alpha / √r` scaling carry over exactly. On any error
+    /// the model is unchanged.
+    fn load_peft_adapter(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
+        validate_name(name)?;
+        if self.has_adapter(name) {
+            return Err(Error::DuplicateAdapter(name.to_string()));
+        }
+        let loaded = crate::io::peft::read_peft(self, dir.as_ref())?;
+        install(self, name, loaded.config, loaded.modules, None);
+        Ok(())
+    }
+
+    /// Saves LoRA adapter `name` in Hugging Face PEFT's format, loadable with
+    /// `PeftModel.from_pretrained` on the same base model. Gated LoRA, IA3 and unions have no
+    /// PEFT LoRA equivalent and are refused.
+    fn save_peft_adapter(&self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
+        crate::io::peft::save_peft(self, dir.as_ref(), name)
+    }
+
     /// Adds a prediction head `name` (see [`HeadConfig`]). A head named like an adapter trains
     /// with it under [`AdapterModel::train_adapter`] and is saved and loaded with it.
     fn add_head(&mut self, name: &str, config: HeadConfig) -> Result<()> {

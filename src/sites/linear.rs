@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::methods::LoRA;
 
 /// Which projection of a transformer layer a linear site wraps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LinearPosition {
     /// Attention query projection (`attn_matrices` entry `q`).
     Query,
@@ -30,7 +30,7 @@ pub enum LinearPosition {
 }
 
 /// Where a linear site sits in its host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinearLocation {
     /// Index of the transformer layer.
     pub layer: usize,
