@@ -1,22 +1,26 @@
-//! Adapting your own burn transformer: implement `AdapterHost` and call a `ResidualSite` where
-//! each residual block adds its residual. The whole model API then works on your model.
+//! Adapting your own burn transformer: implement `AdapterHost`, call a `ResidualSite` where each
+//! residual block adds its residual (bottleneck adapters) and wrap projections in `LinearSite`s
+//! (LoRA, IA3). The whole model API then works on your model.
 //!
 //! ```text
 //! cargo run --example custom_host
 //! ```
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, activation::gelu};
 use burn_adapters::prelude::*;
-use burn_adapters::sites::{ResidualSite, SiteLocation, SitePosition};
+use burn_adapters::sites::{
+    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+};
 use burn_adapters::{AdapterRegistry, AdapterSummary};
 
 /// A post-norm MLP block: `LN(x + W2·gelu(W1·x))`.
 #[derive(Module, Debug)]
 struct Block {
-    up: Linear,
-    down: Linear,
+    /// Projections wrapped in linear sites take LoRA/IA3 (`intermediate_lora`, `output_lora`).
+    up: LinearSite,
+    down: LinearSite,
     norm: LayerNorm,
     /// The site sits where the block adds its residual; name it `adapters` (or `*_adapters`).
     adapters: ResidualSite,
@@ -35,8 +39,20 @@ impl MyModel {
     fn new(width: usize, depth: usize, device: &Device) -> Self {
         let blocks = (0..depth)
             .map(|layer| Block {
-                up: LinearConfig::new(width, 4 * width).init(device),
-                down: LinearConfig::new(4 * width, width).init(device),
+                up: LinearSite::new(
+                    LinearConfig::new(width, 4 * width).init(device),
+                    LinearLocation {
+                        layer,
+                        position: LinearPosition::Intermediate,
+                    },
+                ),
+                down: LinearSite::new(
+                    LinearConfig::new(4 * width, width).init(device),
+                    LinearLocation {
+                        layer,
+                        position: LinearPosition::Output,
+                    },
+                ),
                 norm: LayerNormConfig::new(width).init(device),
                 adapters: ResidualSite::new(SiteLocation {
                     layer,
@@ -74,6 +90,18 @@ impl AdapterHost for MyModel {
     fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite)) {
         self.blocks.iter_mut().for_each(|b| f(&mut b.adapters));
     }
+    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
+        for block in &self.blocks {
+            f(&block.up);
+            f(&block.down);
+        }
+    }
+    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
+        for block in &mut self.blocks {
+            f(&mut block.up);
+            f(&mut block.down);
+        }
+    }
     fn registry(&self) -> &AdapterRegistry {
         &self.registry
     }
@@ -94,17 +122,34 @@ fn main() -> burn_adapters::Result<()> {
         "task_b",
         AdapterConfig::load("seq_bn[reduction_factor=4,leave_out=[0]]")?,
     )?;
+    // LoRA in both projections of every block (this host has no attention, so no q/k/v).
+    model.add_adapter(
+        "task_c",
+        AdapterConfig::load(
+            "lora[r=4,selfattn_lora=False,intermediate_lora=True,output_lora=True,init_weights=bert]",
+        )?,
+    )?;
     model.train_adapter("task_a")?;
     let summary: AdapterSummary = model.adapter_summary();
     println!("{summary}");
 
     let with_a = model.forward(x.clone());
     model.deactivate_adapters();
-    let again = model.forward(x);
+    let again = model.forward(x.clone());
+    let x_lora = x;
     let changed = (with_a - base.clone()).abs().max().into_scalar::<f32>();
     let restored = (again - base).abs().max().into_scalar::<f32>();
     println!("max |Δ| with task_a active: {changed:.4}; after deactivating: {restored}");
     assert_eq!(restored, 0.0);
+
+    // A LoRA folds into the weights: same outputs, no extra cost at inference.
+    model.set_active_adapters("task_c")?;
+    let unmerged = model.forward(x_lora.clone());
+    model.merge_adapter("task_c")?;
+    let merged = model.forward(x_lora);
+    let gap = (merged - unmerged).abs().max().into_scalar::<f32>();
+    println!("task_c merged vs unmerged: max |Δ| = {gap:.1e}");
+    model.reset_adapter();
 
     let dir = std::env::temp_dir().join("burn-adapters-custom-host");
     model.save_adapter(&dir, "task_a")?;

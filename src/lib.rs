@@ -3,8 +3,9 @@
 //! # burn-adapters
 //!
 //! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
-//! named bottleneck adapters (Pfeiffer, Houlsby, parallel) that you add to a transformer, train
-//! while the base model stays frozen, switch, and save in AdapterHub's file format.
+//! named bottleneck adapters (Pfeiffer, Houlsby, parallel), LoRA and IA3 that you add to a
+//! transformer, train while the base model stays frozen, switch, merge, and save in AdapterHub's
+//! (or, for LoRA, Hugging Face PEFT's) file format.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -24,10 +25,11 @@
 //! ```
 //!
 //! The crate is organised in layers, each only using the ones above it:
-//! - [`config`]: method configs ([`BnConfig`]) and [`AdapterConfig`] with AdapterHub's JSON and
+//! - [`config`]: method configs ([`BnConfig`], [`config::LoRAConfig`]) and [`AdapterConfig`] with AdapterHub's JSON and
 //!   config-string syntax;
 //! - [`methods`]: the adapter modules and their forward math; [`heads`]: prediction heads;
-//! - [`sites`]: where adapters act inside a host ([`sites::ResidualSite`]);
+//! - [`sites`]: where adapters act inside a host ([`sites::ResidualSite`] at residual blocks,
+//!   [`sites::LinearSite`] in projections);
 //! - [`composition`]: active setups ([`AdapterSetup`]);
 //! - [`model`]: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
 //! - [`models`]: reference hosts (BERT, burn's `TransformerEncoder`).

@@ -92,7 +92,8 @@ fn bad_peft_configs_name_the_field() {
     let mut model = base_model(&device);
     let scratch = tempfile::tempdir().unwrap();
     let source = peft_case("peft_lora_qv");
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         ("ia3", Box::new(|c| c["peft_type"] = "IA3".into()), "IA3"),
         ("bias", Box::new(|c| c["bias"] = "all".into()), "bias"),
         (

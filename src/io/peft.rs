@@ -131,7 +131,7 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
         }
     };
     let r = match config.get("r").and_then(Value::as_u64) {
-        Some(r) if r >= 1 && r <= 1 << 16 => r as usize,
+        Some(r) if (1..=1 << 16).contains(&r) => r as usize,
         _ => {
             return Err(field_error(
                 path,
