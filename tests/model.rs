@@ -104,7 +104,7 @@ fn site_with(config: &str, position: SitePosition, device: &Device) -> ResidualS
     let mut site = ResidualSite::new(SiteLocation { layer: 0, position });
     let config = AdapterConfig::load(config).unwrap();
     assert!(site.add_adapter("a", &config, 8, device).unwrap());
-    site.set_active(Some(Arc::from(vec!["a".to_string()])));
+    site.set_active(Some(Arc::new(AdapterSetup::from("a"))));
     site
 }
 
@@ -337,7 +337,7 @@ fn stack_applies_adapters_in_sequence() {
     let b = AdapterConfig::load("double_seq_bn[reduction_factor=4,non_linearity=relu]").unwrap();
     site.add_adapter("a", &a, 8, &device).unwrap();
     site.add_adapter("b", &b, 8, &device).unwrap();
-    site.set_active(Some(Arc::from(vec!["a".to_string(), "b".to_string()])));
+    site.set_active(Some(Arc::new(AdapterSetup::stack(["a", "b"]))));
     // Houlsby stack: u = h + f_a(h); v = u + f_b(u); y = LN(v + r)
     let fa = |x: Tensor<3>| {
         let m = site.adapters().get("a").unwrap();

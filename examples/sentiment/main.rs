@@ -38,10 +38,16 @@ struct Options {
     summary_json: Option<PathBuf>,
     limit: Option<usize>,
     seed: u64,
+    adapter: String,
+    task_only: bool,
 }
 
 const HELP: &str = "usage: sentiment [--model-dir DIR] [--data CSV.bz2] [--device flex|wgpu|tch|cuda] [--epochs 2]
-                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--out DIR] [--summary-json PATH] [--limit N] [--seed 42]";
+                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--out DIR] [--summary-json PATH] [--limit N] [--seed 42]
+                 [--adapter CONFIG (default pfeiffer[reduction_factor=16]; e.g. lora, ia3)] [--task-only]
+
+--task-only trains and evaluates the sentiment adapter, saves and reloads it, and skips the linear probe
+and the second task.";
 
 fn options() -> Result<Options, String> {
     let cache = std::env::var_os("BURN_ADAPTERS_CACHE")
@@ -60,6 +66,8 @@ fn options() -> Result<Options, String> {
         summary_json: None,
         limit: None,
         seed: 42,
+        adapter: "pfeiffer[reduction_factor=16]".into(),
+        task_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -77,6 +85,8 @@ fn options() -> Result<Options, String> {
             "--summary-json" => o.summary_json = Some(value()?.into()),
             "--limit" => o.limit = Some(number(value()?)? as usize),
             "--seed" => o.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--adapter" => o.adapter = value()?,
+            "--task-only" => o.task_only = true,
             "-h" | "--help" => return Err(HELP.into()),
             other => return Err(format!("unknown argument `{other}`\n{HELP}")),
         }
@@ -195,10 +205,12 @@ fn run() -> AnyResult<()> {
     let base = BertModel::from_pretrained(&o.model_dir, &device)?;
     let config = TrainingConfig::new().with_learning_rate(o.lr);
 
-    // 1. Pfeiffer adapter + mean-pooled linear head.
+    // 1. Pfeiffer adapter (or --adapter) + mean-pooled linear head.
     let mut model = base.clone();
-    add_task(&mut model, "sentiment", "pfeiffer[reduction_factor=16]")?;
-    println!("{}", model.adapter_summary());
+    add_task(&mut model, "sentiment", &o.adapter)?;
+    let summary = model.adapter_summary();
+    let adapter_params = summary.adapters[0].num_params;
+    println!("{summary}");
     let started = Instant::now();
     let (model, logs) = fit_all(
         model,
@@ -219,10 +231,15 @@ fn run() -> AnyResult<()> {
 
     // 2. Linear probe: the same head over the frozen encoder (no adapter). The encoder is frozen,
     //    so its pooled features are computed once and the head trains on them.
-    let probe_accuracy = linear_probe(&base, &train, &test, &o, &device)?;
-    println!(
-        "linear probe (frozen encoder, 10 epochs on cached features): test accuracy {probe_accuracy:.4}"
-    );
+    let probe_accuracy = if o.task_only {
+        None
+    } else {
+        let accuracy = linear_probe(&base, &train, &test, &o, &device)?;
+        println!(
+            "linear probe (frozen encoder, 10 epochs on cached features): test accuracy {accuracy:.4}"
+        );
+        Some(accuracy)
+    };
 
     // 3. Save, report sizes, reload into a fresh model and compare predictions.
     let adapter_dir = o.out.join("sentiment");
@@ -244,7 +261,52 @@ fn run() -> AnyResult<()> {
     let reload_identical = reloaded_predictions == predictions;
     println!("reloaded adapter gives identical predictions: {reload_identical}");
 
-    // 4. A second task on the same model: subjectivity (plot summaries vs reviews).
+    plot(&o.out.join("training.svg"), &logs).map_err(|e| format!("plot: {e}"))?;
+    println!("plot written to {}", o.out.join("training.svg").display());
+    let mut summary = serde_json::json!({
+        "adapter": o.adapter,
+        "adapter_params": adapter_params,
+        "test_accuracy": test_accuracy,
+        "probe_accuracy": probe_accuracy,
+        "train_seconds": train_seconds,
+        "adapter_bytes": adapter_bytes,
+        "model_bytes": model_bytes,
+        "reload_identical": reload_identical,
+        "epochs": o.epochs,
+        "learning_rate": o.lr,
+        "batch_size": o.batch_size,
+        "max_len": o.max_len,
+        "device": o.device,
+        "seed": o.seed,
+        "train_rows": train.len(),
+        "test_rows": test.len(),
+        "epoch_test_accuracy": logs.iter().map(|l| l.eval_accuracy).collect::<Vec<_>>(),
+    });
+    if !o.task_only {
+        summary["subjectivity_accuracy"] =
+            second_task(model, &corpus, &tokenizer, &test, &o, &config, &device)?.into();
+    }
+    if let Some(path) = &o.summary_json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if !reload_identical {
+        return Err("the reloaded adapter changed the predictions".into());
+    }
+    Ok(())
+}
+
+/// A second task on the same model, subjectivity (plot summaries vs reviews), then switching
+/// between the two with `set_active_adapters`. Returns the subjectivity test accuracy.
+fn second_task(
+    model: BertModel,
+    corpus: &[(String, String)],
+    tokenizer: &tokenizers::Tokenizer,
+    test: &[Example],
+    o: &Options,
+    config: &TrainingConfig,
+    device: &Device,
+) -> AnyResult<f64> {
     let plots: Vec<(String, usize)> = corpus
         .iter()
         .filter(|(c, _)| c == "plot")
@@ -259,8 +321,8 @@ fn run() -> AnyResult<()> {
     subjectivity.sort_by_key(|(t, _)| t.len()); // interleave the classes deterministically
     let (s_train, s_test) = split(subjectivity);
     let (s_train, s_test) = (
-        tokenize(&tokenizer, &s_train)?,
-        tokenize(&tokenizer, &s_test)?,
+        tokenize(tokenizer, &s_train)?,
+        tokenize(tokenizer, &s_test)?,
     );
     let mut model = model;
     add_task(&mut model, "subjectivity", "pfeiffer")?;
@@ -270,11 +332,11 @@ fn run() -> AnyResult<()> {
         &s_train,
         &s_test,
         5,
-        &o,
-        &config,
-        &device,
+        o,
+        config,
+        device,
     )?;
-    let (subjectivity_accuracy, _) = evaluate(&model, "subjectivity", &s_test, 64, &device)?;
+    let (subjectivity_accuracy, _) = evaluate(&model, "subjectivity", &s_test, 64, device)?;
     println!(
         "subjectivity adapter: test accuracy {subjectivity_accuracy:.4}\n{}",
         model.adapter_summary()
@@ -284,41 +346,14 @@ fn run() -> AnyResult<()> {
         let (accuracy, _) = evaluate(
             &model,
             task,
-            if task == "sentiment" { &test } else { &s_test },
+            if task == "sentiment" { test } else { &s_test },
             64,
-            &device,
+            device,
         )?;
         println!("set_active_adapters({task:?}) → {task} test accuracy {accuracy:.4}");
     }
 
-    plot(&o.out.join("training.svg"), &logs).map_err(|e| format!("plot: {e}"))?;
-    println!("plot written to {}", o.out.join("training.svg").display());
-    if let Some(path) = &o.summary_json {
-        let summary = serde_json::json!({
-            "test_accuracy": test_accuracy,
-            "probe_accuracy": probe_accuracy,
-            "subjectivity_accuracy": subjectivity_accuracy,
-            "train_seconds": train_seconds,
-            "adapter_bytes": adapter_bytes,
-            "model_bytes": model_bytes,
-            "reload_identical": reload_identical,
-            "epochs": o.epochs,
-            "learning_rate": o.lr,
-            "batch_size": o.batch_size,
-            "max_len": o.max_len,
-            "device": o.device,
-            "seed": o.seed,
-            "train_rows": train.len(),
-            "test_rows": test.len(),
-            "epoch_test_accuracy": logs.iter().map(|l| l.eval_accuracy).collect::<Vec<_>>(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if !reload_identical {
-        return Err("the reloaded adapter changed the predictions".into());
-    }
-    Ok(())
+    Ok(subjectivity_accuracy)
 }
 
 /// Mean-pooled frozen-encoder features of `examples`, `[n, hidden]`, in inference mode.

@@ -3,11 +3,13 @@
 //! [`AdapterConfig`] is the one type the model API takes; it wraps the per-method configs.
 
 mod bottleneck;
+mod fusion;
 mod lora;
 mod parse;
 mod values;
 
 pub use bottleneck::*;
+pub use fusion::*;
 pub use lora::*;
 pub use values::*;
 

@@ -119,7 +119,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
 }
 
 /// Reads and checks a config envelope: the saved name and the inner `config` object.
-fn read_envelope(path: &Path, hidden_size: usize) -> Result<(String, Value, Value)> {
+pub(crate) fn read_envelope(path: &Path, hidden_size: usize) -> Result<(String, Value, Value)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let json_error = |field: &str, reason: String| Error::Json {
         path: path.to_path_buf(),
@@ -199,7 +199,11 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
 
 /// The weights of a directory: the safetensors file if present, else the PyTorch archive. Keys
 /// lose a model prefix (`bert.`) if they have one.
-fn read_weights(dir: &Path, safetensors: &str, pytorch: &str) -> Result<(PathBuf, TensorMap)> {
+pub(crate) fn read_weights(
+    dir: &Path,
+    safetensors: &str,
+    pytorch: &str,
+) -> Result<(PathBuf, TensorMap)> {
     let (file, raw) = if dir.join(safetensors).is_file() {
         let file = dir.join(safetensors);
         let raw = read_safetensors(&file)?;
@@ -230,7 +234,11 @@ fn read_weights(dir: &Path, safetensors: &str, pytorch: &str) -> Result<(PathBuf
     Ok((file, tensors))
 }
 
-fn reject_unused(file: PathBuf, tensors: &TensorMap, used: &BTreeSet<String>) -> Result<()> {
+pub(crate) fn reject_unused(
+    file: PathBuf,
+    tensors: &TensorMap,
+    used: &BTreeSet<String>,
+) -> Result<()> {
     match tensors.keys().find(|k| !used.contains(*k)) {
         Some(key) => Err(Error::UnexpectedTensor {
             path: file,

@@ -5,6 +5,7 @@
 //! and checked completely before it is installed. Writes go through temporary files and renames.
 
 pub(crate) mod adapterhub;
+pub(crate) mod fusion;
 pub mod keys;
 pub(crate) mod peft;
 pub mod tensors;
@@ -14,4 +15,5 @@ pub use adapterhub::{
     CONFIG_FILE, FORMAT_VERSION, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PYTORCH_HEAD_WEIGHTS_FILE,
     PYTORCH_WEIGHTS_FILE, WEIGHTS_FILE,
 };
+pub use fusion::{FUSION_CONFIG_FILE, FUSION_WEIGHTS_FILE, PYTORCH_FUSION_WEIGHTS_FILE};
 pub use peft::{PEFT_CONFIG_FILE, PEFT_PYTORCH_WEIGHTS_FILE, PEFT_WEIGHTS_FILE};

@@ -202,13 +202,13 @@ impl Bottleneck {
         BottleneckInput { hidden, residual }
     }
 
-    /// The scaled, gated and dropped-out up projection `s·up(act(down(x)))` — the part that
-    /// AdapterFusion mixes — before any residual or output LayerNorm.
+    /// The scaled up projection `s·up(act(down(x)))`, before dropout and gate: what
+    /// AdapterFusion attends over (AdapterHub's `up`).
     ///
     /// # Shapes
     ///
     /// - x: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
-    pub fn delta(&self, x: &Tensor<3>) -> Tensor<3> {
+    pub fn up_projection(&self, x: &Tensor<3>) -> Tensor<3> {
         let w = &self.wiring;
         let normed = match &self.norm_before {
             Some(norm) => norm.forward(x.clone()),
@@ -222,13 +222,27 @@ impl Bottleneck {
         if let Some(scaling) = &self.scaling {
             up = up * scaling.val().unsqueeze::<3>();
         }
-        let mut out = self.dropout.forward(up);
-        if let Some(gate) = &self.gate {
+        up
+    }
+
+    /// Dropout and gate applied to an up projection of `x`.
+    pub(crate) fn gate_and_drop(&self, up: Tensor<3>, x: &Tensor<3>) -> Tensor<3> {
+        let out = self.dropout.forward(up);
+        match &self.gate {
             // mean over the sequence of sigmoid(gate(x)): one gate value per example
-            let g = sigmoid(gate.forward(x.clone())).mean_dim(1);
-            out = out * g;
+            Some(gate) => out * sigmoid(gate.forward(x.clone())).mean_dim(1),
+            None => out,
         }
-        out
+    }
+
+    /// The scaled, gated and dropped-out up projection: the adapter's contribution before any
+    /// residual or output LayerNorm.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
+    pub fn delta(&self, x: &Tensor<3>) -> Tensor<3> {
+        self.gate_and_drop(self.up_projection(x), x)
     }
 
     /// The adapter output including its residual and optional output LayerNorm (AdapterHub's

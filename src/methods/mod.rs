@@ -2,8 +2,10 @@
 
 mod activation;
 mod bottleneck;
+mod fusion;
 pub(crate) mod init;
 mod lora;
 
 pub use bottleneck::*;
+pub use fusion::*;
 pub use lora::*;

@@ -86,6 +86,12 @@ pub trait AdapterHost: Module + Sized {
         0.1
     }
 
+    /// Dropout of new AdapterFusion layers whose config gives none (the model's attention
+    /// dropout).
+    fn attention_dropout(&self) -> f64 {
+        0.1
+    }
+
     /// How saved adapters describe this model.
     fn model_info(&self) -> ModelInfo {
         ModelInfo {

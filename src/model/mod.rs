@@ -1,87 +1,31 @@
 //! The model-level adapter API, written once for every [`AdapterHost`].
 
+mod build;
+mod compose;
 mod freeze;
 mod host;
+mod registry;
 mod summary;
 
+pub use compose::AverageStrategy;
 pub use host::*;
+pub use registry::AdapterRegistry;
 pub use summary::*;
+
+pub(crate) use build::{AdapterModules, build_modules, install, match_autodiff};
+use registry::Trainability;
+
+pub(crate) use compose::build_fusions;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::composition::AdapterSetup;
-use crate::config::{AdapterConfig, BnConfig, LoRAConfig};
+use crate::config::{AdapterConfig, FusionConfig};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
-use crate::methods::{Bottleneck, LoRA};
-
-/// Names and configs of a model's adapters, and its active setup. Hosts store one in a
-/// `#[module(skip)]` field.
-#[derive(Debug, Clone)]
-pub struct AdapterRegistry {
-    adapters: Vec<(String, AdapterConfig)>,
-    active: Option<AdapterSetup>,
-    /// Configured trainability, kept here because burn only reports the effective state (always
-    /// "no gradients" on a device without autodiff).
-    trainable: Trainability,
-    /// The LoRA/IA3 adapter folded into the weights.
-    merged: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Trainability {
-    base: bool,
-    adapters: Vec<String>,
-}
-
-impl Default for AdapterRegistry {
-    fn default() -> Self {
-        Self {
-            adapters: Vec::new(),
-            active: None,
-            trainable: Trainability {
-                base: true,
-                adapters: Vec::new(),
-            },
-            merged: None,
-        }
-    }
-}
-
-impl AdapterRegistry {
-    /// The config of adapter `name`.
-    pub fn config(&self, name: &str) -> Option<&AdapterConfig> {
-        self.adapters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
-    }
-
-    /// Adapter names in the order they were added.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.adapters.iter().map(|(n, _)| n.as_str())
-    }
-
-    /// The active setup.
-    pub fn active(&self) -> Option<&AdapterSetup> {
-        self.active.as_ref()
-    }
-
-    /// Whether adapter `name` is configured to train (set by `add_adapter`, `train_adapter` and
-    /// `freeze_model`).
-    pub fn is_trainable(&self, name: &str) -> bool {
-        self.trainable.adapters.iter().any(|n| n == name)
-    }
-
-    /// Whether the base model's parameters are configured to train.
-    pub fn is_base_trainable(&self) -> bool {
-        self.trainable.base
-    }
-}
 
 /// Options of [`AdapterModel::add_adapter_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,6 +126,16 @@ pub trait AdapterModel: AdapterHost {
         self.visit_linear_sites_mut(&mut |site| {
             site.delete_lora(name);
         });
+        let fused: Vec<String> = self
+            .registry()
+            .fusions
+            .iter()
+            .filter(|f| f.adapters.iter().any(|a| a == name))
+            .map(|f| f.name.clone())
+            .collect();
+        for fusion in fused {
+            compose::remove_fusion(self, &fusion);
+        }
         let registry = self.registry_mut();
         if registry.merged.as_deref() == Some(name) {
             registry.merged = None;
@@ -219,10 +173,7 @@ pub trait AdapterModel: AdapterHost {
     /// Fails, leaving the previous setup active, if it names an unknown adapter.
     fn set_active_adapters(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
         let setup = setup.into();
-        setup.validate()?;
-        if let Some(missing) = setup.names().into_iter().find(|n| !self.has_adapter(n)) {
-            return Err(Error::UnknownAdapter(missing.to_string()));
-        }
+        compose::check_setup(self, &setup)?;
         self.broadcast_active(Some(&setup));
         self.registry_mut().active = Some(setup);
         Ok(())
@@ -439,9 +390,131 @@ pub trait AdapterModel: AdapterHost {
 
     #[doc(hidden)]
     fn broadcast_active(&mut self, setup: Option<&AdapterSetup>) {
-        let names: Option<Arc<[String]>> = setup.map(|s| s.stacked_names().into());
-        self.visit_sites_mut(&mut |site| site.set_active(names.clone()));
-        self.visit_linear_sites_mut(&mut |site| site.set_active(names.clone()));
+        let shared: Option<Arc<AdapterSetup>> = setup.map(|s| Arc::new(s.clone()));
+        self.visit_sites_mut(&mut |site| site.set_active(shared.clone()));
+        self.visit_linear_sites_mut(&mut |site| site.set_active(shared.clone()));
+    }
+
+    /// Adds an AdapterFusion layer over `adapters` (`Fuse[a, b]`, or `"a,b"`) at every site that
+    /// holds all of them, with `config` (`FusionConfig::load("dynamic")`). Activate it with
+    /// `set_active_adapters(Fuse[a, b])`.
+    fn add_adapter_fusion(
+        &mut self,
+        adapters: impl Into<AdapterSetup>,
+        config: FusionConfig,
+    ) -> Result<()> {
+        let adapters = compose::fusion_adapters(&adapters.into())?;
+        let name = adapters.join(",");
+        if self.registry().fusions.iter().any(|f| f.name == name) {
+            return Err(Error::InvalidSetup(format!(
+                "a fusion of {name} exists already"
+            )));
+        }
+        let fusions = compose::build_fusions(self, &adapters, &config)?;
+        compose::install_fusions(self, adapters, config, fusions);
+        Ok(())
+    }
+
+    /// Removes the fusion layer over `adapters`.
+    fn delete_adapter_fusion(&mut self, adapters: impl Into<AdapterSetup>) -> Result<()> {
+        let name = compose::fusion_adapters(&adapters.into())?.join(",");
+        if !self.registry().fusions.iter().any(|f| f.name == name) {
+            return Err(Error::InvalidSetup(format!("no fusion of {name}")));
+        }
+        if self.active_adapters().is_some_and(|s| {
+            s.to_string()
+                .contains(&format!("Fuse[{}]", name.replace(',', ", ")))
+        }) {
+            self.deactivate_adapters();
+        }
+        compose::remove_fusion(self, &name);
+        Ok(())
+    }
+
+    /// Prepares `setup` (holding a `Fuse` block) for training: freezes everything, unfreezes
+    /// its fusion layers (and, with `unfreeze_adapters`, the fused adapters), activates it.
+    fn train_adapter_fusion(
+        &mut self,
+        setup: impl Into<AdapterSetup>,
+        unfreeze_adapters: bool,
+    ) -> Result<()> {
+        let setup = setup.into();
+        self.set_active_adapters(setup.clone())?;
+        let mut names = Vec::new();
+        fn fusions_in(setup: &AdapterSetup, out: &mut Vec<String>) {
+            if let Some(name) = setup.fusion_name() {
+                out.push(name);
+            }
+            setup.children().iter().for_each(|c| fusions_in(c, out));
+        }
+        fusions_in(&setup, &mut names);
+        if names.is_empty() {
+            return Err(Error::InvalidSetup(format!("`{setup}` has no Fuse block")));
+        }
+        if unfreeze_adapters {
+            names.extend(setup.names().into_iter().map(str::to_string));
+        }
+        freeze::set_trainable(self, &names);
+        self.registry_mut().trainable = Trainability {
+            base: false,
+            adapters: names,
+        };
+        Ok(())
+    }
+
+    /// The value regularisation of the training fusion layers, `Σ 0.01·‖I − W_v‖²`, to add to
+    /// the loss as AdapterHub's trainer does (`None` when no such layer trains).
+    fn fusion_regularization_loss(&self) -> Option<Tensor<1>> {
+        compose::fusion_regularization_loss(self)
+    }
+
+    /// Saves the fusion layer over `adapters` as AdapterHub does: `adapter_fusion_config.json`
+    /// and `model_adapter_fusion.safetensors`.
+    fn save_adapter_fusion(
+        &self,
+        dir: impl AsRef<Path>,
+        adapters: impl Into<AdapterSetup>,
+    ) -> Result<()> {
+        let name = compose::fusion_adapters(&adapters.into())?.join(",");
+        crate::io::fusion::save_fusion(self, dir.as_ref(), &name)
+    }
+
+    /// Loads a fusion layer saved by AdapterHub or [`AdapterModel::save_adapter_fusion`]; the
+    /// fused adapters must be loaded already. Returns the fusion's name (`"a,b"`).
+    fn load_adapter_fusion(&mut self, dir: impl AsRef<Path>) -> Result<String> {
+        let (adapters, config, fusions) = crate::io::fusion::read_fusion(self, dir.as_ref())?;
+        let name = adapters.join(",");
+        if self.registry().fusions.iter().any(|f| f.name == name) {
+            return Err(Error::InvalidSetup(format!(
+                "a fusion of {name} exists already"
+            )));
+        }
+        compose::install_fusions(self, adapters, config, fusions);
+        Ok(name)
+    }
+
+    /// Adds adapter `name` combining `sources` (`(name, weight)`, all of one config) with
+    /// `strategy` (AdapterHub's `average_adapter`). Weights are used as given.
+    fn average_adapter(
+        &mut self,
+        name: &str,
+        sources: &[(&str, f64)],
+        strategy: AverageStrategy,
+    ) -> Result<()> {
+        let sources: Vec<(String, f64)> =
+            sources.iter().map(|(n, w)| (n.to_string(), *w)).collect();
+        compose::average_adapter(self, name, &sources, strategy)
+    }
+
+    /// Splits a model output computed under a `Parallel` setup into one tensor per branch
+    /// (the batch is `branches × original batch`); without `Parallel`, the tensor itself.
+    fn split_parallel<const D: usize>(&self, output: Tensor<D>) -> Vec<Tensor<D>> {
+        let channels = self.registry().parallel_channels();
+        let batch = output.dims()[0];
+        if channels <= 1 || !batch.is_multiple_of(channels) {
+            return vec![output];
+        }
+        output.chunk(channels, 0)
     }
 
     /// Folds LoRA/IA3 adapter `name` into the weights of the layers it wraps, so that inference
@@ -510,114 +583,3 @@ pub trait AdapterModel: AdapterHost {
 }
 
 impl<T: AdapterHost> AdapterModel for T {}
-
-/// The modules of one adapter, built for each site of a host (in the visiting orders of
-/// [`AdapterHost::visit_sites`] and [`AdapterHost::visit_linear_sites`]).
-pub(crate) struct AdapterModules {
-    pub residual: Vec<Option<Bottleneck>>,
-    pub linear: Vec<Option<LoRA>>,
-}
-
-/// Builds the modules `config` places in `model`, without changing it. `seed` overrides the
-/// configs' initialisation seeds (loading overwrites the values anyway).
-pub(crate) fn build_modules<M: AdapterHost>(
-    model: &M,
-    config: &AdapterConfig,
-    seed: Option<u64>,
-) -> Result<AdapterModules> {
-    let device = model.device()?;
-    let hidden = model.hidden_size();
-    if config.lora().is_some() {
-        let mut sites = 0;
-        model.visit_linear_sites(&mut |_| sites += 1);
-        if sites == 0 {
-            return Err(Error::Unsupported(
-                "LoRA/IA3 on a host without linear sites (see `AdapterHost::visit_linear_sites`)"
-                    .into(),
-            ));
-        }
-    }
-    let mut failure = None;
-    let mut residual = Vec::new();
-    model.visit_sites(&mut |site| {
-        let built = match (site.placed(config), &failure) {
-            (Some(bn), None) => {
-                let bn = match seed {
-                    Some(seed) => &BnConfig {
-                        init_weights_seed: Some(seed),
-                        ..bn.clone()
-                    },
-                    None => bn,
-                };
-                Bottleneck::new(bn, hidden, site.location().layer, &device)
-                    .map_err(|e| failure = Some(e))
-                    .ok()
-            }
-            _ => None,
-        };
-        residual.push(built);
-    });
-    let mut linear = Vec::new();
-    model.visit_linear_sites(&mut |site| {
-        let built = match (site.placed(config), &failure) {
-            (Some(lora), None) => {
-                let lora = match seed {
-                    Some(seed) => &LoRAConfig {
-                        init_weights_seed: Some(seed),
-                        ..lora.clone()
-                    },
-                    None => lora,
-                };
-                let (d_input, d_output) = site.dims();
-                LoRA::new(lora, d_input, d_output, &device)
-                    .map_err(|e| failure = Some(e))
-                    .ok()
-            }
-            _ => None,
-        };
-        linear.push(built);
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(AdapterModules { residual, linear }),
-    }
-}
-
-/// Inserts an adapter's modules under `name`, and a head of the same name if given.
-pub(crate) fn install<M: AdapterHost>(
-    model: &mut M,
-    name: &str,
-    config: AdapterConfig,
-    modules: AdapterModules,
-    head: Option<PredictionHead>,
-) {
-    let autodiff = model.device().is_ok_and(|d| d.is_autodiff());
-    let mut residual = modules.residual.into_iter();
-    model.visit_sites_mut(&mut |site| {
-        if let Some(Some(adapter)) = residual.next() {
-            site.insert_adapter(name, match_autodiff(adapter, autodiff));
-        }
-    });
-    let mut linear = modules.linear.into_iter();
-    model.visit_linear_sites_mut(&mut |site| {
-        if let Some(Some(lora)) = linear.next() {
-            site.insert_lora(name, match_autodiff(lora, autodiff));
-        }
-    });
-    if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
-        heads.insert(name, match_autodiff(head, autodiff));
-    }
-    let registry = model.registry_mut();
-    registry.adapters.push((name.to_string(), config));
-    // New parameters require gradients, as in PyTorch.
-    registry.trainable.adapters.push(name.to_string());
-    // Sites hold the active names; refresh them in case `name` is part of the active setup.
-    let active = model.registry().active.clone();
-    model.broadcast_active(active.as_ref());
-}
-
-/// Puts a freshly built module in training mode when the model lives on an autodiff device, so
-/// its parameters track gradients like the rest of the model.
-fn match_autodiff<M: Module>(module: M, autodiff: bool) -> M {
-    if autodiff { module.train() } else { module }
-}

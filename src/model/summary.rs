@@ -55,8 +55,10 @@ impl ModuleVisitor for Counter<'_> {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let n = param.lazy_shape().num_elements();
-        // Heads count neither as adapter nor as base parameters, as in AdapterHub.
-        let is_head = self.path.first().is_some_and(|s| s == "heads");
+        // Heads and fusion layers (`...adapters.a,b...`) count neither as adapter nor as base
+        // parameters, as in AdapterHub.
+        let is_head = self.path.first().is_some_and(|s| s == "heads")
+            || self.path.iter().any(|s| s.contains(','));
         match self
             .names
             .iter()

@@ -532,8 +532,22 @@ impl BertModel {
     /// # Shapes
     ///
     /// - input_ids, attention_mask, token_type_ids: `[batch, seq]`
-    /// - last_hidden_state: `[batch, seq, hidden]`, pooler_output: `[batch, hidden]`
+    /// - last_hidden_state: `[batch, seq, hidden]`, pooler_output: `[batch, hidden]` (with a
+    ///   `Parallel` setup of `n` branches, `n·batch` rows; see
+    ///   [`AdapterModel::split_parallel`](crate::AdapterModel::split_parallel))
     pub fn forward(&self, input: BertInput) -> BertModelOutput {
+        // A Parallel setup runs the batch once per branch: repeat it (branch i is rows
+        // i·batch..(i+1)·batch of every output).
+        let channels = self.registry.parallel_channels();
+        let input = if channels > 1 {
+            BertInput {
+                input_ids: input.input_ids.repeat_dim(0, channels),
+                attention_mask: input.attention_mask.map(|m| m.repeat_dim(0, channels)),
+                token_type_ids: input.token_type_ids.map(|t| t.repeat_dim(0, channels)),
+            }
+        } else {
+            input
+        };
         let [batch, seq] = input.input_ids.dims();
         let padding = input
             .attention_mask
@@ -621,6 +635,10 @@ impl AdapterHost for BertModel {
 
     fn head_dropout(&self) -> f64 {
         self.config.hidden_dropout_prob
+    }
+
+    fn attention_dropout(&self) -> f64 {
+        self.config.attention_probs_dropout_prob
     }
 
     fn model_info(&self) -> ModelInfo {

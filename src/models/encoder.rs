@@ -312,6 +312,16 @@ impl AdapterTransformerEncoder {
     /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]` (true = padding)
     /// - output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<3>, mask_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        // A Parallel setup runs the batch once per branch.
+        let channels = self.registry.parallel_channels();
+        let (x, mask_pad) = if channels > 1 {
+            (
+                x.repeat_dim(0, channels),
+                mask_pad.map(|m| m.repeat_dim(0, channels)),
+            )
+        } else {
+            (x, mask_pad)
+        };
         self.layers
             .iter()
             .fold(x, |x, layer| layer.forward(x, mask_pad.clone(), None))

@@ -10,6 +10,8 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
 use super::NamedModules;
+use super::rows::run_row_groups;
+use crate::composition::AdapterSetup;
 use crate::config::{AdapterConfig, LoRAConfig};
 use crate::error::{Error, Result};
 use crate::methods::LoRA;
@@ -72,7 +74,7 @@ pub struct LinearSite {
     location: LinearLocation,
     linear: Linear,
     loras: NamedModules<LoRA>,
-    active: Option<Arc<[String]>>,
+    active: Option<Arc<AdapterSetup>>,
     merged: Option<String>,
 }
 
@@ -133,8 +135,8 @@ impl LinearSite {
         self.loras.remove(name)
     }
 
-    /// Sets the names run in sequence at this site (`None` deactivates).
-    pub fn set_active(&mut self, active: Option<Arc<[String]>>) {
+    /// Sets the active setup (`None` deactivates).
+    pub fn set_active(&mut self, active: Option<Arc<AdapterSetup>>) {
         self.active = active;
     }
 
@@ -172,37 +174,121 @@ impl LinearSite {
         }
     }
 
+    /// The module `name`, unless it is absent or merged into the weights.
+    fn unmerged(&self, name: &str) -> Option<&LoRA> {
+        if self.merged.as_deref() == Some(name) {
+            return None;
+        }
+        self.loras.get(name)
+    }
+
     /// The wrapped layer's output, adapted by the active modules.
     ///
-    /// A stack runs AdapterHub's way: each module takes the previous one's contribution as its
-    /// input, and the last module combines the result with the layer output. A merged module is
-    /// already in the weights and is skipped.
+    /// Composition follows AdapterHub's `LoRALinear`: in a `Stack` each module takes the
+    /// previous one's contribution as its input and the last one combines the result with the
+    /// layer output; `Average` weights the children's contributions; `Split`, `BatchSplit`,
+    /// `Parallel` and `PerRow` give each slice its own setup. A merged module is already in the
+    /// weights and is skipped.
     ///
     /// # Shapes
     ///
     /// - input: `[batch, seq, d_input]`
     /// - output: `[batch, seq, d_output]`
     pub fn forward(&self, input: Tensor<3>) -> Tensor<3> {
-        let mut stack = self
+        let Some(setup) = self
             .active
-            .iter()
-            .flat_map(|names| names.iter())
-            .filter(|name| self.merged.as_deref() != Some(name.as_str()))
-            .filter_map(|name| self.loras.get(name))
-            .peekable();
-        if stack.peek().is_none() {
+            .as_deref()
+            .filter(|setup| setup.names().iter().any(|n| self.unmerged(n).is_some()))
+        else {
             return self.linear.forward(input);
-        }
-        let mut delta = None;
-        let mut last = None;
-        for lora in stack {
-            delta = Some(lora.delta(delta, &input));
-            last = Some(lora);
-        }
-        let (Some(delta), Some(last)) = (delta, last) else {
-            unreachable!("the stack is not empty");
         };
-        last.combine(self.linear.forward(input), delta)
+        if !setup.has_row_blocks() {
+            return self.run(setup, input);
+        }
+        run_row_groups(setup, vec![input], |setup, mut inputs| {
+            self.run(setup, inputs.pop().expect("one input"))
+        })
+    }
+
+    fn run(&self, setup: &AdapterSetup, input: Tensor<3>) -> Tensor<3> {
+        if let AdapterSetup::Split { children, splits } = setup {
+            // Each slice of the sequence runs its own child.
+            let [_, seq, _] = input.dims();
+            let mut start = 0;
+            let mut pieces = Vec::new();
+            for (child, len) in children.iter().zip(splits) {
+                let len = (*len).min(seq - start);
+                if len > 0 {
+                    pieces.push(self.run(child, input.clone().narrow(1, start, len)));
+                    start += len;
+                }
+            }
+            if start < seq {
+                pieces.push(self.linear.forward(input.narrow(1, start, seq - start)));
+            }
+            return Tensor::cat(pieces, 1);
+        }
+        let (delta, last) = self.compose(setup, None, &input);
+        let output = self.linear.forward(input);
+        match (delta, last) {
+            (Some(delta), Some(last)) => last.combine(output, delta),
+            _ => output,
+        }
+    }
+
+    /// The contribution of `setup` given the contribution so far, and the module that produced
+    /// it last.
+    fn compose<'a>(
+        &'a self,
+        setup: &AdapterSetup,
+        previous: Option<Tensor<3>>,
+        input: &Tensor<3>,
+    ) -> (Option<Tensor<3>>, Option<&'a LoRA>) {
+        match setup {
+            AdapterSetup::Name(name) => match self.unmerged(name) {
+                Some(lora) => (Some(lora.delta(previous, input)), Some(lora)),
+                None => (previous, None),
+            },
+            AdapterSetup::Stack(children) => {
+                let (mut delta, mut last) = (previous, None);
+                for child in children {
+                    let (d, l) = self.compose(child, delta, input);
+                    delta = d;
+                    last = l.or(last);
+                }
+                (delta, last)
+            }
+            AdapterSetup::Average {
+                children,
+                weights,
+                normalize_weights,
+            } => {
+                let total: f64 = if *normalize_weights {
+                    weights.iter().sum()
+                } else {
+                    1.0
+                };
+                let mut sum: Option<Tensor<3>> = None;
+                let mut last = None;
+                for (child, weight) in children.iter().zip(weights) {
+                    if let (Some(delta), Some(l)) = self.compose(child, previous.clone(), input) {
+                        let term = delta.mul_scalar(weight / total);
+                        sum = Some(match sum {
+                            Some(sum) => sum + term,
+                            None => term,
+                        });
+                        last = Some(l);
+                    }
+                }
+                match sum {
+                    Some(sum) => (Some(sum), last),
+                    None => (previous, None),
+                }
+            }
+            // Fuse mixes bottleneck adapters (LoRA-family members are refused when activating);
+            // Split is handled by `run`, row blocks by `forward`.
+            _ => (previous, None),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod linear;
 mod named;
 mod residual;
+mod rows;
 
 pub use linear::*;
 pub use named::*;
