@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release --example adapter_infer -- --model <hf-bert-dir> --adapter <adapter-dir> \
-//!     [--adapter <dir> ...] --active <setup> [--merge] --input <json-file>
+//!     [--adapter <dir> ...] [--fusion <dir> ...] --active <setup> [--merge] --input <json-file>
 //! ```
 //!
 //! The input file is `{"input_ids": [[...]], "attention_mask": [[...]]}`; stdout is exactly one
 //! JSON object `{"last_hidden_state": [[[...]]]}`. `<setup>` is an adapter name or a composition
-//! such as `Stack[a, b]`. Errors go to stderr with exit code 1.
+//! such as `Stack[a, b]`, `Fuse[a, b]` (with `--fusion`), `Parallel[a, b]` (the output then has
+//! one batch per branch). `--merge` folds the active LoRA/IA3 adapter into the weights first.
+//! Errors go to stderr with exit code 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +22,7 @@ use serde_json::Value;
 struct Args {
     model: PathBuf,
     adapters: Vec<PathBuf>,
+    fusions: Vec<PathBuf>,
     active: Option<String>,
     merge: bool,
     input: PathBuf,
@@ -27,18 +30,19 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let (mut model, mut adapters, mut active, mut merge, mut input) =
-        (None, Vec::new(), None, false, None);
+    let (mut model, mut adapters, mut fusions, mut active, mut merge, mut input) =
+        (None, Vec::new(), Vec::new(), None, false, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => model = Some(PathBuf::from(value()?)),
             "--adapter" => adapters.push(PathBuf::from(value()?)),
+            "--fusion" => fusions.push(PathBuf::from(value()?)),
             "--active" => active = Some(value()?),
             "--input" => input = Some(PathBuf::from(value()?)),
             "--merge" => merge = true,
             "-h" | "--help" => {
-                return Err("usage: adapter_infer --model DIR [--adapter DIR]... [--active SETUP] [--merge] --input FILE".into());
+                return Err("usage: adapter_infer --model DIR [--adapter DIR]... [--fusion DIR]... [--active SETUP] [--merge] --input FILE".into());
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -46,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         model: model.ok_or("--model is required")?,
         adapters,
+        fusions,
         active,
         merge,
         input: input.ok_or("--input is required")?,
@@ -92,16 +97,24 @@ fn run() -> Result<String, String> {
     for dir in &args.adapters {
         model.load_adapter(dir).map_err(|e| e.to_string())?;
     }
+    for dir in &args.fusions {
+        model.load_adapter_fusion(dir).map_err(|e| e.to_string())?;
+    }
     if let Some(active) = &args.active {
         let setup = AdapterSetup::parse(active).map_err(|e| e.to_string())?;
+        if args.merge {
+            let AdapterSetup::Name(name) = &setup else {
+                return Err(format!(
+                    "--merge needs a single active adapter, not `{setup}`"
+                ));
+            };
+            model.merge_adapter(name).map_err(|e| e.to_string())?;
+        }
         model
             .set_active_adapters(setup)
             .map_err(|e| e.to_string())?;
-    }
-    if args.merge {
-        return Err(
-            Error::Unsupported("--merge (merging needs LoRA-family adapters)".into()).to_string(),
-        );
+    } else if args.merge {
+        return Err("--merge needs --active".into());
     }
     let text = std::fs::read_to_string(&args.input)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
@@ -120,11 +133,10 @@ fn run() -> Result<String, String> {
     if max_id >= vocab || input_ids.clone().min().into_scalar::<i64>() < 0 {
         return Err(format!("input: token ids must lie in 0..{vocab}"));
     }
-    let [batch, seq] = input_ids.dims();
     let hidden = model
         .forward(BertInput::new(input_ids, attention_mask))
         .last_hidden_state;
-    let width = hidden.dims()[2];
+    let [batch, seq, width] = hidden.dims();
     let values = hidden
         .into_data()
         .convert::<f32>()

@@ -30,7 +30,8 @@
 //! - [`methods`]: the adapter modules and their forward math; [`heads`]: prediction heads;
 //! - [`sites`]: where adapters act inside a host ([`sites::ResidualSite`] at residual blocks,
 //!   [`sites::LinearSite`] in projections);
-//! - [`composition`]: active setups ([`AdapterSetup`]);
+//! - [`composition`]: active setups ([`AdapterSetup`]: Stack, Fuse, Split, BatchSplit, Parallel,
+//!   Average, PerRow) and their text form;
 //! - [`model`]: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
 //! - [`models`]: reference hosts (BERT, burn's `TransformerEncoder`).
 //! - [`train`]: a small training helper on top of burn's optimizers.
