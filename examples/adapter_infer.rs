@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example adapter_infer -- --model <hf-bert-dir> --adapter <adapter-dir> \
-//!     [--adapter <dir> ...] [--fusion <dir> ...] --active <setup> [--merge] --input <json-file>
+//!     [--adapter <dir> ...] [--fusion <dir> ...] [--device flex] --active <setup> [--merge] --input <json-file>
 //! ```
 //!
 //! The input file is `{"input_ids": [[...]], "attention_mask": [[...]]}`; stdout is exactly one
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_adapters::backend::device_by_name;
 use burn_adapters::models::bert::{BertInput, BertModel};
 use burn_adapters::prelude::*;
 use serde_json::Value;
@@ -23,6 +24,7 @@ struct Args {
     model: PathBuf,
     adapters: Vec<PathBuf>,
     fusions: Vec<PathBuf>,
+    device: String,
     active: Option<String>,
     merge: bool,
     input: PathBuf,
@@ -32,17 +34,19 @@ fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut model, mut adapters, mut fusions, mut active, mut merge, mut input) =
         (None, Vec::new(), Vec::new(), None, false, None);
+    let mut device = "flex".to_string();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => model = Some(PathBuf::from(value()?)),
             "--adapter" => adapters.push(PathBuf::from(value()?)),
             "--fusion" => fusions.push(PathBuf::from(value()?)),
+            "--device" => device = value()?,
             "--active" => active = Some(value()?),
             "--input" => input = Some(PathBuf::from(value()?)),
             "--merge" => merge = true,
             "-h" | "--help" => {
-                return Err("usage: adapter_infer --model DIR [--adapter DIR]... [--fusion DIR]... [--active SETUP] [--merge] --input FILE".into());
+                return Err("usage: adapter_infer --model DIR [--adapter DIR]... [--fusion DIR]... [--device flex|wgpu|tch|cuda] [--active SETUP] [--merge] --input FILE".into());
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -51,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         model: model.ok_or("--model is required")?,
         adapters,
         fusions,
+        device,
         active,
         merge,
         input: input.ok_or("--input is required")?,
@@ -92,7 +97,7 @@ fn matrix(json: &Value, key: &str, device: &Device) -> Result<Tensor<2, Int>, St
 
 fn run() -> Result<String, String> {
     let args = parse_args()?;
-    let device = Device::flex();
+    let device = device_by_name(&args.device).map_err(|e| e.to_string())?;
     let mut model = BertModel::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
     for dir in &args.adapters {
         model.load_adapter(dir).map_err(|e| e.to_string())?;

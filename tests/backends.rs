@@ -1,0 +1,171 @@
+//! Backend conformance: the same checks on whichever device `BURN_ADAPTERS_TEST_DEVICE` names
+//! (`flex` by default; `wgpu`, `tch`, `cuda` when the crate feature is on), compared with the
+//! flex results and the reference fixtures.
+//!
+//! ```text
+//! BURN_ADAPTERS_TEST_DEVICE=wgpu cargo test --features wgpu --test backends
+//! ```
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_adapters::backend::device_by_name;
+use burn_adapters::models::bert::BertModel;
+use burn_adapters::prelude::*;
+use common::snapshot::snapshot;
+use common::*;
+
+fn device_name() -> String {
+    std::env::var("BURN_ADAPTERS_TEST_DEVICE").unwrap_or_else(|_| "flex".into())
+}
+
+fn test_device() -> Device {
+    device_by_name(&device_name()).expect("the backend's crate feature is enabled")
+}
+
+/// GPU-style backends reorder float sums more freely than CPU ones.
+fn tolerance() -> f64 {
+    match device_name().as_str() {
+        "wgpu" | "cuda" => 1e-4,
+        _ => 1e-5,
+    }
+}
+
+fn load(device: &Device) -> BertModel {
+    BertModel::from_pretrained(fixtures().join("base"), device).unwrap()
+}
+
+/// Adapters from every family, as saved by the reference.
+fn cases() -> Vec<PathBuf> {
+    [
+        "bn/seq_bn",
+        "bn/double_seq_bn",
+        "bn/par_bn",
+        "lora/lora_qkv_ffn",
+        "lora/ia3",
+        "lora/union_seq_bn_lora",
+    ]
+    .iter()
+    .map(|c| fixtures().join(c))
+    .collect()
+}
+
+fn hidden(model: &BertModel, device: &Device) -> Vec<f32> {
+    values(model.forward(fixture_inputs(device)).last_hidden_state)
+}
+
+fn as_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|x| *x as f64).collect()
+}
+
+#[test]
+fn adapters_compute_the_same_on_this_device_as_on_flex_and_in_the_reference() {
+    let (device, flex) = (test_device(), Device::flex());
+    let (base, flex_base) = (load(&device), load(&flex));
+    for case in cases() {
+        let label = case.strip_prefix(fixtures()).unwrap().display().to_string();
+        let mut model = base.clone();
+        let name = model.load_adapter(&case).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let mut reference = flex_base.clone();
+        reference.load_adapter(&case).unwrap();
+        reference.set_active_adapters(name.as_str()).unwrap();
+        let got = hidden(&model, &device);
+        let vs_flex = max_abs_diff(&got, &as_f64(&hidden(&reference, &flex)));
+        let (_, want) = read_tensor(&case.join("expected.safetensors"), "last_hidden_state");
+        let vs_python = max_abs_diff(&got, &want);
+        println!(
+            "{} {label:<28} vs flex {vs_flex:.2e}, vs AdapterHub {vs_python:.2e}",
+            device_name()
+        );
+        assert!(
+            vs_flex <= tolerance() && vs_python <= tolerance(),
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn training_a_lora_and_a_bottleneck_leaves_the_base_untouched() {
+    let device = test_device().autodiff();
+    let mut model = load(&device);
+    model
+        .load_adapter(fixtures().join("lora/union_seq_bn_lora"))
+        .unwrap();
+    model.train_adapter("union_seq_bn_lora").unwrap();
+    let before = snapshot(&model);
+    let target = Tensor::<3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &device);
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..2 {
+        let out = model.forward(fixture_inputs(&device)).last_hidden_state;
+        let loss = (out - target.clone()).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let after = snapshot(&model);
+    let mut changed = 0;
+    for (path, old) in &before {
+        if path.contains(".union_seq_bn_lora.") {
+            changed += usize::from(old != &after[path]);
+        } else {
+            assert_eq!(old, &after[path], "{path} changed on {}", device_name());
+        }
+    }
+    assert!(changed >= 8, "{changed} adapter tensors moved");
+}
+
+#[test]
+fn adapters_move_between_devices_through_files() {
+    let (device, flex) = (test_device(), Device::flex());
+    let scratch = tempfile::tempdir().unwrap();
+    let case = fixtures().join("lora/union_seq_bn_lora");
+    // saved on this device, loaded on flex
+    let mut model = load(&device);
+    let name = model.load_adapter(&case).unwrap();
+    model
+        .save_adapter(scratch.path().join("here"), &name)
+        .unwrap();
+    let mut there = load(&flex);
+    there.load_adapter(scratch.path().join("here")).unwrap();
+    there.set_active_adapters(name.as_str()).unwrap();
+    model.set_active_adapters(name.as_str()).unwrap();
+    let delta = max_abs_diff(&hidden(&model, &device), &as_f64(&hidden(&there, &flex)));
+    assert!(delta <= tolerance(), "{delta:e}");
+    // saved on flex, loaded here: the saved tensors are identical
+    there
+        .save_adapter(scratch.path().join("flex"), &name)
+        .unwrap();
+    let mut back = load(&device);
+    back.load_adapter(scratch.path().join("flex")).unwrap();
+    back.save_adapter(scratch.path().join("again"), &name)
+        .unwrap();
+    assert_eq!(
+        std::fs::read(scratch.path().join("flex/adapter.safetensors")).unwrap(),
+        std::fs::read(scratch.path().join("again/adapter.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn merge_and_reset_on_this_device() {
+    let device = test_device();
+    let mut model = load(&device);
+    let name = model
+        .load_adapter(fixtures().join("lora/lora_qkv_ffn"))
+        .unwrap();
+    model.set_active_adapters(name.as_str()).unwrap();
+    let base = snapshot(&model);
+    let unmerged = hidden(&model, &device);
+    model.merge_adapter(&name).unwrap();
+    let delta = max_abs_diff(&hidden(&model, &device), &as_f64(&unmerged));
+    assert!(delta <= tolerance(), "merged: {delta:e}");
+    model.reset_adapter();
+    let restored = snapshot(&model);
+    let worst = base
+        .iter()
+        .flat_map(|(k, v)| v.iter().zip(&restored[k]).map(|(a, b)| (a - b).abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "reset: {worst:e}");
+}

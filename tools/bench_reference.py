@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Time the Python reference (AdapterHub `adapters` 1.3.0 on torch) on the shapes of our criterion
+benches and write the medians as JSON, keyed like criterion's `<group>/<bench>`.
+
+    python tools/bench_reference.py --out target/bench-reference.json [--threads 2] [--shapes minilm,bert-base]
+
+Forward: BertModel in eval mode under no_grad, random weights, batch 8x128 and 1x128, variants base, seq_bn,
+double_seq_bn, par_bn, lora (init bert), lora merged, ia3. Train step (minilm 8x128): mean-pooled 2-class
+linear head, cross-entropy, backward, AdamW step, for train_adapter(seq_bn), train_adapter(lora) and full
+fine-tuning. Each measurement: warm-up, then `--samples` timed runs; the median and the min/max are stored
+(seconds).
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import BertConfig, BertModel
+
+import adapters
+from adapters import LoRAConfig
+
+SHAPES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+VARIANTS = [
+    ("base", None, False),
+    ("seq_bn", "seq_bn", False),
+    ("double_seq_bn", "double_seq_bn", False),
+    ("par_bn", "par_bn", False),
+    ("lora", LoRAConfig(init_weights="bert"), False),
+    ("lora merged", LoRAConfig(init_weights="bert"), True),
+    ("ia3", "ia3", False),
+]
+
+
+def timed(fn, samples, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "samples": samples}
+
+
+def model_for(shape):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, **SHAPES[shape])
+    model = BertModel(config)
+    adapters.init(model)
+    return model
+
+
+def forward_benches(shape, samples, out):
+    for batch in (8, 1):
+        ids = torch.randint(1, 30000, (batch, 128))
+        mask = torch.ones_like(ids)
+        for label, config, merged in VARIANTS:
+            model = model_for(shape)
+            if config is not None:
+                model.add_adapter("a", config=config)
+                model.set_active_adapters("a")
+                if merged:
+                    model.merge_adapter("a")
+            model.eval()
+
+            def run():
+                with torch.no_grad():
+                    model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
+
+            out["forward {} {}x128/{}".format(shape, batch, label)] = timed(run, samples)
+            print("forward", shape, batch, label, out["forward {} {}x128/{}".format(shape, batch, label)]["median"])
+
+
+def train_benches(samples, out):
+    ids = torch.randint(1, 30000, (8, 128))
+    mask = torch.ones_like(ids)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+    for variant in ("seq_bn", "lora", "full fine-tuning"):
+        model = model_for("minilm")
+        head = torch.nn.Linear(384, 2)
+        if variant == "full fine-tuning":
+            model.train()
+        else:
+            model.add_adapter("task", config=variant)
+            model.train_adapter("task")
+        params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+        optim = torch.optim.AdamW(params, lr=1e-4)
+
+        def step():
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            loss = torch.nn.functional.cross_entropy(head(pooled), labels)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            return loss.item()
+
+        out["train step minilm 8x128/{}".format(variant)] = timed(step, samples)
+        print("train", variant, out["train step minilm 8x128/{}".format(variant)]["median"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--shapes", default="minilm,bert-base")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"_meta": {"torch": torch.__version__, "adapters": adapters.__version__, "threads": args.threads}}
+    for shape in args.shapes.split(","):
+        forward_benches(shape.strip(), args.samples, out)
+    train_benches(args.samples, out)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()
