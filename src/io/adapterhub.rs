@@ -197,30 +197,40 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
     Ok((name, config))
 }
 
-/// The weights of a directory: the safetensors file if present, else the PyTorch archive. Keys
-/// lose a model prefix (`bert.`) if they have one.
-pub(crate) fn read_weights(
+/// The safetensors file of a directory if present, else its PyTorch archive: the path and the
+/// raw tensors.
+pub(crate) fn read_either(
     dir: &Path,
     safetensors: &str,
     pytorch: &str,
 ) -> Result<(PathBuf, TensorMap)> {
-    let (file, raw) = if dir.join(safetensors).is_file() {
+    if dir.join(safetensors).is_file() {
         let file = dir.join(safetensors);
         let raw = read_safetensors(&file)?;
-        (file, raw)
+        Ok((file, raw))
     } else if dir.join(pytorch).is_file() {
         let file = dir.join(pytorch);
         let raw = read_pytorch(&file)?;
-        (file, raw)
+        Ok((file, raw))
     } else {
-        return Err(Error::io(
+        Err(Error::io(
             dir.join(safetensors),
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("neither {safetensors} nor {pytorch} exists"),
             ),
-        ));
-    };
+        ))
+    }
+}
+
+/// The weights of a directory (see [`read_either`]). Keys lose a model prefix (`bert.`) if they
+/// have one.
+pub(crate) fn read_weights(
+    dir: &Path,
+    safetensors: &str,
+    pytorch: &str,
+) -> Result<(PathBuf, TensorMap)> {
+    let (file, raw) = read_either(dir, safetensors, pytorch)?;
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let key = strip_model_prefix(&key).to_string();

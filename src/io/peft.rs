@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use serde_json::{Value, json};
 
+use super::adapterhub::read_either;
 use super::keys::ReferenceName;
-use super::tensors::{
-    TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
-};
+use super::tensors::{TensorMap, safetensors_bytes, write_atomically};
 use super::transfer::{Collect, Fill};
 use crate::config::{AdapterConfig, CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
@@ -194,23 +193,7 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
 
 /// The weights file of a PEFT directory, keys reduced to `<module>.lora_{A,B}.weight`.
 fn read_peft_weights(dir: &Path) -> Result<(PathBuf, TensorMap)> {
-    let (file, raw) = if dir.join(PEFT_WEIGHTS_FILE).is_file() {
-        let file = dir.join(PEFT_WEIGHTS_FILE);
-        let raw = read_safetensors(&file)?;
-        (file, raw)
-    } else if dir.join(PEFT_PYTORCH_WEIGHTS_FILE).is_file() {
-        let file = dir.join(PEFT_PYTORCH_WEIGHTS_FILE);
-        let raw = read_pytorch(&file)?;
-        (file, raw)
-    } else {
-        return Err(Error::io(
-            dir.join(PEFT_WEIGHTS_FILE),
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("neither {PEFT_WEIGHTS_FILE} nor {PEFT_PYTORCH_WEIGHTS_FILE} exists"),
-            ),
-        ));
-    };
+    let (file, raw) = read_either(dir, PEFT_WEIGHTS_FILE, PEFT_PYTORCH_WEIGHTS_FILE)?;
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let short = key.strip_prefix(PEFT_PREFIX).unwrap_or(&key);

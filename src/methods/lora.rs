@@ -174,49 +174,38 @@ impl LoRA {
     /// whenever the bias is non-zero.)
     pub fn merge_into(&self, linear: Linear) -> Result<Linear> {
         self.check_mergeable()?;
-        Ok(match &self.lora_a {
-            Some(a) => {
-                let delta = a
-                    .val()
-                    .detach()
-                    .matmul(self.lora_b.val().detach())
-                    .mul_scalar(self.scaling);
-                Linear {
-                    weight: update(linear.weight, |w| w + delta),
-                    bias: linear.bias,
-                }
-            }
-            None => {
-                let s = self.lora_b.val().detach().mul_scalar(self.scaling);
-                let s_bias: Tensor<1> = s.clone().squeeze_dim(0);
-                Linear {
-                    weight: update(linear.weight, |w| w * s),
-                    bias: linear.bias.map(|b| update(b, |b| b * s_bias)),
-                }
-            }
-        })
+        Ok(self.fold(linear, true))
     }
 
     /// Undoes [`LoRA::merge_into`].
     pub fn unmerge_from(&self, linear: Linear) -> Linear {
+        self.fold(linear, false)
+    }
+
+    /// Adds (`merge`) or removes the update: `W ± A B·scaling` for LoRA, `W ⊙ s`, `b ⊙ s` (or
+    /// `÷ s`) with `s = l·alpha` for IA3.
+    fn fold(&self, linear: Linear, merge: bool) -> Linear {
+        let b = self.lora_b.val().detach().mul_scalar(self.scaling);
         match &self.lora_a {
             Some(a) => {
-                let delta = a
-                    .val()
-                    .detach()
-                    .matmul(self.lora_b.val().detach())
-                    .mul_scalar(self.scaling);
+                let delta = a.val().detach().matmul(b);
+                let weight = update(linear.weight, |w| if merge { w + delta } else { w - delta });
                 Linear {
-                    weight: update(linear.weight, |w| w - delta),
+                    weight,
                     bias: linear.bias,
                 }
             }
             None => {
-                let s = self.lora_b.val().detach().mul_scalar(self.scaling);
-                let s_bias: Tensor<1> = s.clone().squeeze_dim(0);
+                let s_bias: Tensor<1> = b.clone().squeeze_dim(0);
+                let apply = |x: Tensor<2>, s: Tensor<2>| if merge { x * s } else { x / s };
                 Linear {
-                    weight: update(linear.weight, |w| w / s),
-                    bias: linear.bias.map(|b| update(b, |b| b / s_bias)),
+                    weight: update(linear.weight, |w| apply(w, b)),
+                    bias: linear.bias.map(|bias| {
+                        update(bias, |bias| {
+                            let scaled = apply(bias.unsqueeze_dim(0), s_bias.unsqueeze_dim(0));
+                            scaled.squeeze_dim(0)
+                        })
+                    }),
                 }
             }
         }
