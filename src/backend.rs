@@ -46,3 +46,20 @@ pub fn available_backends() -> Vec<&'static str> {
     }
     names
 }
+
+/// Casts every float parameter of `module` (a model with its adapters, or one adapter) to
+/// `dtype`, e.g. `DType::F16` or `DType::BF16` on devices that support it
+/// (`device.supports_dtype(dtype)`). The forward then runs in that precision.
+pub fn cast_params<M: burn::module::Module>(module: M, dtype: burn::tensor::DType) -> M {
+    struct Cast(burn::tensor::DType);
+    impl burn::module::ModuleMapper for Cast {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<burn::tensor::Tensor<D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+            let dtype = self.0;
+            param.map(|t| t.cast(dtype))
+        }
+    }
+    module.map(&mut Cast(dtype))
+}

@@ -169,3 +169,43 @@ fn merge_and_reset_on_this_device() {
         .fold(0.0f32, f32::max);
     assert!(worst <= 1e-6, "reset: {worst:e}");
 }
+
+/// Adapters, LoRA and IA3 with every weight in f16/bf16 (on devices that support the type) stay
+/// within a few units of the format's precision of the f32 output.
+#[test]
+fn adapters_run_in_half_precision() {
+    use burn::tensor::DType;
+    use burn_adapters::backend::cast_params;
+    let device = test_device();
+    let base = load(&device);
+    // Relative to the largest output: a few units of the format's epsilon (f16 ≈ 1e-3, bf16 ≈ 8e-3)
+    // after two perturbed layers.
+    for (dtype, tolerance) in [(DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+        if !device.supports_dtype(dtype) {
+            println!("{} does not support {dtype:?}: skipped", device_name());
+            continue;
+        }
+        for case in [
+            "bn/seq_bn",
+            "lora/lora_qv",
+            "lora/ia3",
+            "lora/union_seq_bn_lora",
+        ] {
+            let mut model = base.clone();
+            let name = model.load_adapter(fixtures().join(case)).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+            let full = hidden(&model, &device);
+            let half = cast_params(model, dtype);
+            let out = half.forward(fixture_inputs(&device)).last_hidden_state;
+            assert_eq!(out.dtype(), dtype, "{case}");
+            let got: Vec<f32> = values(out.cast(DType::F32));
+            let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+            let delta = max_abs_diff(&got, &as_f64(&full)) / scale;
+            println!(
+                "{} {dtype:?} {case:<20} max |Δ| / max |y| vs f32 = {delta:.2e}",
+                device_name()
+            );
+            assert!(delta <= tolerance, "{dtype:?} {case}: {delta:e}");
+        }
+    }
+}

@@ -9,7 +9,7 @@ use burn::nn::{
     LinearConfig,
 };
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{Bool, Device, Int, Tensor, activation::softmax};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, activation::softmax};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Activation;
@@ -253,8 +253,13 @@ impl BertSelfAttention {
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f64).sqrt());
         if let Some(padding) = padding {
-            // transformers adds finfo(f32).min to masked scores; after softmax both give 0.
-            scores = scores.mask_fill(padding.clone().expand([batch, heads, seq, seq]), f32::MIN);
+            // transformers adds finfo(dtype).min to masked scores; after softmax both give 0.
+            let lowest = match scores.dtype() {
+                DType::F16 => half::f16::MIN.to_f64(),
+                DType::BF16 => half::bf16::MIN.to_f64(),
+                _ => f32::MIN as f64,
+            };
+            scores = scores.mask_fill(padding.clone().expand([batch, heads, seq, seq]), lowest);
         }
         let probs = self.dropout.forward(softmax(scores, 3));
         probs
