@@ -18,16 +18,6 @@ use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-fn lora_cases() -> Vec<PathBuf> {
-    let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join("lora"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("adapter_config.json").is_file())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// The fixture base model, with a case's `base_overrides.safetensors` applied if it has one.
 fn case_base(case: &Path, device: &Device, scratch: &Path) -> BertModel {
     let overrides = case.join("base_overrides.safetensors");
@@ -79,7 +69,7 @@ fn max_param_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>
 fn every_reference_lora_and_ia3_matches_reference_outputs() {
     let device = device();
     let scratch = tempfile::tempdir().unwrap();
-    let cases = lora_cases();
+    let cases = case_dirs("lora");
     assert!(cases.len() >= 9, "expected the generator's 9 cases");
     let mut worst = 0.0f64;
     for case in &cases {
@@ -310,7 +300,7 @@ fn lora_save_load_round_trip_is_bit_exact() {
     let base = base_model(&device);
     let export = std::env::var_os("BURN_ADAPTERS_EXPORT").map(PathBuf::from);
     let scratch = tempfile::tempdir().unwrap();
-    for case in lora_cases() {
+    for case in case_dirs("lora") {
         if case.join("base_overrides.safetensors").is_file() {
             continue; // the Python check runs on the plain base model
         }

@@ -8,16 +8,6 @@ use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-fn case_dirs() -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join("bn"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("adapter_config.json").is_file())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 #[test]
 fn bert_loader_reproduces_transformers() {
     let device = device();
@@ -43,7 +33,7 @@ fn bert_loader_reproduces_transformers() {
 fn every_reference_adapter_matches_reference_outputs() {
     let device = device();
     let base = base_model(&device);
-    let dirs = case_dirs();
+    let dirs = case_dirs("bn");
     assert!(
         dirs.len() >= 24,
         "expected the generator's 24 cases, found {}",
@@ -79,7 +69,7 @@ fn every_reference_adapter_matches_reference_outputs() {
 fn reference_parameter_counts_match() {
     let device = device();
     let base = base_model(&device);
-    for dir in case_dirs() {
+    for dir in case_dirs("bn") {
         let mut model = base.clone();
         let name = model.load_adapter(&dir).unwrap();
         let params: serde_json::Value =
@@ -96,7 +86,7 @@ fn reference_parameter_counts_match() {
 
 #[test]
 fn reference_configs_round_trip_exactly() {
-    for dir in case_dirs() {
+    for dir in case_dirs("bn") {
         let file: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
         )
@@ -114,7 +104,7 @@ fn save_load_round_trip_is_bit_exact() {
     let base = base_model(&device);
     let export = std::env::var_os("BURN_ADAPTERS_EXPORT").map(std::path::PathBuf::from);
     let scratch = tempfile::tempdir().unwrap();
-    for dir in case_dirs() {
+    for dir in case_dirs("bn") {
         let mut model = base.clone();
         let name = model.load_adapter(&dir).unwrap();
         model.set_active_adapters(name.as_str()).unwrap();

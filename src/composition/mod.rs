@@ -148,6 +148,16 @@ impl AdapterSetup {
         }
     }
 
+    /// Whether some adapter name in the setup satisfies `f` (without collecting the names: sites
+    /// ask this on every forward).
+    pub(crate) fn any_name(&self, f: &impl Fn(&str) -> bool) -> bool {
+        match self {
+            AdapterSetup::Name(name) => f(name),
+            AdapterSetup::PerRow(rows) => rows.iter().flatten().any(|n| f(n)),
+            _ => self.children().iter().any(|c| c.any_name(f)),
+        }
+    }
+
     /// The first adapter name (AdapterHub's `first()`).
     pub fn first(&self) -> Option<&str> {
         self.names().into_iter().next()

@@ -13,7 +13,7 @@ use super::keys::{bottleneck_name, head_name, lora_name, strip_model_prefix};
 use super::tensors::{
     TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
 };
-use super::transfer::{Collect, Fill, Naming};
+use super::transfer::{Collect, Fill};
 use crate::config::AdapterConfig;
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
@@ -275,44 +275,34 @@ pub(crate) fn read_adapter<M: AdapterHost>(
     let AdapterModules { residual, linear } = build_modules(model, &config, Some(0))?;
     let mut used = BTreeSet::new();
     // The file records the adapter under the name it was saved with.
-    let mut fill = |module_path: String, naming: Naming, module| {
-        let prefix = format!("{module_path}.{saved_name}");
-        fill_module(
-            module,
-            &mut Fill::new(prefix, naming, &file, &tensors, &mut used, device),
-        )
-    };
+    let prefix = |module_path: String| format!("{module_path}.{saved_name}");
     let mut residual_paths = Vec::new();
     model.visit_sites(&mut |site| residual_paths.push(model.site_path(site.location())));
     let residual = residual
         .into_iter()
         .zip(residual_paths)
-        .map(|(adapter, prefix)| {
+        .map(|(adapter, path)| {
             adapter
                 .map(|adapter| {
                     let ln_before = adapter.norm_before.is_some();
                     let naming = move |path: &str| bottleneck_name(path, ln_before);
-                    fill(prefix, &naming, adapter)
+                    Fill::new(prefix(path), &naming, &file, &tensors, &mut used, device)
+                        .fill(adapter)
                 })
                 .transpose()
         })
         .collect::<Result<_>>()?;
-    let mut fill_lora = |module_path: String, naming: Naming, module| {
-        let prefix = format!("{module_path}.{saved_name}");
-        fill_module(
-            module,
-            &mut Fill::new(prefix, naming, &file, &tensors, &mut used, device),
-        )
-    };
     let mut linear_paths = Vec::new();
     model
         .visit_linear_sites(&mut |site| linear_paths.push(model.linear_site_path(site.location())));
     let linear = linear
         .into_iter()
         .zip(linear_paths)
-        .map(|(lora, prefix)| {
-            lora.map(|lora| fill_lora(prefix, &lora_name, lora))
-                .transpose()
+        .map(|(lora, path)| {
+            lora.map(|lora| {
+                Fill::new(prefix(path), &lora_name, &file, &tensors, &mut used, device).fill(lora)
+            })
+            .transpose()
         })
         .collect::<Result<_>>()?;
     let modules = AdapterModules { residual, linear };
@@ -327,15 +317,6 @@ pub(crate) fn read_adapter<M: AdapterHost>(
         modules,
         head,
     })
-}
-
-/// `module` with every parameter replaced by its file tensor.
-fn fill_module<T: Module>(module: T, fill: &mut Fill<'_>) -> Result<T> {
-    let filled = module.map(fill);
-    match fill.error.take() {
-        Some(e) => Err(e),
-        None => Ok(filled),
-    }
 }
 
 /// Reads the head saved in `dir`.
@@ -353,18 +334,15 @@ fn read_head<M: AdapterHost>(model: &M, dir: &Path, device: &Device) -> Result<P
     let (file, tensors) = read_weights(dir, HEAD_WEIGHTS_FILE, PYTORCH_HEAD_WEIGHTS_FILE)?;
     let mut used = BTreeSet::new();
     let naming = |p: &str| head_name(p, |i| head.reference_index(i));
-    let mut fill = Fill::new(
+    let filled = Fill::new(
         format!("heads.{saved_name}"),
         &naming,
         &file,
         &tensors,
         &mut used,
         device,
-    );
-    let filled = head.clone().map(&mut fill);
-    if let Some(e) = fill.error {
-        return Err(e);
-    }
+    )
+    .fill(head.clone())?;
     reject_unused(file, &tensors, &used)?;
     Ok(filled)
 }

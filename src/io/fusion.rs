@@ -134,19 +134,16 @@ pub(crate) fn read_fusion<M: AdapterModel>(
             let Some(fusion) = fusion else {
                 return Ok(None);
             };
-            let mut fill = Fill::new(
+            Fill::new(
                 format!("{prefix}.{saved_name}"),
                 &fusion_name,
                 &weights,
                 &tensors,
                 &mut used,
                 &device,
-            );
-            let filled = fusion.map(&mut fill);
-            match fill.error.take() {
-                Some(e) => Err(e),
-                None => Ok(Some(filled)),
-            }
+            )
+            .fill(fusion)
+            .map(Some)
         })
         .collect::<Result<Vec<_>>>()?;
     reject_unused(weights, &tensors, &used)?;

@@ -307,12 +307,7 @@ pub(crate) fn read_peft<M: AdapterHost>(model: &M, dir: &Path) -> Result<LoadedP
         .zip(paths)
         .map(|(lora, prefix)| {
             lora.map(|lora| {
-                let mut fill = Fill::new(prefix, &peft_name, &file, &tensors, &mut used, &device);
-                let filled = lora.map(&mut fill);
-                match fill.error.take() {
-                    Some(e) => Err(e),
-                    None => Ok(filled),
-                }
+                Fill::new(prefix, &peft_name, &file, &tensors, &mut used, &device).fill(lora)
             })
             .transpose()
         })

@@ -83,6 +83,15 @@ impl<'a> Fill<'a> {
         }
     }
 
+    /// `module` with every parameter replaced by its file tensor, or the first problem found.
+    pub fn fill<M: burn::module::Module>(&mut self, module: M) -> Result<M> {
+        let filled = module.map(self);
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(filled),
+        }
+    }
+
     fn lookup(&mut self, path: &str, dims: &[usize]) -> Result<TensorData> {
         let name = (self.naming)(path).ok_or_else(|| {
             Error::Unsupported(format!("parameter `{path}` has no AdapterHub name"))

@@ -196,14 +196,12 @@ impl LoRA {
                 }
             }
             None => {
-                let s_bias: Tensor<1> = b.clone().squeeze_dim(0);
                 let apply = |x: Tensor<2>, s: Tensor<2>| if merge { x * s } else { x / s };
                 Linear {
-                    weight: update(linear.weight, |w| apply(w, b)),
+                    weight: update(linear.weight, |w| apply(w, b.clone())),
                     bias: linear.bias.map(|bias| {
                         update(bias, |bias| {
-                            let scaled = apply(bias.unsqueeze_dim(0), s_bias.unsqueeze_dim(0));
-                            scaled.squeeze_dim(0)
+                            apply(bias.unsqueeze_dim(0), b.clone()).squeeze_dim(0)
                         })
                     }),
                 }

@@ -198,7 +198,7 @@ impl LinearSite {
         let Some(setup) = self
             .active
             .as_deref()
-            .filter(|setup| setup.names().iter().any(|n| self.unmerged(n).is_some()))
+            .filter(|setup| setup.any_name(&|n| self.unmerged(n).is_some()))
         else {
             return self.linear.forward(input);
         };

@@ -169,7 +169,7 @@ impl ResidualSite {
         let Some(setup) = self
             .active
             .as_deref()
-            .filter(|setup| setup.names().iter().any(|n| self.adapters.contains(n)))
+            .filter(|setup| setup.any_name(&|n| self.adapters.contains(n)))
         else {
             return apply_norm(layer_norm, hidden + residual);
         };

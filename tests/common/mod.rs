@@ -57,6 +57,18 @@ pub fn fixture_inputs(device: &Device) -> BertInput {
     inputs(&fixtures().join("inputs.safetensors"), device)
 }
 
+/// The fixture cases below `tests/fixtures/<group>`: directories with an `adapter_config.json`,
+/// sorted.
+pub fn case_dirs(group: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join(group))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("adapter_config.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 pub fn base_model(device: &Device) -> BertModel {
     BertModel::from_pretrained(fixtures().join("base"), device).expect("fixture base model loads")
 }
