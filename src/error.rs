@@ -44,7 +44,7 @@ pub enum Error {
     InvalidConfig {
         /// The field (a JSON path such as `reduction_factor.default`).
         field: String,
-        /// The offending value as written.
+        /// The offending value as written (its first 200 bytes when longer).
         value: String,
         /// What the field accepts.
         reason: String,
@@ -53,7 +53,8 @@ pub enum Error {
     /// A config string such as `seq_bn[reduction_factor=8]` could not be parsed.
     #[error("cannot parse config string `{input}` at byte {position}: {reason}")]
     ConfigSyntax {
-        /// The whole config string.
+        /// The config string; when longer than 200 bytes, the part around `position` with `…`
+        /// marking what was cut.
         input: String,
         /// Byte offset of the problem.
         position: usize,
@@ -145,6 +146,19 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A weights file is not the one its config file was saved with: the checksum the config
+    /// records differs. The files come from two different saves, or the directory was being
+    /// rewritten while it was read (loads retry a few times before reporting this).
+    #[error(
+        "`{weights}` does not match the checksum recorded in `{config}`: the two files come from different saves"
+    )]
+    ChecksumMismatch {
+        /// The config file recording the checksum.
+        config: PathBuf,
+        /// The weights file.
+        weights: PathBuf,
+    },
+
     /// The adapter was trained for a model of another width.
     #[error("`{path}` was saved for hidden size {found}, but the model has hidden size {expected}")]
     HiddenSizeMismatch {
@@ -157,6 +171,32 @@ pub enum Error {
     },
 }
 
+/// `text` itself when short; otherwise about 200 bytes around byte `at`, with `…` where it was
+/// cut, so that errors about megabyte inputs stay readable.
+pub(crate) fn shorten(text: &str, at: usize) -> String {
+    const KEEP: usize = 100;
+    if text.len() <= 2 * KEEP {
+        return text.to_string();
+    }
+    let floor = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(at.saturating_sub(KEEP).min(text.len()));
+    let end = floor((at + KEEP).min(text.len()));
+    let mut out = String::new();
+    if start > 0 {
+        out.push('…');
+    }
+    out.push_str(&text[start..end]);
+    if end < text.len() {
+        out.push('…');
+    }
+    out
+}
+
 impl Error {
     pub(crate) fn invalid(
         field: impl Into<String>,
@@ -165,7 +205,7 @@ impl Error {
     ) -> Self {
         Error::InvalidConfig {
             field: field.into(),
-            value: value.to_string(),
+            value: shorten(&value.to_string(), 0),
             reason: reason.into(),
         }
     }

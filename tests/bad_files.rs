@@ -356,3 +356,34 @@ fn saves_are_atomic_and_leave_no_temporaries() {
     assert!(fresh.load_all_adapters(&all).is_err());
     assert!(fresh.adapter_names().is_empty());
 }
+
+#[test]
+fn weights_from_another_save_are_detected_by_checksum() {
+    let mut model = base_model(&device());
+    model.load_adapter(fixtures().join("bn/seq_bn")).unwrap();
+    model
+        .load_adapter_as(fixtures().join("bn/seq_bn_relu"), "other")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    model.save_adapter(&a, "seq_bn").unwrap();
+    model.save_adapter(&b, "other").unwrap();
+    // a hand-edited config still loads: the checksum covers the weights
+    edit_config(&a, |j| j["model_name"] = "hand-edited".into());
+    let mut fresh = base_model(&device());
+    assert_eq!(fresh.load_adapter(&a).unwrap(), "seq_bn");
+    // the other save's weights (same shapes) beside this config: refused, naming both files
+    std::fs::copy(b.join("adapter.safetensors"), a.join("adapter.safetensors")).unwrap();
+    let err = load_fails(&a);
+    assert!(
+        matches!(&err, Error::ChecksumMismatch { config, weights }
+            if config.ends_with("a/adapter_config.json") && weights.ends_with("a/adapter.safetensors")),
+        "{err}"
+    );
+    // without a recorded checksum (as AdapterHub writes) the tensors are matched as they are:
+    // here their keys name the other adapter
+    edit_config(&a, |j| {
+        j.as_object_mut().unwrap().remove("weights_crc32");
+    });
+    assert!(matches!(load_fails(&a), Error::MissingTensor { .. }));
+}

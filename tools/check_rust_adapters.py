@@ -14,10 +14,12 @@ fails (max |d| > --tol, load error, unexpected/missing weights) or if no case wa
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
+import zlib
 
 import torch
 from safetensors.torch import load_file
@@ -57,6 +59,13 @@ def check_case(case_dir, base_dir, inputs, tol):
     for f in ("adapter_config.json", "adapter.safetensors", "expected.safetensors"):
         if not os.path.isfile(os.path.join(case_dir, f)):
             raise FileNotFoundError("missing {}".format(f))
+    # the weights checksum burn-adapters records is zlib's CRC-32 of the file
+    with open(os.path.join(case_dir, "adapter_config.json")) as f:
+        recorded = json.load(f).get("weights_crc32", {}).get("adapter.safetensors")
+    with open(os.path.join(case_dir, "adapter.safetensors"), "rb") as f:
+        actual = zlib.crc32(f.read())
+    if recorded != actual:
+        raise ValueError("weights_crc32 {} in adapter_config.json, CRC-32 of the file {}".format(recorded, actual))
     expected = load_file(os.path.join(case_dir, "expected.safetensors"))
     if "last_hidden_state" not in expected:
         raise KeyError("expected.safetensors has no 'last_hidden_state' (keys: {})".format(sorted(expected)))

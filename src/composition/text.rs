@@ -17,7 +17,11 @@ impl AdapterSetup {
     /// # Ok::<(), burn_adapters::Error>(())
     /// ```
     pub fn parse(text: &str) -> Result<Self> {
-        let mut parser = Parser { text, pos: 0 };
+        let mut parser = Parser {
+            text,
+            pos: 0,
+            depth: 0,
+        };
         let setup = parser.setup()?;
         parser.skip_ws();
         if parser.pos != text.len() {
@@ -28,9 +32,15 @@ impl AdapterSetup {
     }
 }
 
+/// How deeply blocks may nest in the text form. AdapterHub's setups are a few levels deep; the
+/// bound keeps a hostile string from exhausting the stack of this recursive parser.
+pub const MAX_SETUP_DEPTH: usize = 32;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// Blocks open at `pos`.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -40,7 +50,7 @@ impl Parser<'_> {
 
     fn error(&self, reason: &str) -> Error {
         Error::ConfigSyntax {
-            input: self.text.to_string(),
+            input: crate::error::shorten(self.text, self.pos),
             position: self.pos,
             reason: reason.to_string(),
         }
@@ -83,6 +93,12 @@ impl Parser<'_> {
         if word == "PerRow" {
             return self.per_row();
         }
+        if self.depth == MAX_SETUP_DEPTH {
+            return Err(self.error(&format!(
+                "blocks nested deeper than {MAX_SETUP_DEPTH} levels"
+            )));
+        }
+        self.depth += 1;
         let mut children = Vec::new();
         loop {
             children.push(self.setup()?);
@@ -93,6 +109,7 @@ impl Parser<'_> {
                 return Err(self.error("expected `,` or `]`"));
             }
         }
+        self.depth -= 1;
         let mut args = self.arguments()?;
         let mut take = |key: &str| {
             args.iter()

@@ -165,7 +165,7 @@ impl AdapterConfig {
             Some((_, arch)) => Err(Error::Unsupported(format!(
                 "config `{name}` (architecture {arch})"
             ))),
-            None => Err(Error::UnknownConfig(name.to_string())),
+            None => Err(Error::UnknownConfig(crate::error::shorten(name, 0))),
         }
     }
 

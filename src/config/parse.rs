@@ -17,7 +17,11 @@ pub(crate) struct ConfigItem {
 
 /// Splits `s` on top-level `|` and parses each item.
 pub(crate) fn parse_config_string(s: &str) -> Result<Vec<ConfigItem>> {
-    let mut parser = Parser { input: s, pos: 0 };
+    let mut parser = Parser {
+        input: s,
+        pos: 0,
+        depth: 0,
+    };
     let mut items = vec![parser.item()?];
     loop {
         parser.skip_ws();
@@ -35,15 +39,21 @@ pub(crate) fn parse_config_string(s: &str) -> Result<Vec<ConfigItem>> {
     Ok(items)
 }
 
+/// How deeply lists and dictionaries may nest in a value (serde_json allows 128; configs need 2).
+/// The bound keeps a hostile string from exhausting the stack of this recursive parser.
+const MAX_VALUE_DEPTH: usize = 32;
+
 struct Parser<'a> {
     input: &'a str,
     pos: usize,
+    /// Lists and dictionaries open at `pos`.
+    depth: usize,
 }
 
 impl Parser<'_> {
     fn error(&self, reason: impl Into<String>) -> Error {
         Error::ConfigSyntax {
-            input: self.input.to_string(),
+            input: crate::error::shorten(self.input, self.pos),
             position: self.pos,
             reason: reason.into(),
         }
@@ -128,9 +138,23 @@ impl Parser<'_> {
 
     fn value(&mut self) -> Result<Value> {
         self.skip_ws();
+        if matches!(self.peek(), Some('[' | '(' | '{')) {
+            if self.depth == MAX_VALUE_DEPTH {
+                return Err(self.error(format!(
+                    "values nested deeper than {MAX_VALUE_DEPTH} levels"
+                )));
+            }
+            self.depth += 1;
+            let value = self.compound_value();
+            self.depth -= 1;
+            return value;
+        }
+        self.scalar_value()
+    }
+
+    /// A list (`[..]` or `(..)`) or a dictionary.
+    fn compound_value(&mut self) -> Result<Value> {
         match self.peek() {
-            None => Err(self.error("expected a value, found end of input")),
-            Some('"') | Some('\'') => self.string().map(Value::String),
             Some('[') | Some('(') => {
                 let close = if self.peek() == Some('[') { ']' } else { ')' };
                 self.pos += 1;
@@ -153,7 +177,7 @@ impl Parser<'_> {
                     }
                 }
             }
-            Some('{') => {
+            _ => {
                 self.pos += 1;
                 let mut map = Map::new();
                 self.skip_ws();
@@ -181,6 +205,14 @@ impl Parser<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// A quoted string or a literal word.
+    fn scalar_value(&mut self) -> Result<Value> {
+        match self.peek() {
+            None => Err(self.error("expected a value, found end of input")),
+            Some('"') | Some('\'') => self.string().map(Value::String),
             Some(_) => {
                 let start = self.pos;
                 let word = self.word();

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::keys::{bottleneck_name, head_name, lora_name, strip_model_prefix};
 use super::tensors::{
-    TensorMap, read_pytorch, read_safetensors, safetensors_bytes, write_atomically,
+    TensorMap, checksum, parse_safetensors, read_pytorch, safetensors_bytes, write_atomically,
 };
 use super::transfer::{Collect, Fill};
 use crate::config::AdapterConfig;
@@ -33,6 +33,12 @@ pub const HEAD_WEIGHTS_FILE: &str = "model_head.safetensors";
 pub const PYTORCH_HEAD_WEIGHTS_FILE: &str = "pytorch_model_head.bin";
 /// The `version` recorded in saved configs: the AdapterHub release whose format this is.
 pub const FORMAT_VERSION: &str = "adapters.1.3.0";
+/// The key under which a saved config records the CRC-32 of its weights file (AdapterHub ignores
+/// keys it does not know). A reader that finds another checksum holds files of two saves.
+pub const WEIGHTS_CHECKSUM_KEY: &str = "weights_crc32";
+/// How often a load is tried while it finds files of two saves (a concurrent save in progress),
+/// waiting 1, 2, 4, ... ms in between.
+const READ_ATTEMPTS: u32 = 8;
 
 /// An adapter read from disk, built for a host but not yet installed in it.
 pub(crate) struct LoadedAdapter {
@@ -44,8 +50,21 @@ pub(crate) struct LoadedAdapter {
     pub head: Option<PredictionHead>,
 }
 
-/// The JSON file AdapterHub writes around a config (sorted keys, as Python's `json.dump`).
-fn envelope<M: AdapterHost>(model: &M, config: Value, name: &str, model_class: &str) -> Vec<u8> {
+/// `value` with the checksum of the weights file saved beside it.
+pub(crate) fn with_checksum(mut value: Value, (file, bytes): (&str, &[u8])) -> Value {
+    value[WEIGHTS_CHECKSUM_KEY] = json!({ file: checksum(bytes) });
+    value
+}
+
+/// The JSON file AdapterHub writes around a config (sorted keys, as Python's `json.dump`), with
+/// the checksum of the weights file it belongs to.
+fn envelope<M: AdapterHost>(
+    model: &M,
+    config: Value,
+    name: &str,
+    model_class: &str,
+    weights: (&str, &[u8]),
+) -> Vec<u8> {
     let info = model.model_info();
     let value = json!({
         "config": config,
@@ -56,7 +75,21 @@ fn envelope<M: AdapterHost>(model: &M, config: Value, name: &str, model_class: &
         "name": name,
         "version": FORMAT_VERSION,
     });
-    serde_json::to_vec_pretty(&value).expect("JSON values always serialise")
+    serde_json::to_vec_pretty(&with_checksum(value, weights)).expect("JSON values always serialise")
+}
+
+/// Runs `read` until it does not find files of two different saves (a save running
+/// concurrently), at most [`READ_ATTEMPTS`] times.
+pub(crate) fn read_consistently<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    for attempt in 0..READ_ATTEMPTS - 1 {
+        match read() {
+            Err(Error::ChecksumMismatch { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
+            }
+            other => return other,
+        }
+    }
+    read()
 }
 
 /// Writes adapter `name` of `model` (and its head, if it has one) into `dir`.
@@ -66,6 +99,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
     let mut tensors = TensorMap::new();
+    let mut files = Vec::new();
     model.visit_sites(&mut |site| {
         if let Some(adapter) = site.adapters().get(name) {
             let ln_before = adapter.norm_before.is_some();
@@ -89,7 +123,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         }
     });
     let info = model.model_info();
-    let mut files = vec![(WEIGHTS_FILE, safetensors_bytes(&tensors)?)];
+    let weights = safetensors_bytes(&tensors)?;
     if let Some(head) = model.heads().and_then(|heads| heads.get(name)) {
         let mut head_tensors = TensorMap::new();
         let naming = |path: &str| head_name(path, |i| head.reference_index(i));
@@ -100,21 +134,32 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
             out: &mut head_tensors,
         });
         let head_config = serde_json::to_value(&head.config).expect("head configs serialise");
-        files.push((HEAD_WEIGHTS_FILE, safetensors_bytes(&head_tensors)?));
-        files.push((
-            HEAD_CONFIG_FILE,
-            envelope(model, head_config, name, &info.model_class_with_heads()),
-        ));
+        let head_weights = safetensors_bytes(&head_tensors)?;
+        let head_envelope = envelope(
+            model,
+            head_config,
+            name,
+            &info.model_class_with_heads(),
+            (HEAD_WEIGHTS_FILE, &head_weights),
+        );
+        files.push((HEAD_WEIGHTS_FILE, head_weights));
+        files.push((HEAD_CONFIG_FILE, head_envelope));
     }
     let model_class = if model.heads().is_some_and(|h| h.contains(name)) {
         info.model_class_with_heads()
     } else {
         info.model_class.clone()
     };
-    files.push((
-        CONFIG_FILE,
-        envelope(model, config.to_json(), name, &model_class),
-    ));
+    let config = envelope(
+        model,
+        config.to_json(),
+        name,
+        &model_class,
+        (WEIGHTS_FILE, &weights),
+    );
+    // The adapter's config goes last: it is what makes the directory loadable.
+    files.insert(0, (WEIGHTS_FILE, weights));
+    files.push((CONFIG_FILE, config));
     write_atomically(dir, &files)
 }
 
@@ -179,8 +224,8 @@ fn in_file(path: &Path, error: Error) -> Error {
     }
 }
 
-/// Reads `dir/adapter_config.json`: the adapter's saved name and config.
-fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)> {
+/// Reads `dir/adapter_config.json`: the adapter's saved name, config, and the whole file.
+fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig, Value)> {
     let path = dir.join(CONFIG_FILE);
     let (name, mut config, file) = read_envelope(&path, hidden_size)?;
     // Configs written before versions were recorded meant the tanh approximation by "gelu".
@@ -194,19 +239,34 @@ fn read_config(dir: &Path, hidden_size: usize) -> Result<(String, AdapterConfig)
         }
     }
     let config = AdapterConfig::from_json(&config).map_err(|e| in_file(&path, e))?;
-    Ok((name, config))
+    Ok((name, config, file))
 }
 
+/// The config file a weights file belongs to: its path and parsed JSON, which may record the
+/// weights' checksum.
+pub(crate) type Companion<'a> = Option<(&'a Path, &'a Value)>;
+
 /// The safetensors file of a directory if present, else its PyTorch archive: the path and the
-/// raw tensors.
+/// raw tensors. A checksum recorded in `config` must match the file's.
 pub(crate) fn read_either(
     dir: &Path,
     safetensors: &str,
     pytorch: &str,
+    config: Companion<'_>,
 ) -> Result<(PathBuf, TensorMap)> {
     if dir.join(safetensors).is_file() {
         let file = dir.join(safetensors);
-        let raw = read_safetensors(&file)?;
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        if let Some((config, json)) = config
+            && let Some(recorded) = json[WEIGHTS_CHECKSUM_KEY].get(safetensors)
+            && recorded.as_u64() != Some(u64::from(checksum(&bytes)))
+        {
+            return Err(Error::ChecksumMismatch {
+                config: config.to_path_buf(),
+                weights: file,
+            });
+        }
+        let raw = parse_safetensors(&file, &bytes)?;
         Ok((file, raw))
     } else if dir.join(pytorch).is_file() {
         let file = dir.join(pytorch);
@@ -229,8 +289,9 @@ pub(crate) fn read_weights(
     dir: &Path,
     safetensors: &str,
     pytorch: &str,
+    config: Companion<'_>,
 ) -> Result<(PathBuf, TensorMap)> {
-    let (file, raw) = read_either(dir, safetensors, pytorch)?;
+    let (file, raw) = read_either(dir, safetensors, pytorch, config)?;
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let key = strip_model_prefix(&key).to_string();
@@ -266,11 +327,26 @@ pub(crate) fn read_adapter<M: AdapterHost>(
     load_as: Option<&str>,
     device: &Device,
 ) -> Result<LoadedAdapter> {
-    let (saved_name, config) = read_config(dir, model.hidden_size())?;
+    read_consistently(|| read_adapter_once(model, dir, load_as, device))
+}
+
+fn read_adapter_once<M: AdapterHost>(
+    model: &M,
+    dir: &Path,
+    load_as: Option<&str>,
+    device: &Device,
+) -> Result<LoadedAdapter> {
+    let (saved_name, config, file) = read_config(dir, model.hidden_size())?;
     let name = load_as
         .map(str::to_string)
         .unwrap_or_else(|| saved_name.clone());
-    let (file, tensors) = read_weights(dir, WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE)?;
+    let config_path = dir.join(CONFIG_FILE);
+    let (file, tensors) = read_weights(
+        dir,
+        WEIGHTS_FILE,
+        PYTORCH_WEIGHTS_FILE,
+        Some((&config_path, &file)),
+    )?;
     // The initial values are overwritten; a fixed seed avoids drawing from the device.
     let AdapterModules { residual, linear } = build_modules(model, &config, Some(0))?;
     let mut used = BTreeSet::new();
@@ -322,7 +398,7 @@ pub(crate) fn read_adapter<M: AdapterHost>(
 /// Reads the head saved in `dir`.
 fn read_head<M: AdapterHost>(model: &M, dir: &Path, device: &Device) -> Result<PredictionHead> {
     let path = dir.join(HEAD_CONFIG_FILE);
-    let (saved_name, config, _) = read_envelope(&path, model.hidden_size())?;
+    let (saved_name, config, envelope) = read_envelope(&path, model.hidden_size())?;
     let config: HeadConfig =
         serde_path_to_error::deserialize(&config).map_err(|e| Error::Json {
             path: path.clone(),
@@ -331,7 +407,12 @@ fn read_head<M: AdapterHost>(model: &M, dir: &Path, device: &Device) -> Result<P
         })?;
     let head = PredictionHead::new(config, model.hidden_size(), model.head_dropout(), device)
         .map_err(|e| in_file(&path, e))?;
-    let (file, tensors) = read_weights(dir, HEAD_WEIGHTS_FILE, PYTORCH_HEAD_WEIGHTS_FILE)?;
+    let (file, tensors) = read_weights(
+        dir,
+        HEAD_WEIGHTS_FILE,
+        PYTORCH_HEAD_WEIGHTS_FILE,
+        Some((&path, &envelope)),
+    )?;
     let mut used = BTreeSet::new();
     let naming = |p: &str| head_name(p, |i| head.reference_index(i));
     let filled = Fill::new(

@@ -7,7 +7,9 @@ use std::path::Path;
 use burn::module::Module;
 use serde_json::{Value, json};
 
-use super::adapterhub::{FORMAT_VERSION, read_envelope, read_weights, reject_unused};
+use super::adapterhub::{
+    FORMAT_VERSION, read_consistently, read_envelope, read_weights, reject_unused, with_checksum,
+};
 use super::keys::ReferenceName;
 use super::tensors::{TensorMap, safetensors_bytes, write_atomically};
 use super::transfer::{Collect, Fill};
@@ -75,10 +77,12 @@ pub(crate) fn save_fusion<M: AdapterModel>(model: &M, dir: &Path, name: &str) ->
         "name": name,
         "version": FORMAT_VERSION,
     });
+    let weights = safetensors_bytes(&tensors)?;
+    let config = with_checksum(config, (FUSION_WEIGHTS_FILE, &weights));
     write_atomically(
         dir,
         &[
-            (FUSION_WEIGHTS_FILE, safetensors_bytes(&tensors)?),
+            (FUSION_WEIGHTS_FILE, weights),
             (
                 FUSION_CONFIG_FILE,
                 serde_json::to_vec_pretty(&config).expect("JSON values serialise"),
@@ -87,11 +91,15 @@ pub(crate) fn save_fusion<M: AdapterModel>(model: &M, dir: &Path, name: &str) ->
     )
 }
 
+/// A fusion read from disk: its adapters, config and per-site layers.
+pub(crate) type LoadedFusion = (Vec<String>, FusionConfig, Vec<Option<Fusion>>);
+
 /// Reads the fusion in `dir` and builds its layers for `model`, without changing `model`.
-pub(crate) fn read_fusion<M: AdapterModel>(
-    model: &M,
-    dir: &Path,
-) -> Result<(Vec<String>, FusionConfig, Vec<Option<Fusion>>)> {
+pub(crate) fn read_fusion<M: AdapterModel>(model: &M, dir: &Path) -> Result<LoadedFusion> {
+    read_consistently(|| read_fusion_once(model, dir))
+}
+
+fn read_fusion_once<M: AdapterModel>(model: &M, dir: &Path) -> Result<LoadedFusion> {
     let path = dir.join(FUSION_CONFIG_FILE);
     let (saved_name, config, file) = read_envelope(&path, model.hidden_size())?;
     let json_error = |field: &str, reason: String| Error::Json {
@@ -122,7 +130,12 @@ pub(crate) fn read_fusion<M: AdapterModel>(
         }
     }
     let fusions = build_fusions(model, &adapters, &config)?;
-    let (weights, tensors) = read_weights(dir, FUSION_WEIGHTS_FILE, PYTORCH_FUSION_WEIGHTS_FILE)?;
+    let (weights, tensors) = read_weights(
+        dir,
+        FUSION_WEIGHTS_FILE,
+        PYTORCH_FUSION_WEIGHTS_FILE,
+        Some((&path, &file)),
+    )?;
     let device = model.device()?;
     let mut prefixes = Vec::new();
     model.visit_sites(&mut |site| prefixes.push(fusion_prefix(&model.site_path(site.location()))));

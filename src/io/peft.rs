@@ -193,7 +193,7 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
 
 /// The weights file of a PEFT directory, keys reduced to `<module>.lora_{A,B}.weight`.
 fn read_peft_weights(dir: &Path) -> Result<(PathBuf, TensorMap)> {
-    let (file, raw) = read_either(dir, PEFT_WEIGHTS_FILE, PEFT_PYTORCH_WEIGHTS_FILE)?;
+    let (file, raw) = read_either(dir, PEFT_WEIGHTS_FILE, PEFT_PYTORCH_WEIGHTS_FILE, None)?;
     let mut tensors = TensorMap::new();
     for (key, tensor) in raw {
         let short = key.strip_prefix(PEFT_PREFIX).unwrap_or(&key);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use burn::store::pytorch_reader::{DType as PtDType, PytorchReader};
+use burn::store::pytorch_reader::{DType as PtDType, PickleValue, PytorchReader};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -73,10 +73,27 @@ fn not_float(path: &Path, key: &str, dtype: impl std::fmt::Debug) -> Error {
     )
 }
 
+/// The checksum a saved config records for each weights file beside it (CRC-32, as zip uses):
+/// a reader that finds another checksum holds files from two different saves.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
 /// Reads every tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    parse_safetensors(path, &bytes)
+}
+
+/// Every tensor of a safetensors file already in memory (`path` names it in errors).
+pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    if let Some(key) = duplicated_header_key(bytes) {
+        return Err(Error::format(
+            path,
+            format!("the header lists tensor `{key}` more than once"),
+        ));
+    }
     let mut out = TensorMap::new();
     for (key, view) in file.tensors() {
         let kind = match view.dtype() {
@@ -98,10 +115,79 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     Ok(out)
 }
 
-/// Reads a PyTorch `state_dict` archive (`torch.save`). burn's reader interprets the pickle
-/// stream without executing it: only tensor archives are accepted, anything else is an error.
+/// A key the JSON header of a (well-formed) safetensors file lists twice. The safetensors crate
+/// keeps the last one silently; a file that names a tensor twice is ambiguous and is refused.
+fn duplicated_header_key(bytes: &[u8]) -> Option<String> {
+    struct Duplicate(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Duplicate {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> serde::de::Visitor<'de> for Keys {
+                type Value = Duplicate;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Duplicate, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    let mut duplicate = None;
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        if !seen.insert(key.clone()) && duplicate.is_none() {
+                            duplicate = Some(key);
+                        }
+                    }
+                    Ok(Duplicate(duplicate))
+                }
+            }
+            d.deserialize_map(Keys)
+        }
+    }
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    serde_json::from_slice::<Duplicate>(header).ok()?.0
+}
+
+/// Reads a PyTorch `state_dict` archive (`torch.save`).
+///
+/// burn's reader interprets the pickle stream as data and never calls what it names (a
+/// `posix.system` reduce stays an inert placeholder). On top of that only plain tensor archives
+/// are accepted: the root must be a dictionary whose every value is a tensor; any other object
+/// (a number, a string, a placeholder for an arbitrary Python call) is an error naming its key.
 pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
-    let reader = PytorchReader::new(path).map_err(|e| Error::format(path, e.to_string()))?;
+    let format = |e: &dyn std::fmt::Display| Error::format(path, e.to_string());
+    match PytorchReader::read_pickle_data(path, None).map_err(|e| format(&e))? {
+        PickleValue::Dict(entries) => {
+            let mut keys: Vec<_> = entries.keys().collect();
+            keys.sort();
+            for key in keys {
+                match &entries[key] {
+                    PickleValue::Unsupported(kind) if kind == "torch.Tensor" => {}
+                    other => {
+                        return Err(Error::format(
+                            path,
+                            format!(
+                                "entry `{key}` is {}, not a tensor; only tensor archives are read",
+                                describe(other)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the archive holds {}, not a dictionary of tensors",
+                    describe(&other)
+                ),
+            ));
+        }
+    }
+    let reader = PytorchReader::new(path).map_err(|e| format(&e))?;
     let mut out = TensorMap::new();
     for (key, tensor) in reader.tensors() {
         let kind = match tensor.dtype() {
@@ -124,6 +210,21 @@ pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
         );
     }
     Ok(out)
+}
+
+/// A pickled value's kind, for error messages.
+fn describe(value: &PickleValue) -> String {
+    match value {
+        PickleValue::None => "None".into(),
+        PickleValue::Bool(_) => "a bool".into(),
+        PickleValue::Int(_) => "an int".into(),
+        PickleValue::Float(_) => "a float".into(),
+        PickleValue::String(_) => "a string".into(),
+        PickleValue::List(_) => "a list".into(),
+        PickleValue::Dict(_) => "a dictionary".into(),
+        PickleValue::Bytes(_) => "bytes".into(),
+        PickleValue::Unsupported(kind) => format!("a `{kind}` object"),
+    }
 }
 
 struct F32View<'a>(&'a HostTensor);
@@ -160,23 +261,19 @@ pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
 
 /// Writes `files` (name, bytes) into `dir` so that a reader never sees a partial adapter.
 ///
-/// The last file is the one that makes the directory loadable (the config). It is removed first,
-/// every file is written to a temporary in the same directory, synced and renamed into place, and
-/// the config comes last. Any intermediate state therefore lacks a config and is rejected by
-/// loaders, instead of pairing new weights with an old config.
+/// Each file is written to a temporary in the same directory, synced, and renamed into place, so
+/// every file a reader opens is whole. The last file is the one that makes the directory loadable
+/// (the config), and configs record the checksum of the weights saved with them: a reader that
+/// meets the new weights beside the old config notices, and reads again (see
+/// `read_consistently`).
 pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    if let Some((marker, _)) = files.last() {
-        let marker = dir.join(marker);
-        match std::fs::remove_file(&marker) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(marker, e)),
-        }
-    }
     for (name, bytes) in files {
         let target = dir.join(name);
-        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        // unique per process and call, so that concurrent saves never share a temporary
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
         let written = (|| {
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(bytes)?;

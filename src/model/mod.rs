@@ -39,18 +39,27 @@ pub struct AddAdapterOptions {
 /// Characters that would break parameter paths, config strings or the composition text form.
 const FORBIDDEN_IN_NAMES: &[char] = &['.', ',', '[', ']', '(', ')', '|', '=', '/', '\\'];
 
+/// The longest name in bytes: `save_all_adapters` uses names as directory names.
+const MAX_NAME_BYTES: usize = 255;
+
 /// Checks that `name` can be used as an adapter name.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let invalid = |reason: String| Error::InvalidName {
-        name: name.to_string(),
+        name: crate::error::shorten(name, 0),
         reason,
     };
     if name.is_empty() {
         return Err(invalid("names must not be empty".into()));
     }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!(
+            "names are at most {MAX_NAME_BYTES} bytes (they name directories), this one has {}",
+            name.len()
+        )));
+    }
     match name
         .chars()
-        .find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace())
+        .find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace() || c.is_control())
     {
         Some(c) => Err(invalid(format!("names must not contain {c:?}"))),
         None => Ok(()),
@@ -439,7 +448,6 @@ pub trait AdapterModel: AdapterHost {
         unfreeze_adapters: bool,
     ) -> Result<()> {
         let setup = setup.into();
-        self.set_active_adapters(setup.clone())?;
         let mut names = Vec::new();
         fn fusions_in(setup: &AdapterSetup, out: &mut Vec<String>) {
             if let Some(name) = setup.fusion_name() {
@@ -451,6 +459,7 @@ pub trait AdapterModel: AdapterHost {
         if names.is_empty() {
             return Err(Error::InvalidSetup(format!("`{setup}` has no Fuse block")));
         }
+        self.set_active_adapters(setup.clone())?;
         if unfreeze_adapters {
             names.extend(setup.names().into_iter().map(str::to_string));
         }

@@ -152,6 +152,31 @@ impl BertConfig {
                 format!("must divide hidden_size {}", self.hidden_size),
             ));
         }
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        if let Some((field, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+            return Err(Error::invalid(*field, 0, "must be at least 1"));
+        }
+        for (field, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::invalid(field, p, "must be a probability in [0, 1)"));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(Error::invalid(
+                "layer_norm_eps",
+                self.layer_norm_eps,
+                "must be positive and finite",
+            ));
+        }
         Ok(())
     }
 }

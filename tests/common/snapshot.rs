@@ -36,3 +36,32 @@ pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
     module.visit(&mut s);
     s.out
 }
+
+struct Trainable {
+    path: Vec<String>,
+    out: std::collections::BTreeSet<String>,
+}
+
+impl ModuleVisitor for Trainable {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if param.val().is_require_grad() {
+            self.out.insert(self.path.join("."));
+        }
+    }
+}
+
+/// Paths of the parameters that would receive gradients.
+pub fn trainable<M: Module>(module: &M) -> std::collections::BTreeSet<String> {
+    let mut t = Trainable {
+        path: Vec::new(),
+        out: Default::default(),
+    };
+    module.visit(&mut t);
+    t.out
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Seed corpus for a fuzz target: fuzz/seeds.sh TARGET DIR (run from the repository root).
+set -euo pipefail
+target=$1 dir=$2
+mkdir -p "$dir"
+fx=tests/fixtures
+case "$target" in
+  adapter_file)
+    # a config selector byte, then a real adapter file
+    { printf '\000'; cat $fx/bn/seq_bn/adapter.safetensors; } > "$dir/seq_bn"
+    { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union" ;;
+  config_files)
+    # a file selector byte (0 adapter, 1 head, 2 fusion config), then a real file
+    { printf '\000'; cat $fx/bin/seq_bn_head/adapter_config.json; } > "$dir/adapter"
+    { printf '\001'; cat $fx/bin/seq_bn_head/head_config.json; } > "$dir/head"
+    { printf '\002'; cat $fx/composition/fuse_dynamic/fusion/adapter_fusion_config.json; } > "$dir/fusion" ;;
+  pytorch_file)
+    # real archives, hostile ones, and their bare pickles
+    cp $fx/bin/ln_before/pytorch_adapter.bin "$dir/ln_before"
+    for case in system_call int_entry nested_dict; do
+      cp $fx/hostile/$case/pytorch_adapter.bin "$dir/$case"
+    done
+    python3 - "$dir" <<'PY'
+import sys, zipfile
+z = zipfile.ZipFile("tests/fixtures/bin/ln_before/pytorch_adapter.bin")
+name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+open(sys.argv[1] + "/data.pkl", "wb").write(z.read(name))
+PY
+    ;;
+  config_string)
+    printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union" ;;
+  setup_text)
+    printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack" ;;
+  config_json)
+    cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn" ;;
+esac
