@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::{Int, Tensor};
 use burn_adapters::backend::device_by_name;
+use burn_adapters::config::Activation;
 use burn_adapters::config::{FusionConfig, LoRAConfig};
 use burn_adapters::heads::HeadConfig;
-use burn_adapters::config::Activation;
 use burn_adapters::model::AverageStrategy;
 use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
 use burn_adapters::prelude::*;
@@ -49,7 +49,11 @@ fn field_is(error: &Error, name: &str) -> bool {
 fn config_strings_json_and_files() {
     let mut n = 0;
     for spec in ["", "   ", "nope", "pfeiffer2", "seq_bn]"] {
-        bad!(n, AdapterConfig::load(spec), Error::UnknownConfig(_) | Error::ConfigSyntax { .. });
+        bad!(
+            n,
+            AdapterConfig::load(spec),
+            Error::UnknownConfig(_) | Error::ConfigSyntax { .. }
+        );
     }
     for spec in [
         "seq_bn[",
@@ -95,19 +99,30 @@ fn config_strings_json_and_files() {
     }
     // unsupported methods parse but are refused with their name
     for spec in ["lora[use_dora=True]", "lora[vera_d=0.1]"] {
-        bad!(n, AdapterConfig::load(spec), Error::Unsupported(_) | Error::InvalidConfig { .. });
+        bad!(
+            n,
+            AdapterConfig::load(spec),
+            Error::Unsupported(_) | Error::InvalidConfig { .. }
+        );
     }
     // nesting deep enough to overflow a recursive parser, and huge inputs
     let deep = format!("seq_bn[leave_out={}]", "[".repeat(100_000));
     bad!(n, AdapterConfig::load(&deep), Error::ConfigSyntax { reason, .. } if reason.contains("nested"));
     let deep_json = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
-    bad!(n, AdapterConfig::load(&deep_json), Error::ConfigSyntax { .. });
+    bad!(
+        n,
+        AdapterConfig::load(&deep_json),
+        Error::ConfigSyntax { .. }
+    );
     let deep_object = format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
     bad!(n, AdapterConfig::load(&deep_object), Error::Json { .. });
     let huge_name = "x".repeat(1 << 20);
     bad!(n, AdapterConfig::load(&huge_name), Error::UnknownConfig(_));
     let huge_list = format!("seq_bn[leave_out=[{}]]", vec!["1"; 100_000].join(","));
-    assert!(AdapterConfig::load(&huge_list).is_ok(), "a long but valid list parses");
+    assert!(
+        AdapterConfig::load(&huge_list).is_ok(),
+        "a long but valid list parses"
+    );
     // JSON of the wrong shape
     for json in [
         "{}",
@@ -130,7 +145,11 @@ fn config_strings_json_and_files() {
     }
     // files: missing, a directory, empty, not UTF-8, not JSON, huge but empty of content
     let tmp = tempfile::tempdir().unwrap();
-    bad!(n, AdapterConfig::from_file(tmp.path().join("missing.json")), Error::Io { .. });
+    bad!(
+        n,
+        AdapterConfig::from_file(tmp.path().join("missing.json")),
+        Error::Io { .. }
+    );
     bad!(n, AdapterConfig::from_file(tmp.path()), Error::Io { .. });
     for (name, bytes) in [
         ("empty.json", Vec::new()),
@@ -144,7 +163,12 @@ fn config_strings_json_and_files() {
     }
 
     // fusion configs
-    for spec in ["", "nope", r#"{"key": 1}"#, r#"{"key": true, "query": "yes"}"#] {
+    for spec in [
+        "",
+        "nope",
+        r#"{"key": 1}"#,
+        r#"{"key": true, "query": "yes"}"#,
+    ] {
         bad!(
             n,
             FusionConfig::load(spec),
@@ -156,7 +180,11 @@ fn config_strings_json_and_files() {
         json[key] = value;
         json.to_string()
     };
-    bad!(n, FusionConfig::load(&fusion_json("temperature", true.into())), Error::Unsupported(_));
+    bad!(
+        n,
+        FusionConfig::load(&fusion_json("temperature", true.into())),
+        Error::Unsupported(_)
+    );
     bad!(n, FusionConfig::load(&fusion_json("dropout_prob", 1.5.into())), e if field_is(e, "dropout_prob"));
     bad!(n, FusionConfig::load(&fusion_json("residual_before", "yes".into())), e if field_is(e, "residual_before"));
 
@@ -180,9 +208,17 @@ fn config_strings_json_and_files() {
             Err(_) => n += 1, // refused by the schema already
         }
     }
-    bad!(n, Activation::from_name("wiggle"), Error::InvalidConfig { .. });
+    bad!(
+        n,
+        Activation::from_name("wiggle"),
+        Error::InvalidConfig { .. }
+    );
     bad!(n, Activation::from_name(""), Error::InvalidConfig { .. });
-    bad!(n, device_by_name("quantum"), Error::InvalidConfig { .. } | Error::Unsupported(_));
+    bad!(
+        n,
+        device_by_name("quantum"),
+        Error::InvalidConfig { .. } | Error::Unsupported(_)
+    );
     let mut lora = LoRAConfig::lora();
     lora.r = 0;
     bad!(n, lora.validate(), e if field_is(e, "r"));
@@ -191,7 +227,11 @@ fn config_strings_json_and_files() {
     bad!(n, lora.validate(), e if field_is(e, "alpha"));
 
     // configs from model files
-    bad!(n, BertConfig::from_file(tmp.path().join("missing.json")), Error::Io { .. });
+    bad!(
+        n,
+        BertConfig::from_file(tmp.path().join("missing.json")),
+        Error::Io { .. }
+    );
     let bert = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join("base/config.json")).unwrap(),
@@ -254,7 +294,10 @@ fn setup_text() {
     let deep = format!("{}a{}", "Split[".repeat(100_000), "]".repeat(100_000));
     bad!(n, AdapterSetup::parse(&deep), Error::ConfigSyntax { reason, .. } if reason.contains("nested"));
     let wide = format!("Stack[{}]", vec!["a"; 100_000].join(", "));
-    assert!(AdapterSetup::parse(&wide).is_ok(), "a wide but shallow setup parses");
+    assert!(
+        AdapterSetup::parse(&wide).is_ok(),
+        "a wide but shallow setup parses"
+    );
     eprintln!("setup text cases: {n}");
     assert_eq!(n, 26);
 }
@@ -308,7 +351,10 @@ fn populated() -> BertModel {
 }
 
 /// Runs `call` on the model, expects an error, and checks that nothing about the model changed.
-fn unchanged<T>(model: &mut BertModel, call: impl FnOnce(&mut BertModel) -> Result<T>) -> Result<T> {
+fn unchanged<T>(
+    model: &mut BertModel,
+    call: impl FnOnce(&mut BertModel) -> Result<T>,
+) -> Result<T> {
     let before = state(model);
     let result = call(model);
     if let Err(error) = &result {
@@ -349,8 +395,21 @@ fn model_calls_fail_without_changing_the_model() {
 
     // add_adapter: names, duplicates, configs this model cannot take
     let long_name = "n".repeat(100_000);
-    for name in ["", "a.b", "x y", "a[0]", "p|q", "a,b", "ä/ö", long_name.as_str()] {
-        bad!(n, unchanged(m, |m| m.add_adapter(name, bn())), Error::InvalidName { .. });
+    for name in [
+        "",
+        "a.b",
+        "x y",
+        "a[0]",
+        "p|q",
+        "a,b",
+        "ä/ö",
+        long_name.as_str(),
+    ] {
+        bad!(
+            n,
+            unchanged(m, |m| m.add_adapter(name, bn())),
+            Error::InvalidName { .. }
+        );
     }
     bad!(n, unchanged(m, |m| m.add_adapter("a", bn())), Error::DuplicateAdapter(x) if x == "a");
     for spec in [
@@ -362,7 +421,8 @@ fn model_calls_fail_without_changing_the_model() {
     ] {
         bad!(
             n,
-            unchanged(m, |m| m.add_adapter("c", AdapterConfig::load(spec).unwrap())),
+            unchanged(m, |m| m
+                .add_adapter("c", AdapterConfig::load(spec).unwrap())),
             Error::InvalidConfig { .. }
         );
     }
@@ -371,15 +431,43 @@ fn model_calls_fail_without_changing_the_model() {
     bad!(n, unchanged(m, |m| m.add_adapter("c", lora)), e if field_is(e, "r"));
 
     // names that do not exist
-    bad!(n, unchanged(m, |m| m.delete_adapter("zz")), Error::UnknownAdapter(_));
-    bad!(n, unchanged(m, |m| m.delete_adapter("")), Error::UnknownAdapter(_) | Error::InvalidName { .. });
+    bad!(
+        n,
+        unchanged(m, |m| m.delete_adapter("zz")),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.delete_adapter("")),
+        Error::UnknownAdapter(_) | Error::InvalidName { .. }
+    );
     bad!(n, m.adapter_config("zz"), Error::UnknownAdapter(_));
-    bad!(n, unchanged(m, |m| m.train_adapter("zz")), Error::UnknownAdapter(_));
-    bad!(n, unchanged(m, |m| m.train_adapter(setup("Stack[a, zz]"))), Error::UnknownAdapter(_));
-    bad!(n, unchanged(m, |m| m.train_head("zz")), Error::UnknownHead(_));
-    bad!(n, unchanged(m, |m| m.delete_head("zz")), Error::UnknownHead(_));
+    bad!(
+        n,
+        unchanged(m, |m| m.train_adapter("zz")),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.train_adapter(setup("Stack[a, zz]"))),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.train_head("zz")),
+        Error::UnknownHead(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.delete_head("zz")),
+        Error::UnknownHead(_)
+    );
     bad!(n, m.head("zz"), Error::UnknownHead(_));
-    bad!(n, unchanged(m, |m| m.merge_adapter("zz")), Error::UnknownAdapter(_));
+    bad!(
+        n,
+        unchanged(m, |m| m.merge_adapter("zz")),
+        Error::UnknownAdapter(_)
+    );
     bad!(n, unchanged(m, |m| m.merge_adapter("a")), Error::NotMergeable { name, .. } if name == "a");
 
     // setups that name unknown adapters, misuse blocks, or break the nesting rules
@@ -422,9 +510,17 @@ fn model_calls_fail_without_changing_the_model() {
     }
 
     // heads
-    bad!(n, unchanged(m, |m| m.add_head("a", HeadConfig::classification(2))), Error::DuplicateHead(_));
+    bad!(
+        n,
+        unchanged(m, |m| m.add_head("a", HeadConfig::classification(2))),
+        Error::DuplicateHead(_)
+    );
     bad!(n, unchanged(m, |m| m.add_head("h", HeadConfig::classification(0))), e if field_is(e, "num_labels"));
-    bad!(n, unchanged(m, |m| m.add_head("h.1", HeadConfig::classification(2))), Error::InvalidName { .. });
+    bad!(
+        n,
+        unchanged(m, |m| m.add_head("h.1", HeadConfig::classification(2))),
+        Error::InvalidName { .. }
+    );
     let ids = Tensor::<2, Int>::from_ints([[2, 7, 9, 3]], &device());
     let input = || BertInput::new(ids.clone(), Tensor::ones([1, 4], &device()));
     bad!(n, m.classify("zz", input()), Error::UnknownHead(_));
@@ -432,42 +528,127 @@ fn model_calls_fail_without_changing_the_model() {
 
     // fusions
     let dynamic = FusionConfig::dynamic_fusion;
-    bad!(n, unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, b]"), dynamic())), Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, zz]"), dynamic())), Error::UnknownAdapter(_) | Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, l]"), dynamic())), Error::InvalidSetup(_) | Error::Unsupported(_));
-    bad!(n, unchanged(m, |m| m.add_adapter_fusion("a", dynamic())), Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.delete_adapter_fusion(setup("Fuse[b, a]"))), Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.train_adapter_fusion("a", true)), Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.train_adapter_fusion(setup("Fuse[a, zz]"), true)), Error::UnknownAdapter(_) | Error::InvalidSetup(_));
+    bad!(
+        n,
+        unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, b]"), dynamic())),
+        Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, zz]"), dynamic())),
+        Error::UnknownAdapter(_) | Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, l]"), dynamic())),
+        Error::InvalidSetup(_) | Error::Unsupported(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.add_adapter_fusion("a", dynamic())),
+        Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.delete_adapter_fusion(setup("Fuse[b, a]"))),
+        Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.train_adapter_fusion("a", true)),
+        Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.train_adapter_fusion(setup("Fuse[a, zz]"), true)),
+        Error::UnknownAdapter(_) | Error::InvalidSetup(_)
+    );
 
     // averaging
     let avg = |sources: &[(&str, f64)], strategy| {
-        let sources: Vec<(String, f64)> = sources.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+        let sources: Vec<(String, f64)> =
+            sources.iter().map(|(s, w)| (s.to_string(), *w)).collect();
         move |m: &mut BertModel| {
             let sources: Vec<(&str, f64)> = sources.iter().map(|(s, w)| (s.as_str(), *w)).collect();
             m.average_adapter("avg", &sources, strategy)
         }
     };
     use AverageStrategy::*;
-    bad!(n, unchanged(m, avg(&[], Linear)), Error::InvalidSetup(_) | Error::InvalidConfig { .. });
-    bad!(n, unchanged(m, avg(&[("a", 0.5), ("zz", 0.5)], Linear)), Error::UnknownAdapter(_));
-    bad!(n, unchanged(m, avg(&[("a", 0.5), ("l", 0.5)], Linear)), Error::InvalidSetup(_) | Error::InvalidConfig { .. });
-    bad!(n, unchanged(m, avg(&[("a", f64::NAN), ("b", 0.5)], Linear)), Error::InvalidConfig { .. } | Error::InvalidSetup(_));
-    bad!(n, unchanged(m, avg(&[("a", f64::INFINITY), ("b", 0.5)], Linear)), Error::InvalidConfig { .. } | Error::InvalidSetup(_));
-    bad!(n, unchanged(m, avg(&[("a", 0.5), ("b", 0.5)], LoraLinearOnlyNegateB)), Error::InvalidSetup(_) | Error::InvalidConfig { .. });
-    bad!(n, unchanged(m, avg(&[("l", 1.0)], LoraDeltaWSvd { rank: 0 })), Error::InvalidConfig { .. } | Error::InvalidSetup(_));
-    bad!(n, unchanged(m, |m| m.average_adapter("a", &[("b", 1.0)], Linear)), Error::DuplicateAdapter(_));
+    bad!(
+        n,
+        unchanged(m, avg(&[], Linear)),
+        Error::InvalidSetup(_) | Error::InvalidConfig { .. }
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("a", 0.5), ("zz", 0.5)], Linear)),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("a", 0.5), ("l", 0.5)], Linear)),
+        Error::InvalidSetup(_) | Error::InvalidConfig { .. }
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("a", f64::NAN), ("b", 0.5)], Linear)),
+        Error::InvalidConfig { .. } | Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("a", f64::INFINITY), ("b", 0.5)], Linear)),
+        Error::InvalidConfig { .. } | Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("a", 0.5), ("b", 0.5)], LoraLinearOnlyNegateB)),
+        Error::InvalidSetup(_) | Error::InvalidConfig { .. }
+    );
+    bad!(
+        n,
+        unchanged(m, avg(&[("l", 1.0)], LoraDeltaWSvd { rank: 0 })),
+        Error::InvalidConfig { .. } | Error::InvalidSetup(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.average_adapter("a", &[("b", 1.0)], Linear)),
+        Error::DuplicateAdapter(_)
+    );
 
     // saving: unknown names, unwritable places, formats that cannot hold the adapter
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    bad!(n, m.save_adapter(tmp.path().join("x"), "zz"), Error::UnknownAdapter(_));
-    bad!(n, m.save_adapter(file.join("below-a-file"), "a"), Error::Io { .. });
-    bad!(n, m.save_all_adapters(file.join("below-a-file")), Error::Io { .. });
-    bad!(n, m.save_peft_adapter(tmp.path().join("p"), "a"), Error::Unsupported(_) | Error::NotMergeable { .. } | Error::InvalidConfig { .. });
-    bad!(n, m.save_peft_adapter(tmp.path().join("p"), "zz"), Error::UnknownAdapter(_));
-    bad!(n, m.save_adapter_fusion(tmp.path().join("f"), setup("Fuse[a, zz]")), Error::InvalidSetup(_));
+    bad!(
+        n,
+        m.save_adapter(tmp.path().join("x"), "zz"),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        m.save_adapter(file.join("below-a-file"), "a"),
+        Error::Io { .. }
+    );
+    bad!(
+        n,
+        m.save_all_adapters(file.join("below-a-file")),
+        Error::Io { .. }
+    );
+    bad!(
+        n,
+        m.save_peft_adapter(tmp.path().join("p"), "a"),
+        Error::Unsupported(_) | Error::NotMergeable { .. } | Error::InvalidConfig { .. }
+    );
+    bad!(
+        n,
+        m.save_peft_adapter(tmp.path().join("p"), "zz"),
+        Error::UnknownAdapter(_)
+    );
+    bad!(
+        n,
+        m.save_adapter_fusion(tmp.path().join("f"), setup("Fuse[a, zz]")),
+        Error::InvalidSetup(_)
+    );
     assert!(!tmp.path().join("x").exists() && !tmp.path().join("f").exists());
 
     // loading: missing, empty, a file instead of a directory, duplicates, foreign formats
@@ -475,43 +656,122 @@ fn model_calls_fail_without_changing_the_model() {
     std::fs::create_dir(&empty).unwrap();
     for dir in [tmp.path().join("missing"), empty.clone(), file.clone()] {
         bad!(n, unchanged(m, |m| m.load_adapter(&dir)), Error::Io { .. });
-        bad!(n, unchanged(m, |m| m.load_adapter_fusion(&dir)), Error::Io { .. });
-        bad!(n, unchanged(m, |m| m.load_peft_adapter(&dir, "p")), Error::Io { .. });
+        bad!(
+            n,
+            unchanged(m, |m| m.load_adapter_fusion(&dir)),
+            Error::Io { .. }
+        );
+        bad!(
+            n,
+            unchanged(m, |m| m.load_peft_adapter(&dir, "p")),
+            Error::Io { .. }
+        );
     }
-    bad!(n, unchanged(m, |m| m.load_all_adapters(tmp.path().join("missing"))), Error::Io { .. });
+    bad!(
+        n,
+        unchanged(m, |m| m.load_all_adapters(tmp.path().join("missing"))),
+        Error::Io { .. }
+    );
     let saved = tmp.path().join("saved");
     m.save_adapter(&saved, "a").unwrap();
-    bad!(n, unchanged(m, |m| m.load_adapter(&saved)), Error::DuplicateAdapter(_) | Error::DuplicateHead(_));
-    bad!(n, unchanged(m, |m| m.load_adapter_as(&saved, "bad name")), Error::InvalidName { .. });
-    bad!(n, unchanged(m, |m| m.load_peft_adapter(&saved, "p")), Error::Json { .. } | Error::Unsupported(_));
-    bad!(n, unchanged(m, |m| m.load_peft_adapter(fixtures().join("peft/peft_lora_qv"), "l")), Error::DuplicateAdapter(_));
-    bad!(n, unchanged(m, |m| m.load_peft_adapter(fixtures().join("peft/peft_lora_qv"), "")), Error::InvalidName { .. });
+    bad!(
+        n,
+        unchanged(m, |m| m.load_adapter(&saved)),
+        Error::DuplicateAdapter(_) | Error::DuplicateHead(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.load_adapter_as(&saved, "bad name")),
+        Error::InvalidName { .. }
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m.load_peft_adapter(&saved, "p")),
+        Error::Json { .. } | Error::Unsupported(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m
+            .load_peft_adapter(fixtures().join("peft/peft_lora_qv"), "l")),
+        Error::DuplicateAdapter(_)
+    );
+    bad!(
+        n,
+        unchanged(m, |m| m
+            .load_peft_adapter(fixtures().join("peft/peft_lora_qv"), "")),
+        Error::InvalidName { .. }
+    );
     let fusion_dir = tmp.path().join("fusion");
-    m.save_adapter_fusion(&fusion_dir, setup("Fuse[a, b]")).unwrap();
-    bad!(n, unchanged(m, |m| m.load_adapter_fusion(&fusion_dir)), Error::InvalidSetup(_));
+    m.save_adapter_fusion(&fusion_dir, setup("Fuse[a, b]"))
+        .unwrap();
+    bad!(
+        n,
+        unchanged(m, |m| m.load_adapter_fusion(&fusion_dir)),
+        Error::InvalidSetup(_)
+    );
     let mut bare = base_model(&device());
-    bad!(n, unchanged(&mut bare, |m| m.load_adapter_fusion(&fusion_dir)), Error::InvalidSetup(_));
+    bad!(
+        n,
+        unchanged(&mut bare, |m| m.load_adapter_fusion(&fusion_dir)),
+        Error::InvalidSetup(_)
+    );
 
     // a merged LoRA cannot train or merge twice; reset restores, and a failed merge changes nothing
     let mut merged = populated();
     merged.deactivate_adapters();
-    merged.add_adapter("l2", AdapterConfig::load("lora[r=2]").unwrap()).unwrap();
+    merged
+        .add_adapter("l2", AdapterConfig::load("lora[r=2]").unwrap())
+        .unwrap();
     merged.merge_adapter("l").unwrap();
-    bad!(n, unchanged(&mut merged, |m| m.merge_adapter("l2")), Error::NotMergeable { .. });
-    merged.merge_adapter("l").expect("merging the merged adapter again is a no-op");
-    bad!(n, unchanged(&mut merged, |m| m.train_adapter("l")), Error::NotMergeable { .. } | Error::InvalidSetup(_));
+    bad!(
+        n,
+        unchanged(&mut merged, |m| m.merge_adapter("l2")),
+        Error::NotMergeable { .. }
+    );
+    merged
+        .merge_adapter("l")
+        .expect("merging the merged adapter again is a no-op");
+    bad!(
+        n,
+        unchanged(&mut merged, |m| m.train_adapter("l")),
+        Error::NotMergeable { .. } | Error::InvalidSetup(_)
+    );
 
     // models from directories
     let device = device();
-    bad!(n, BertModel::from_pretrained(tmp.path().join("missing"), &device), Error::Io { .. });
-    bad!(n, BertModel::from_pretrained(&empty, &device), Error::Io { .. });
+    bad!(
+        n,
+        BertModel::from_pretrained(tmp.path().join("missing"), &device),
+        Error::Io { .. }
+    );
+    bad!(
+        n,
+        BertModel::from_pretrained(&empty, &device),
+        Error::Io { .. }
+    );
     let model_dir = tmp.path().join("model");
     std::fs::create_dir(&model_dir).unwrap();
-    std::fs::copy(fixtures().join("base/config.json"), model_dir.join("config.json")).unwrap();
-    bad!(n, BertModel::from_pretrained(&model_dir, &device), Error::Io { .. });
+    std::fs::copy(
+        fixtures().join("base/config.json"),
+        model_dir.join("config.json"),
+    )
+    .unwrap();
+    bad!(
+        n,
+        BertModel::from_pretrained(&model_dir, &device),
+        Error::Io { .. }
+    );
     let weights = std::fs::read(fixtures().join("base/model.safetensors")).unwrap();
-    std::fs::write(model_dir.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    bad!(n, BertModel::from_pretrained(&model_dir, &device), Error::Format { .. });
+    std::fs::write(
+        model_dir.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    bad!(
+        n,
+        BertModel::from_pretrained(&model_dir, &device),
+        Error::Format { .. }
+    );
     std::fs::write(model_dir.join("model.safetensors"), &weights).unwrap();
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(model_dir.join("config.json")).unwrap()).unwrap();

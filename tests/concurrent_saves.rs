@@ -23,7 +23,8 @@ fn with_adapter(spec: &str) -> BertModel {
 
 #[test]
 fn readers_never_see_a_mixed_adapter() {
-    let relu = with_adapter("seq_bn[reduction_factor=8,non_linearity=relu,init_weights=mam_adapter]");
+    let relu =
+        with_adapter("seq_bn[reduction_factor=8,non_linearity=relu,init_weights=mam_adapter]");
     let swish =
         with_adapter("seq_bn[reduction_factor=8,non_linearity=swish,init_weights=mam_adapter]");
     let (relu_params, swish_params) = (snapshot(&relu), snapshot(&swish));

@@ -33,6 +33,16 @@ fn copy_into(from: &Path, to: &Path) {
     }
 }
 
+/// A temporary copy of fixture directory `fixture`, the path of its `file` there, the directory
+/// holding that file, and the file's bytes.
+fn fixture_file(fixture: &str, file: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Vec<u8>) {
+    let (tmp, root) = copy_fixture(fixture);
+    let path = root.join(file);
+    let dir = path.parent().unwrap().to_path_buf();
+    let bytes = std::fs::read(&path).unwrap();
+    (tmp, path, dir, bytes)
+}
+
 /// How a fixture is loaded into a model that already holds other adapters.
 #[derive(Clone, Copy)]
 enum Load {
@@ -110,7 +120,14 @@ const SAFETENSORS: [(&str, &str, Load); 4] = [
 fn safetensors_boundaries(bytes: &[u8]) -> Vec<usize> {
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let mut cuts = vec![0, 4, 8, 8 + header_len / 2, 8 + header_len - 1, 8 + header_len];
+    let mut cuts = vec![
+        0,
+        4,
+        8,
+        8 + header_len / 2,
+        8 + header_len - 1,
+        8 + header_len,
+    ];
     for (key, info) in header.as_object().unwrap() {
         if key == "__metadata__" {
             continue;
@@ -129,10 +146,7 @@ fn safetensors_boundaries(bytes: &[u8]) -> Vec<usize> {
 fn safetensors_cut_at_every_section_boundary() {
     let mut cases = 0;
     for (fixture, file, load) in SAFETENSORS {
-        let (_tmp, root) = copy_fixture(fixture);
-        let path = root.join(file);
-        let dir = path.parent().unwrap().to_path_buf();
-        let original = std::fs::read(&path).unwrap();
+        let (_tmp, path, dir, original) = fixture_file(fixture, file);
         for cut in safetensors_boundaries(&original) {
             std::fs::write(&path, &original[..cut]).unwrap();
             let err = load_fails(load, &dir);
@@ -186,7 +200,9 @@ fn pytorch_archives_cut_at_every_record() {
             // the head comes with the adapter only into a model with heads of that name
             let mut model = model_for(Load::Adapter, &dir);
             let before = (snapshot(&model), model.adapter_names());
-            let err = model.load_adapter(&dir).expect_err("a cut archive must fail");
+            let err = model
+                .load_adapter(&dir)
+                .expect_err("a cut archive must fail");
             assert!(
                 matches!(&err, Error::Format { path: p, .. } if p == &path),
                 "{file}, cut at {cut}: {err}"
@@ -213,10 +229,8 @@ fn configs_cut_at_every_byte() {
         ),
     ];
     for (fixture, file, load) in configs {
-        let (_tmp, root) = copy_fixture(fixture);
-        let path = root.join(file);
-        let dir = path.parent().unwrap().to_path_buf();
-        let original = std::fs::read_to_string(&path).unwrap();
+        let (_tmp, path, dir, original) = fixture_file(fixture, file);
+        let original = String::from_utf8(original).unwrap();
         for cut in (0..original.len()).filter(|&c| original.is_char_boundary(c)) {
             let text = &original[..cut];
             if text.trim_end() == original.trim_end() {
@@ -269,7 +283,10 @@ fn duplicated_oversized_and_empty_headers() {
         ("empty header", safetensors_with_header("", data)),
         ("header `{}` with data", safetensors_with_header("{}", data)),
         ("header not an object", safetensors_with_header("[]", data)),
-        ("header with padding only", safetensors_with_header("        ", data)),
+        (
+            "header with padding only",
+            safetensors_with_header("        ", data),
+        ),
     ];
     for claimed in [
         header_len as u64 + data.len() as u64 + 1,
@@ -325,10 +342,7 @@ fn with_first_value(bytes: &[u8], key: &str, value: [u8; 4]) -> Vec<u8> {
 fn non_finite_values_and_wrong_dtypes_name_the_tensor() {
     let mut cases = 0;
     for (fixture, file, load) in SAFETENSORS {
-        let (_tmp, root) = copy_fixture(fixture);
-        let path = root.join(file);
-        let dir = path.parent().unwrap().to_path_buf();
-        let original = std::fs::read(&path).unwrap();
+        let (_tmp, path, dir, original) = fixture_file(fixture, file);
         let key = {
             let st = safetensors::SafeTensors::deserialize(&original).unwrap();
             let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
@@ -336,7 +350,11 @@ fn non_finite_values_and_wrong_dtypes_name_the_tensor() {
             names[0].clone()
         };
         for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            std::fs::write(&path, with_first_value(&original, &key, value.to_le_bytes())).unwrap();
+            std::fs::write(
+                &path,
+                with_first_value(&original, &key, value.to_le_bytes()),
+            )
+            .unwrap();
             let err = load_fails(load, &dir);
             assert!(
                 matches!(&err, Error::Format { path: p, reason } if p == &path && reason.contains(key.trim_start_matches("base_model.model."))),

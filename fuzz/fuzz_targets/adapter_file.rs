@@ -26,9 +26,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // One directory per fuzzing process, in memory where available.
-    let root = std::path::Path::new("/dev/shm").join(format!("burn-adapters-fuzz-{}", std::process::id()));
+    let root =
+        std::path::Path::new("/dev/shm").join(format!("burn-adapters-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("adapter_config.json"), CONFIGS[*choice as usize % CONFIGS.len()]).unwrap();
+    std::fs::write(
+        root.join("adapter_config.json"),
+        CONFIGS[*choice as usize % CONFIGS.len()],
+    )
+    .unwrap();
     std::fs::write(root.join("adapter.safetensors"), weights).unwrap();
     let mut model = model().clone();
     match model.load_adapter(&root) {

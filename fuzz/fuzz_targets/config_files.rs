@@ -48,9 +48,21 @@ fuzz_target!(|data: &[u8]| {
     match choice % 3 {
         0 | 1 => {
             let dir = scratch("bin/seq_bn_head");
-            let file = if choice % 3 == 0 { "adapter_config.json" } else { "head_config.json" };
-            let other = if choice % 3 == 0 { "head_config.json" } else { "adapter_config.json" };
-            std::fs::copy(Path::new(FIXTURES).join("bin/seq_bn_head").join(other), dir.join(other)).unwrap();
+            let file = if choice % 3 == 0 {
+                "adapter_config.json"
+            } else {
+                "head_config.json"
+            };
+            let other = if choice % 3 == 0 {
+                "head_config.json"
+            } else {
+                "adapter_config.json"
+            };
+            std::fs::copy(
+                Path::new(FIXTURES).join("bin/seq_bn_head").join(other),
+                dir.join(other),
+            )
+            .unwrap();
             std::fs::write(dir.join(file), json).unwrap();
             let mut model = fusion_host().clone();
             let before = model.adapter_names();

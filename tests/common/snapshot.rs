@@ -1,16 +1,17 @@
 //! Every float parameter of a module, by path, for bit-exact comparisons.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-struct Snapshot {
+/// Calls `record(path, param)` for every float parameter.
+struct Visit<F> {
     path: Vec<String>,
-    out: BTreeMap<String, Vec<f32>>,
+    record: F,
 }
 
-impl ModuleVisitor for Snapshot {
+impl<F: FnMut(String, Tensor<1>, bool)> ModuleVisitor for Visit<F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -18,50 +19,40 @@ impl ModuleVisitor for Snapshot {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let values = param
-            .val()
+        let value = param.val();
+        let trainable = value.is_require_grad();
+        (self.record)(self.path.join("."), value.flatten(0, D - 1), trainable);
+    }
+}
+
+fn visit<M: Module>(module: &M, record: impl FnMut(String, Tensor<1>, bool)) {
+    module.visit(&mut Visit {
+        path: Vec::new(),
+        record,
+    });
+}
+
+/// Every parameter's values.
+pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
+    let mut out = BTreeMap::new();
+    visit(module, |path, value, _| {
+        let values = value
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
             .unwrap();
-        self.out.insert(self.path.join("."), values);
-    }
-}
-
-pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
-    let mut s = Snapshot {
-        path: Vec::new(),
-        out: BTreeMap::new(),
-    };
-    module.visit(&mut s);
-    s.out
-}
-
-struct Trainable {
-    path: Vec<String>,
-    out: std::collections::BTreeSet<String>,
-}
-
-impl ModuleVisitor for Trainable {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if param.val().is_require_grad() {
-            self.out.insert(self.path.join("."));
-        }
-    }
+        out.insert(path, values);
+    });
+    out
 }
 
 /// Paths of the parameters that would receive gradients.
-pub fn trainable<M: Module>(module: &M) -> std::collections::BTreeSet<String> {
-    let mut t = Trainable {
-        path: Vec::new(),
-        out: Default::default(),
-    };
-    module.visit(&mut t);
-    t.out
+pub fn trainable<M: Module>(module: &M) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    visit(module, |path, _, trainable| {
+        if trainable {
+            out.insert(path);
+        }
+    });
+    out
 }
