@@ -3,30 +3,18 @@
 //! 8 × 128 and 1 × 128, random weights.
 //!
 //! ```text
-//! cargo bench --bench forward -- [--device flex|wgpu|tch|cuda] [filter]
+//! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench forward -- [filter]
 //! ```
-//! The device can also be given as `BURN_ADAPTERS_BENCH_DEVICE`; `BURN_ADAPTERS_BENCH_SHAPES`
-//! limits the shapes (`minilm`, `bert-base`, comma-separated). Every timed call reads a scalar
+//! The device comes from the environment (criterion rejects unknown arguments);
+//! `BURN_ADAPTERS_BENCH_SHAPES` limits the shapes (`minilm`, `bert-base`, comma-separated). Every timed call reads a scalar
 //! back, so the device has finished its work when the clock stops.
 
 mod common;
 
 use std::hint::black_box;
 
-use burn_adapters::prelude::*;
-use common::{Shape, bench_device, input, shapes};
+use common::{Shape, VARIANTS, bench_device, input, shapes, with_variant};
 use criterion::{Criterion, criterion_group, criterion_main};
-
-/// Variants: (label, config, merged).
-const VARIANTS: [(&str, Option<&str>, bool); 7] = [
-    ("base", None, false),
-    ("seq_bn", Some("seq_bn"), false),
-    ("double_seq_bn", Some("double_seq_bn"), false),
-    ("par_bn", Some("par_bn"), false),
-    ("lora", Some("lora[init_weights=bert]"), false),
-    ("lora merged", Some("lora[init_weights=bert]"), true),
-    ("ia3", Some("ia3"), false),
-];
 
 fn forward(c: &mut Criterion) {
     let device = bench_device();
@@ -39,16 +27,7 @@ fn forward(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("forward {name} {batch}x128"));
             group.sample_size(10);
             for (label, spec, merged) in VARIANTS {
-                let mut model = base.clone();
-                if let Some(spec) = spec {
-                    model
-                        .add_adapter("a", AdapterConfig::load(spec).unwrap())
-                        .unwrap();
-                    model.set_active_adapters("a").unwrap();
-                    if merged {
-                        model.merge_adapter("a").unwrap();
-                    }
-                }
+                let model = with_variant(&base, spec, merged);
                 group.bench_function(label, |b| {
                     b.iter(|| {
                         black_box(

@@ -9,7 +9,7 @@
 //! the resolution of the measurement.
 //!
 //! ```text
-//! cargo bench --bench overhead -- [--device flex|wgpu|tch|cuda]
+//! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench overhead
 //! BURN_ADAPTERS_BENCH_ROUNDS=40 BURN_ADAPTERS_BENCH_SHAPES=minilm cargo bench --bench overhead
 //! ```
 
@@ -19,19 +19,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use burn_adapters::models::bert::{BertInput, BertModel};
-use burn_adapters::prelude::*;
-use common::{Shape, bench_device, input, shapes};
-
-/// Variants: (label, config, merged); the first is the base model.
-const VARIANTS: [(&str, Option<&str>, bool); 7] = [
-    ("base", None, false),
-    ("seq_bn", Some("seq_bn"), false),
-    ("double_seq_bn", Some("double_seq_bn"), false),
-    ("par_bn", Some("par_bn"), false),
-    ("lora", Some("lora[init_weights=bert]"), false),
-    ("lora merged", Some("lora[init_weights=bert]"), true),
-    ("ia3", Some("ia3"), false),
-];
+use common::{Shape, VARIANTS, bench_device, input, shapes, with_variant};
 
 /// Seconds for one forward pass, read back to the host so the device has finished.
 fn time(model: &BertModel, input: &BertInput) -> f64 {
@@ -75,19 +63,7 @@ fn main() {
         let base = BertModel::new(config, &device);
         let models: Vec<BertModel> = VARIANTS
             .iter()
-            .map(|(_, spec, merged)| {
-                let mut model = base.clone();
-                if let Some(spec) = spec {
-                    model
-                        .add_adapter("a", AdapterConfig::load(spec).unwrap())
-                        .unwrap();
-                    model.set_active_adapters("a").unwrap();
-                    if *merged {
-                        model.merge_adapter("a").unwrap();
-                    }
-                }
-                model
-            })
+            .map(|(_, spec, merged)| with_variant(&base, *spec, *merged))
             .collect();
         for batch in [8, 1] {
             let input = input(batch, 128, &device);
@@ -110,11 +86,7 @@ fn main() {
                     println!("| {label} | {:.1} ms | – |", t * 1e3);
                     continue;
                 }
-                let ratios = times[v]
-                    .iter()
-                    .zip(&times[0])
-                    .map(|(t, b)| t / b)
-                    .collect();
+                let ratios = times[v].iter().zip(&times[0]).map(|(t, b)| t / b).collect();
                 let (ratio, lo, hi) = median_with_interval(ratios);
                 println!(
                     "| {label} | {:.1} ms | {ratio:.3}× ({lo:.3}–{hi:.3}) |",

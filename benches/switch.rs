@@ -2,7 +2,7 @@
 //! seq_bn adapters, and `load_adapter` of a saved seq_bn adapter (894,528 parameters).
 //!
 //! ```text
-//! cargo bench --bench switch -- [--device flex|wgpu|tch|cuda]
+//! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench switch --
 //! ```
 
 mod common;

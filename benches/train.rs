@@ -3,7 +3,7 @@
 //! 2-class head and cross-entropy, as in the sentiment example.
 //!
 //! ```text
-//! cargo bench --bench train -- [--device flex|wgpu|tch|cuda]
+//! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench train --
 //! ```
 
 mod common;

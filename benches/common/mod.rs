@@ -3,7 +3,14 @@
 
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use burn_adapters::backend::device_by_name;
-use burn_adapters::models::bert::{BertConfig, BertInput};
+use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
+use burn_adapters::prelude::*;
+
+// burn-flex allocates a fresh buffer for most ops; glibc returns large ones to the OS and
+// page-faults them in again on the next forward. mimalloc keeps them: the CPU forward gets ~15 %
+// faster and the ratios stop depending on allocation patterns (see docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A named model shape.
 pub struct Shape {
@@ -54,4 +61,30 @@ pub fn input(batch: usize, seq: usize, device: &Device) -> BertInput {
     device.seed(1);
     let ids = Tensor::<2, Int>::random([batch, seq], Distribution::Uniform(1.0, 30000.0), device);
     BertInput::new(ids, Tensor::ones([batch, seq], device))
+}
+
+/// The forward variants: (label, config, merged); the first is the base model.
+pub const VARIANTS: [(&str, Option<&str>, bool); 7] = [
+    ("base", None, false),
+    ("seq_bn", Some("seq_bn"), false),
+    ("double_seq_bn", Some("double_seq_bn"), false),
+    ("par_bn", Some("par_bn"), false),
+    ("lora", Some("lora[init_weights=bert]"), false),
+    ("lora merged", Some("lora[init_weights=bert]"), true),
+    ("ia3", Some("ia3"), false),
+];
+
+/// `base` with the adapter of a variant added as `a`, active, and merged if asked.
+pub fn with_variant(base: &BertModel, spec: Option<&str>, merged: bool) -> BertModel {
+    let mut model = base.clone();
+    if let Some(spec) = spec {
+        model
+            .add_adapter("a", AdapterConfig::load(spec).unwrap())
+            .unwrap();
+        model.set_active_adapters("a").unwrap();
+        if merged {
+            model.merge_adapter("a").unwrap();
+        }
+    }
+    model
 }
