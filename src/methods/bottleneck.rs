@@ -215,10 +215,20 @@ impl Bottleneck {
             None => x.clone(),
         };
         let down = w.activation.forward(self.down.forward(normed));
-        let mut up = self.stochastic_depth(self.up.forward(down));
-        if w.fixed_scaling != 1.0 {
-            up = up.mul_scalar(w.fixed_scaling);
-        }
+        // A fixed scaling multiplies the bottleneck-wide intermediate and the bias, not the
+        // hidden-wide output: s·(zW + b) = (s·z)W + s·b, one pass over a tensor reduction_factor
+        // times smaller.
+        let up = if w.fixed_scaling == 1.0 {
+            self.up.forward(down)
+        } else {
+            let s = w.fixed_scaling;
+            let product = down.mul_scalar(s).matmul(self.up.weight.val().unsqueeze());
+            match &self.up.bias {
+                Some(bias) => product + bias.val().mul_scalar(s).unsqueeze(),
+                None => product,
+            }
+        };
+        let mut up = self.stochastic_depth(up);
         if let Some(scaling) = &self.scaling {
             up = up * scaling.val().unsqueeze::<3>();
         }
