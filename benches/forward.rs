@@ -13,7 +13,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{Shape, VARIANTS, bench_device, input, shapes, with_variant};
+use common::{Shape, VARIANTS, bench_device, forward_sum, input, shapes, with_variant};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn forward(c: &mut Criterion) {
@@ -28,17 +28,7 @@ fn forward(c: &mut Criterion) {
             group.sample_size(10);
             for (label, spec, merged) in VARIANTS {
                 let model = with_variant(&base, spec, merged);
-                group.bench_function(label, |b| {
-                    b.iter(|| {
-                        black_box(
-                            model
-                                .forward(input.clone())
-                                .last_hidden_state
-                                .sum()
-                                .into_scalar::<f32>(),
-                        )
-                    })
-                });
+                group.bench_function(label, |b| b.iter(|| black_box(forward_sum(&model, &input))));
             }
             group.finish();
         }

@@ -19,18 +19,12 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use burn_adapters::models::bert::{BertInput, BertModel};
-use common::{Shape, VARIANTS, bench_device, input, shapes, with_variant};
+use common::{Shape, VARIANTS, bench_device, forward_sum, input, shapes, with_variant};
 
 /// Seconds for one forward pass, read back to the host so the device has finished.
 fn time(model: &BertModel, input: &BertInput) -> f64 {
     let start = Instant::now();
-    black_box(
-        model
-            .forward(input.clone())
-            .last_hidden_state
-            .sum()
-            .into_scalar::<f32>(),
-    );
+    black_box(forward_sum(model, input));
     start.elapsed().as_secs_f64()
 }
 

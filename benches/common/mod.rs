@@ -88,3 +88,12 @@ pub fn with_variant(base: &BertModel, spec: Option<&str>, merged: bool) -> BertM
     }
     model
 }
+
+/// One forward pass, read back to the host (a scalar) so the device has finished its work.
+pub fn forward_sum(model: &BertModel, input: &BertInput) -> f32 {
+    model
+        .forward(input.clone())
+        .last_hidden_state
+        .sum()
+        .into_scalar::<f32>()
+}
