@@ -242,14 +242,8 @@ impl BnConfig {
     pub fn validate(&self) -> Result<()> {
         self.reduction_factor.validate()?;
         self.activation()?;
-        for (field, p) in [
-            ("dropout", self.dropout),
-            ("stochastic_depth", self.stochastic_depth),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(Error::invalid(field, p, "must be a probability in [0, 1)"));
-            }
-        }
+        super::values::check_probability("dropout", self.dropout)?;
+        super::values::check_probability("stochastic_depth", self.stochastic_depth)?;
         if let Scaling::Fixed(s) = self.scaling
             && !s.is_finite()
         {

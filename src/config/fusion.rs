@@ -94,14 +94,8 @@ impl FusionConfig {
                 "AdapterFusion without query, key and value projections".into(),
             ));
         }
-        if let Some(p) = self.dropout_prob
-            && !(0.0..1.0).contains(&p)
-        {
-            return Err(Error::invalid(
-                "dropout_prob",
-                p,
-                "must be a probability in [0, 1)",
-            ));
+        if let Some(p) = self.dropout_prob {
+            super::values::check_probability("dropout_prob", p)?;
         }
         Ok(())
     }

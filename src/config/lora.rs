@@ -141,13 +141,7 @@ impl LoRAConfig {
         if !self.alpha.is_finite() {
             return Err(Error::invalid("alpha", self.alpha, "must be finite"));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::invalid(
-                "dropout",
-                self.dropout,
-                "must be a probability in [0, 1)",
-            ));
-        }
+        super::values::check_probability("dropout", self.dropout)?;
         if let Some(m) = self
             .attn_matrices
             .iter()

@@ -20,6 +20,15 @@ pub(crate) fn serialize_python_number<S: Serializer>(
     }
 }
 
+/// Checks that `p` is a dropout-style probability in `[0, 1)`; the error names `field`.
+pub(crate) fn check_probability(field: &str, p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, p, "must be a probability in [0, 1)"))
+    }
+}
+
 /// Hidden size divided by this gives the bottleneck size: a single number, or one per layer.
 ///
 /// The per-layer form is keyed by the layer index as a string, with an optional `"default"`

@@ -149,14 +149,8 @@ impl HeadConfig {
                 "a head needs at least one layer",
             ));
         }
-        if let Some(p) = dropout
-            && !(0.0..1.0).contains(&p)
-        {
-            return Err(Error::invalid(
-                "dropout_prob",
-                p,
-                "must be a probability in [0, 1)",
-            ));
+        if let Some(p) = dropout {
+            crate::config::check_probability("dropout_prob", p)?;
         }
         if let HeadConfig::Classification {
             use_pooler: true, ..

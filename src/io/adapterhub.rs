@@ -99,7 +99,6 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
     let mut tensors = TensorMap::new();
-    let mut files = Vec::new();
     model.visit_sites(&mut |site| {
         if let Some(adapter) = site.adapters().get(name) {
             let ln_before = adapter.norm_before.is_some();
@@ -123,8 +122,21 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         }
     });
     let info = model.model_info();
+    let head = model.heads().and_then(|heads| heads.get(name));
+    let model_class = match head {
+        Some(_) => info.model_class_with_heads(),
+        None => info.model_class.clone(),
+    };
     let weights = safetensors_bytes(&tensors)?;
-    if let Some(head) = model.heads().and_then(|heads| heads.get(name)) {
+    let config = envelope(
+        model,
+        config.to_json(),
+        name,
+        &model_class,
+        (WEIGHTS_FILE, &weights),
+    );
+    let mut files = vec![(WEIGHTS_FILE, weights)];
+    if let Some(head) = head {
         let mut head_tensors = TensorMap::new();
         let naming = |path: &str| head_name(path, |i| head.reference_index(i));
         head.visit(&mut Collect {
@@ -139,26 +151,13 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
             model,
             head_config,
             name,
-            &info.model_class_with_heads(),
+            &model_class,
             (HEAD_WEIGHTS_FILE, &head_weights),
         );
         files.push((HEAD_WEIGHTS_FILE, head_weights));
         files.push((HEAD_CONFIG_FILE, head_envelope));
     }
-    let model_class = if model.heads().is_some_and(|h| h.contains(name)) {
-        info.model_class_with_heads()
-    } else {
-        info.model_class.clone()
-    };
-    let config = envelope(
-        model,
-        config.to_json(),
-        name,
-        &model_class,
-        (WEIGHTS_FILE, &weights),
-    );
     // The adapter's config goes last: it is what makes the directory loadable.
-    files.insert(0, (WEIGHTS_FILE, weights));
     files.push((CONFIG_FILE, config));
     write_atomically(dir, &files)
 }

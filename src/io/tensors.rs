@@ -267,13 +267,13 @@ pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
 /// meets the new weights beside the old config notices, and reads again (see
 /// `read_consistently`).
 pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    // Temporaries are unique per process and call, so concurrent saves never share one.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let save = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, bytes) in files {
         let target = dir.join(name);
-        // unique per process and call, so that concurrent saves never share a temporary
-        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        let temp = dir.join(format!(".{name}.tmp-{}-{save}", std::process::id()));
         let written = (|| {
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(bytes)?;

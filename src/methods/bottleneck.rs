@@ -3,7 +3,7 @@
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid};
+use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid, module::linear};
 
 use super::init::{InitRng, constant, param};
 use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
@@ -222,11 +222,11 @@ impl Bottleneck {
             self.up.forward(down)
         } else {
             let s = w.fixed_scaling;
-            let product = down.mul_scalar(s).matmul(self.up.weight.val().unsqueeze());
-            match &self.up.bias {
-                Some(bias) => product + bias.val().mul_scalar(s).unsqueeze(),
-                None => product,
-            }
+            linear(
+                down.mul_scalar(s),
+                self.up.weight.val(),
+                self.up.bias.as_ref().map(|b| b.val().mul_scalar(s)),
+            )
         };
         let mut up = self.stochastic_depth(up);
         if let Some(scaling) = &self.scaling {

@@ -12,7 +12,7 @@ use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, Safetensors
 use burn::tensor::{Bool, DType, Device, Int, Tensor, activation::softmax};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Activation;
+use crate::config::{Activation, check_probability};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
@@ -162,17 +162,11 @@ impl BertConfig {
         if let Some((field, _)) = sizes.iter().find(|(_, size)| *size == 0) {
             return Err(Error::invalid(*field, 0, "must be at least 1"));
         }
-        for (field, p) in [
-            ("hidden_dropout_prob", self.hidden_dropout_prob),
-            (
-                "attention_probs_dropout_prob",
-                self.attention_probs_dropout_prob,
-            ),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(Error::invalid(field, p, "must be a probability in [0, 1)"));
-            }
-        }
+        check_probability("hidden_dropout_prob", self.hidden_dropout_prob)?;
+        check_probability(
+            "attention_probs_dropout_prob",
+            self.attention_probs_dropout_prob,
+        )?;
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(Error::invalid(
                 "layer_norm_eps",
