@@ -7,20 +7,13 @@ use std::path::{Path, PathBuf};
 
 use burn_adapters::models::bert::BertModel;
 use burn_adapters::prelude::*;
-use common::snapshot::snapshot;
+use common::snapshot::ModelState;
 use common::*;
 use serde_json::Value;
 
-/// A copy of fixture case `case` in a temporary directory.
+/// A copy of bottleneck fixture `case` in a temporary directory.
 fn copy_case(case: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join(case);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures().join("bn").join(case)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
-    (tmp, dir)
+    copy_fixture(&format!("bn/{case}"))
 }
 
 /// A model with one adapter already active, to check that failed loads change nothing.
@@ -36,18 +29,9 @@ fn model() -> BertModel {
 /// Loads `dir` into a model, expects an error, checks the model is unchanged, returns the error.
 fn load_fails(dir: &Path) -> Error {
     let mut model = model();
-    let before = snapshot(&model);
+    let before = ModelState::of(&model);
     let err = model.load_adapter(dir).expect_err("the load must fail");
-    assert_eq!(
-        snapshot(&model),
-        before,
-        "a failed load changed parameters ({err})"
-    );
-    assert_eq!(model.adapter_names(), ["double_seq_bn"], "{err}");
-    assert_eq!(
-        model.active_adapters().map(|s| s.to_string()).as_deref(),
-        Some("double_seq_bn")
-    );
+    before.assert_unchanged(&ModelState::of(&model), &err);
     err
 }
 
@@ -272,11 +256,11 @@ fn prefixed_keys_legacy_gelu_and_renaming() {
 
     // duplicate name → typed error, model unchanged; load_adapter_as works
     let err = {
-        let before = snapshot(&model);
+        let before = ModelState::of(&model);
         let err = model
             .load_adapter(fixtures().join("bn/seq_bn"))
             .unwrap_err();
-        assert_eq!(snapshot(&model), before);
+        before.assert_unchanged(&ModelState::of(&model), &err);
         err
     };
     assert!(matches!(err, Error::DuplicateAdapter(n) if n == "seq_bn"));

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use burn::tensor::{Int, Tensor};
 use burn_adapters::backend::device_by_name;
 use burn_adapters::config::Activation;
@@ -15,7 +13,7 @@ use burn_adapters::heads::HeadConfig;
 use burn_adapters::model::AverageStrategy;
 use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
 use burn_adapters::prelude::*;
-use common::snapshot::{snapshot, trainable};
+use common::snapshot::ModelState;
 use common::*;
 
 /// Asserts `$call` fails with an error matching `$pattern`, and counts the case.
@@ -302,32 +300,6 @@ fn setup_text() {
     assert_eq!(n, 26);
 }
 
-/// Everything observable about a model's adapters.
-#[derive(Debug, PartialEq)]
-struct ModelState {
-    params: BTreeMap<String, Vec<f32>>,
-    trainable: BTreeSet<String>,
-    adapters: Vec<String>,
-    active: Option<String>,
-    fusions: Vec<String>,
-    heads: Vec<bool>,
-    summary: String,
-    merged: Option<String>,
-}
-
-fn state(model: &BertModel) -> ModelState {
-    ModelState {
-        params: snapshot(model),
-        trainable: trainable(model),
-        adapters: model.adapter_names(),
-        active: model.active_adapters().map(|s| s.to_string()),
-        fusions: model.registry().fusion_names().map(String::from).collect(),
-        heads: ["a", "b", "l", "zz"].map(|h| model.has_head(h)).to_vec(),
-        summary: model.adapter_summary().to_string(),
-        merged: model.merged_adapter().map(String::from),
-    }
-}
-
 /// A tiny model with two bottleneck adapters, a LoRA, a head, a fusion, and a trained setup.
 fn populated() -> BertModel {
     let mut model = base_model(&device());
@@ -355,31 +327,10 @@ fn unchanged<T>(
     model: &mut BertModel,
     call: impl FnOnce(&mut BertModel) -> Result<T>,
 ) -> Result<T> {
-    let before = state(model);
+    let before = ModelState::of(model);
     let result = call(model);
     if let Err(error) = &result {
-        let after = state(model);
-        if after != before {
-            let changed: Vec<_> = before
-                .params
-                .keys()
-                .chain(after.params.keys())
-                .filter(|k| before.params.get(*k) != after.params.get(*k))
-                .take(5)
-                .collect();
-            panic!(
-                "a failed call ({error}) changed the model: params {changed:?}, trainable {}, adapters {:?} → {:?}, active {:?} → {:?}, fusions {:?} → {:?}, merged {:?} → {:?}",
-                before.trainable != after.trainable,
-                before.adapters,
-                after.adapters,
-                before.active,
-                after.active,
-                before.fusions,
-                after.fusions,
-                before.merged,
-                after.merged
-            );
-        }
+        before.assert_unchanged(&ModelState::of(model), error);
     }
     result
 }
@@ -388,7 +339,7 @@ fn unchanged<T>(
 fn model_calls_fail_without_changing_the_model() {
     let mut n = 0;
     let mut model = populated();
-    let start = state(&model);
+    let start = ModelState::of(&model);
     let m = &mut model;
     let bn = || AdapterConfig::load("seq_bn").unwrap();
     let setup = |t: &str| AdapterSetup::parse(t).unwrap();
@@ -779,7 +730,10 @@ fn model_calls_fail_without_changing_the_model() {
     std::fs::write(model_dir.join("config.json"), config.to_string()).unwrap();
     bad!(n, BertModel::from_pretrained(&model_dir, &device), Error::Format { reason, .. } if reason.contains("intermediate.dense.weight"));
 
-    assert!(state(&model) == start, "the model is as it was built");
+    assert!(
+        ModelState::of(&model) == start,
+        "the model is as it was built"
+    );
     eprintln!("model call cases: {n}");
     assert_eq!(n, 88);
 }

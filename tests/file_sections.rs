@@ -9,29 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn_adapters::models::bert::BertModel;
 use burn_adapters::prelude::*;
-use common::snapshot::{snapshot, trainable};
+use common::snapshot::ModelState;
 use common::*;
-
-/// A copy of the fixture directory `rel` (below `tests/fixtures`) in a temporary directory.
-fn copy_fixture(rel: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_into(&fixtures().join(rel), tmp.path());
-    let dir = tmp.path().to_path_buf();
-    (tmp, dir)
-}
-
-fn copy_into(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_into(&path, &target);
-        } else {
-            std::fs::copy(&path, target).unwrap();
-        }
-    }
-}
 
 /// A temporary copy of fixture directory `fixture`, the path of its `file` there, the directory
 /// holding that file, and the file's bytes.
@@ -77,17 +56,12 @@ fn run(load: Load, model: &mut BertModel, dir: &Path) -> Result<()> {
 /// Loads `dir`, expects an error, checks the model is unchanged, returns the error.
 fn load_fails(load: Load, dir: &Path) -> Error {
     let mut model = model_for(load, dir);
-    let before = (snapshot(&model), trainable(&model), model.adapter_names());
+    let before = ModelState::of(&model);
     let err = match run(load, &mut model, dir) {
         Ok(()) => panic!("loading {} succeeded", dir.display()),
         Err(err) => err,
     };
-    let after = (snapshot(&model), trainable(&model), model.adapter_names());
-    assert!(before == after, "a failed load changed the model ({err})");
-    assert_eq!(
-        model.active_adapters().map(|s| s.to_string()).as_deref(),
-        Some("double_seq_bn")
-    );
+    before.assert_unchanged(&ModelState::of(&model), &err);
     err
 }
 
@@ -199,7 +173,7 @@ fn pytorch_archives_cut_at_every_record() {
             std::fs::write(&path, &original[..cut]).unwrap();
             // the head comes with the adapter only into a model with heads of that name
             let mut model = model_for(Load::Adapter, &dir);
-            let before = (snapshot(&model), model.adapter_names());
+            let before = ModelState::of(&model);
             let err = model
                 .load_adapter(&dir)
                 .expect_err("a cut archive must fail");
@@ -207,7 +181,7 @@ fn pytorch_archives_cut_at_every_record() {
                 matches!(&err, Error::Format { path: p, .. } if p == &path),
                 "{file}, cut at {cut}: {err}"
             );
-            assert!(before == (snapshot(&model), model.adapter_names()));
+            before.assert_unchanged(&ModelState::of(&model), &err);
             cases += 1;
         }
     }

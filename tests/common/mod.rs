@@ -69,6 +69,28 @@ pub fn case_dirs(group: &str) -> Vec<PathBuf> {
     dirs
 }
 
+/// A copy of fixture directory `rel` (below `tests/fixtures`) in a new temporary directory, which
+/// is returned with the copy's path.
+pub fn copy_fixture(rel: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(Path::new(rel).file_name().unwrap());
+    copy_into(&fixtures().join(rel), &dir);
+    (tmp, dir)
+}
+
+fn copy_into(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_into(&path, &target);
+        } else {
+            std::fs::copy(&path, target).unwrap();
+        }
+    }
+}
+
 pub fn base_model(device: &Device) -> BertModel {
     BertModel::from_pretrained(fixtures().join("base"), device).expect("fixture base model loads")
 }

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use burn_adapters::models::bert::BertModel;
+use burn_adapters::prelude::*;
 
 /// Calls `record(path, param)` for every float parameter.
 struct Visit<F> {
@@ -55,4 +57,63 @@ pub fn trainable<M: Module>(module: &M) -> BTreeSet<String> {
         }
     });
     out
+}
+
+/// Everything observable about a model's adapters, to check that a failed call changed nothing.
+#[derive(Debug, PartialEq)]
+pub struct ModelState {
+    pub params: BTreeMap<String, Vec<f32>>,
+    pub trainable: BTreeSet<String>,
+    pub adapters: Vec<String>,
+    pub active: Option<String>,
+    pub fusions: Vec<String>,
+    pub heads: Vec<String>,
+    pub summary: String,
+    pub merged: Option<String>,
+}
+
+impl ModelState {
+    pub fn of(model: &BertModel) -> Self {
+        Self {
+            params: snapshot(model),
+            trainable: trainable(model),
+            adapters: model.adapter_names(),
+            active: model.active_adapters().map(|s| s.to_string()),
+            fusions: model.registry().fusion_names().map(String::from).collect(),
+            heads: model
+                .heads()
+                .map(|heads| heads.iter().map(|(name, _)| name.to_string()).collect())
+                .unwrap_or_default(),
+            summary: model.adapter_summary().to_string(),
+            merged: model.merged_adapter().map(String::from),
+        }
+    }
+
+    /// Panics, naming what differs, if `after` is not `self`.
+    pub fn assert_unchanged(&self, after: &ModelState, error: &dyn std::fmt::Display) {
+        if after == self {
+            return;
+        }
+        let changed: Vec<_> = self
+            .params
+            .keys()
+            .chain(after.params.keys())
+            .filter(|k| self.params.get(*k) != after.params.get(*k))
+            .take(5)
+            .collect();
+        panic!(
+            "a failed call ({error}) changed the model: params {changed:?}, trainable flags changed: {}, adapters {:?} → {:?}, active {:?} → {:?}, fusions {:?} → {:?}, heads {:?} → {:?}, merged {:?} → {:?}",
+            self.trainable != after.trainable,
+            self.adapters,
+            after.adapters,
+            self.active,
+            after.active,
+            self.fusions,
+            after.fusions,
+            self.heads,
+            after.heads,
+            self.merged,
+            after.merged
+        );
+    }
 }
