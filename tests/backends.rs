@@ -209,3 +209,53 @@ fn adapters_run_in_half_precision() {
         }
     }
 }
+
+/// `methods::dropout` on this device: in training it zeroes a fraction `p` of the elements and
+/// scales the rest by `1/(1-p)`, its gradient is that same mask, `Device::seed` makes it
+/// reproducible, and outside training (or off an autodiff device) it is the identity.
+#[test]
+fn dropout_drops_a_fraction_p_and_scales_the_rest() {
+    use burn::module::Module;
+    use burn::nn::DropoutConfig;
+    use burn_adapters::methods::dropout;
+    let device = test_device().autodiff();
+    let p = 0.25;
+    let layer = DropoutConfig::new(p).init();
+    let n = 100_000;
+    let draw = |seed: u64| {
+        device.seed(seed);
+        let x = Tensor::<2>::ones([4, n / 4], &device).require_grad();
+        let y = dropout(&layer, x.clone());
+        let grads = y.clone().sum().backward();
+        let grad = x.grad(&grads).expect("x is tracked");
+        (values(y), values(grad))
+    };
+    let (y, grad) = draw(5);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    assert!(
+        y.iter().all(|&v| v == 0.0 || (v - scale).abs() <= 1e-6),
+        "{}: values other than 0 and 1/(1-p)",
+        device_name()
+    );
+    // d(x ⊙ m)/dx = m
+    assert_eq!(y, grad, "{}: gradient differs from the mask", device_name());
+    // binomial(n, p): within 6 standard deviations of the mean
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (dropped - n as f64 * p).abs() < 6.0 * sd,
+        "{}: dropped {dropped} of {n}",
+        device_name()
+    );
+    assert_eq!(y, draw(5).0, "{}: same seed, other mask", device_name());
+    assert_ne!(y, draw(6).0, "{}: other seed, same mask", device_name());
+
+    let x = Tensor::<2>::ones([4, 8], &device);
+    let frozen = layer.clone().freeze();
+    assert_eq!(values(dropout(&frozen, x.clone())), values(x.clone()));
+    let inference = Tensor::<2>::ones([4, 8], &test_device());
+    assert_eq!(
+        values(dropout(&layer, inference.clone())),
+        values(inference)
+    );
+}

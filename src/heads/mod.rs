@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
+use crate::methods::dropout;
 use crate::methods::init::{InitRng, param};
 
 /// How a sequence head reduces the token states to one vector per example.
@@ -234,7 +235,7 @@ impl PredictionHead {
     fn mlp<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(self.dropout.forward(x));
+            x = layer.forward(dropout(&self.dropout, x));
             if i < last
                 && let Some(act) = self.activation
             {

@@ -5,6 +5,7 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid, module::linear};
 
+use super::dropout;
 use super::init::{InitRng, constant, param};
 use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
 use crate::error::Result;
@@ -237,7 +238,7 @@ impl Bottleneck {
 
     /// Dropout and gate applied to an up projection of `x`.
     pub(crate) fn gate_and_drop(&self, up: Tensor<3>, x: &Tensor<3>) -> Tensor<3> {
-        let out = self.dropout.forward(up);
+        let out = dropout(&self.dropout, up);
         match &self.gate {
             // mean over the sequence of sigmoid(gate(x)): one gate value per example
             Some(gate) => out * sigmoid(gate.forward(x.clone())).mean_dim(1),

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
+use super::dropout;
 use super::init::{InitRng, param};
 use crate::config::FusionConfig;
 use crate::error::Result;
@@ -107,7 +108,7 @@ impl Fusion {
             .unsqueeze_dim::<4>(2)
             .matmul(keys.swap_dims(2, 3))
             .reshape([batch, seq, n]);
-        let probs = softmax(self.dropout.forward(scores), 2);
+        let probs = softmax(dropout(&self.dropout, scores), 2);
         let mut context = probs
             .unsqueeze_dim::<4>(2)
             .matmul(values)

@@ -21,13 +21,7 @@ impl InitRng {
 
     /// Seeded from `device`'s random stream.
     pub fn from_device(device: &Device) -> Self {
-        let draw = Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 2147483647.0), device)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .unwrap_or_default();
-        let seed = draw.iter().fold(0u64, |acc, v| (acc << 31) ^ (*v as u64));
-        Self::seeded(seed)
+        Self::seeded(device_seed(device))
     }
 
     /// `N(mean, std)` samples.
@@ -66,6 +60,17 @@ impl InitRng {
             })
             .collect()
     }
+}
+
+/// A seed for a host-side generator, drawn from `device`'s random stream (so `Device::seed`
+/// makes what the generator produces reproducible).
+pub(crate) fn device_seed(device: &Device) -> u64 {
+    let draw = Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 2147483647.0), device)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap_or_default();
+    draw.iter().fold(0u64, |acc, v| (acc << 31) ^ (*v as u64))
 }
 
 /// A parameter holding `values` with `shape`.

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
+use super::dropout;
 use super::init::{InitRng, param};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
@@ -123,9 +124,7 @@ impl LoRA {
         });
         match &self.lora_a {
             Some(a) => {
-                let x = self
-                    .dropout
-                    .forward(previous.unwrap_or_else(|| input.clone()));
+                let x = dropout(&self.dropout, previous.unwrap_or_else(|| input.clone()));
                 // Scale the rank-r intermediate: r values per token instead of d_output.
                 let low_rank = x.matmul(a.val().unsqueeze());
                 let low_rank = match gate {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Activation, check_probability};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
+use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
@@ -239,7 +240,7 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_types)
             + self.position_embeddings.forward(positions);
-        self.dropout.forward(self.layer_norm.forward(x))
+        dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }
 
@@ -283,7 +284,7 @@ impl BertSelfAttention {
             };
             scores = scores.mask_fill(padding.clone().expand([batch, heads, seq, seq]), lowest);
         }
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = dropout(&self.dropout, softmax(scores, 3));
         probs
             .matmul(v)
             .swap_dims(1, 2)
@@ -350,7 +351,8 @@ pub struct BertLayer {
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, padding: Option<&Tensor<4, Bool>>) -> Tensor<3> {
         let attn = &self.attention.output;
-        let h = attn.dropout.forward(
+        let h = dropout(
+            &attn.dropout,
             attn.dense
                 .forward(self.attention.self_attention.forward(x.clone(), padding)),
         );
@@ -360,7 +362,7 @@ impl BertLayer {
             .activation
             .forward(self.intermediate.dense.forward(x.clone()));
         let out = &self.output;
-        let h = out.dropout.forward(out.dense.forward(inner));
+        let h = dropout(&out.dropout, out.dense.forward(inner));
         out.adapters.forward(h, x, Some(&out.layer_norm))
     }
 }

@@ -14,6 +14,7 @@ use burn::nn::{Dropout, Gelu, LayerNorm, Linear};
 use burn::tensor::activation::{quiet_softmax, softmax};
 use burn::tensor::{Bool, Tensor};
 
+use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
@@ -113,9 +114,7 @@ impl AdapterAttention {
         } else {
             softmax(scores, 3)
         };
-        let context = self
-            .dropout
-            .forward(weights)
+        let context = dropout(&self.dropout, weights)
             .matmul(value)
             .swap_dims(1, 2)
             .reshape([batch, seq, d_model]);
@@ -159,7 +158,7 @@ impl AdapterFeedForward {
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.linear_inner.forward(x);
-        let x = self.dropout.forward(self.activation.forward(x));
+        let x = dropout(&self.dropout, self.activation.forward(x));
         self.linear_outer.forward(x)
     }
 }
@@ -233,9 +232,10 @@ impl AdapterEncoderLayer {
         } else {
             x.clone()
         };
-        let h = self
-            .dropout
-            .forward(self.mha.forward(attention_input, mask_pad, mask_attn));
+        let h = dropout(
+            &self.dropout,
+            self.mha.forward(attention_input, mask_pad, mask_attn),
+        );
         let x = self
             .attention_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_1));
@@ -245,7 +245,7 @@ impl AdapterEncoderLayer {
         } else {
             x.clone()
         };
-        let h = self.dropout.forward(self.pwff.forward(ffn_input));
+        let h = dropout(&self.dropout, self.pwff.forward(ffn_input));
         self.output_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_2))
     }

@@ -95,7 +95,7 @@ pub fn base_model(device: &Device) -> BertModel {
     BertModel::from_pretrained(fixtures().join("base"), device).expect("fixture base model loads")
 }
 
-pub fn values(t: Tensor<3>) -> Vec<f32> {
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
