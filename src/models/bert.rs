@@ -9,13 +9,15 @@ use burn::nn::{
     LinearConfig,
 };
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, activation::softmax};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Activation, check_probability};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
-use crate::methods::dropout;
+use crate::methods::{dropout, dropout_active};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
@@ -262,33 +264,69 @@ pub struct BertSelfAttention {
 impl BertSelfAttention {
     /// # Shapes
     ///
-    /// - x: `[batch, seq, hidden]`, mask: `[batch, 1, 1, seq]` (true = padding)
+    /// - x: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
-    fn forward(&self, x: Tensor<3>, padding: Option<&Tensor<4, Bool>>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, padding: Option<&Padding>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let heads = self.num_heads;
         let head_dim = hidden / heads;
         let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
-        let mut scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
-        if let Some(padding) = padding {
-            // transformers adds finfo(dtype).min to masked scores; after softmax both give 0.
-            let lowest = match scores.dtype() {
-                DType::F16 => half::f16::MIN.to_f64(),
-                DType::BF16 => half::bf16::MIN.to_f64(),
-                _ => f32::MIN as f64,
-            };
-            scores = scores.mask_fill(padding.clone().expand([batch, heads, seq, seq]), lowest);
+        let v = split(self.value.forward(x.clone()));
+        let context = if dropout_active(&self.dropout, &x.device()) {
+            // Spelled out, so that dropout can act on the probabilities.
+            let mut scores = q
+                .matmul(k.swap_dims(2, 3))
+                .div_scalar((head_dim as f64).sqrt());
+            if let Some(padding) = padding {
+                let mask = padding.mask.clone().expand([batch, heads, seq, seq]);
+                scores = scores.mask_fill(mask, padding.lowest);
+            }
+            dropout(&self.dropout, softmax(scores, 3)).matmul(v)
+        } else {
+            // The backend's fused kernel where it has one (libtorch's
+            // scaled_dot_product_attention, CubeCL's flash attention without a bias).
+            let bias = padding.map(|padding| padding.bias.clone());
+            attention(q, k, v, None, bias, AttentionModuleOptions::default())
+        };
+        context.swap_dims(1, 2).reshape([batch, seq, hidden])
+    }
+}
+
+/// The padding of a batch as the attention layers use it, built once per forward.
+#[derive(Debug, Clone)]
+struct Padding {
+    /// `true` at padded keys, `[batch, 1, 1, seq]`.
+    mask: Tensor<4, Bool>,
+    /// `0` at tokens and `lowest` at padded keys, `[batch, 1, 1, seq]`: what transformers adds
+    /// to the scores.
+    bias: Tensor<4>,
+    /// The score given to padded keys: the dtype's lowest finite value, as in transformers
+    /// (after the softmax the same as -inf, except in a row with no token at all, which
+    /// becomes a uniform average as there).
+    lowest: f64,
+}
+
+impl Padding {
+    /// The padding of `attention_mask` (`[batch, seq]`, 0 = padding) for scores of `dtype`, or
+    /// `None` when nothing is padded (as transformers drops an all-ones mask).
+    fn new(attention_mask: Tensor<2, Int>, dtype: DType) -> Option<Self> {
+        let [batch, seq] = attention_mask.dims();
+        let padded = attention_mask.equal_elem(0);
+        if !padded.clone().any().into_scalar::<bool>() {
+            return None;
         }
-        let probs = dropout(&self.dropout, softmax(scores, 3));
-        probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden])
+        let lowest = match dtype {
+            DType::F16 => half::f16::MIN.to_f64(),
+            DType::BF16 => half::bf16::MIN.to_f64(),
+            _ => f32::MIN as f64,
+        };
+        let mask = padded.reshape([batch, 1, 1, seq]);
+        let bias = Tensor::<4>::zeros([batch, 1, 1, seq], &mask.device())
+            .cast(dtype)
+            .mask_fill(mask.clone(), lowest);
+        Some(Self { mask, bias, lowest })
     }
 }
 
@@ -349,7 +387,7 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, padding: Option<&Tensor<4, Bool>>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, padding: Option<&Padding>) -> Tensor<3> {
         let attn = &self.attention.output;
         let h = dropout(
             &attn.dropout,
@@ -577,13 +615,13 @@ impl BertModel {
         } else {
             input
         };
-        let [batch, seq] = input.input_ids.dims();
-        let padding = input
-            .attention_mask
-            .map(|mask| mask.equal_elem(0).reshape([batch, 1, 1, seq]));
+        let [batch, _] = input.input_ids.dims();
         let mut x = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
+        let padding = input
+            .attention_mask
+            .and_then(|mask| Padding::new(mask, x.dtype()));
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref());
         }
