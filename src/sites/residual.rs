@@ -69,8 +69,11 @@ struct State<'a> {
     input: Tensor<3>,
     /// The residual of the next adapter (set by pre-forward).
     residual: Tensor<3>,
-    /// The up projection of the last adapter that ran (what Fuse mixes).
+    /// The up projection of the last adapter that ran (what Fuse mixes), if `keep_up`.
     up: Option<Tensor<3>>,
+    /// Whether a Fuse reads `up`; otherwise it is not kept, so the adapter output can be
+    /// computed in place.
+    keep_up: bool,
     /// The last adapter that ran (its post-forward ends the site).
     last: Option<&'a Bottleneck>,
 }
@@ -196,6 +199,7 @@ impl ResidualSite {
             input: residual.clone(),
             residual: residual.clone(),
             up: None,
+            keep_up: false,
             last: None,
         };
         // A single name runs as a one-element Stack, as in AdapterHub.
@@ -241,6 +245,7 @@ impl ResidualSite {
                         input: slice(&state.input),
                         residual: slice(&state.residual),
                         up: state.up.as_ref().map(slice),
+                        keep_up: state.keep_up,
                         last: state.last,
                     };
                     let piece = self.compose(child, piece, layer_norm);
@@ -351,7 +356,13 @@ impl ResidualSite {
         };
         let ups: Vec<Tensor<3>> = children
             .iter()
-            .filter_map(|child| self.compose(child, state.clone(), layer_norm).up)
+            .filter_map(|child| {
+                let state = State {
+                    keep_up: true,
+                    ..state.clone()
+                };
+                self.compose(child, state, layer_norm).up
+            })
             .collect();
         if ups.is_empty() {
             return state;
@@ -386,10 +397,11 @@ impl ResidualSite {
     /// One adapter on the current state (AdapterHub's `compose_single`).
     fn single<'a>(&'a self, adapter: &'a Bottleneck, state: State<'a>) -> State<'a> {
         let up = adapter.up_projection(&state.hidden);
-        let delta = adapter.gate_and_drop(up.clone(), &state.hidden);
+        let kept = state.keep_up.then(|| up.clone());
+        let delta = adapter.gate_and_drop(up, &state.hidden);
         State {
             hidden: adapter.finish(delta, state.residual.clone()),
-            up: Some(up),
+            up: kept,
             last: Some(adapter),
             ..state
         }
