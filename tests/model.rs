@@ -218,6 +218,36 @@ fn train_adapter_changes_only_that_adapter() {
     );
 }
 
+/// Clones of a model share the lazy initialisers of parameters not yet materialised; setting
+/// trainability on one clone must not reach the others.
+#[test]
+fn trainability_stays_with_the_clone_it_was_set_on() {
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    let base = BertModel::new(&BertConfig::tiny(), &device); // parameters still lazy
+    let mut adapted = base.clone();
+    adapted.add_adapter("a", BnConfig::seq_bn()).unwrap();
+    adapted.train_adapter("a").unwrap();
+    let mut full = base.clone();
+    full.freeze_model(false);
+
+    let before = snapshot(&adapted);
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..2 {
+        let out = adapted.forward(tiny_input(&device)).last_hidden_state;
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &adapted);
+        adapted = optim.step(1e-2, adapted, grads);
+    }
+    let after = snapshot(&adapted);
+    for (path, old) in &before {
+        if !path.contains(".adapters.a.") {
+            assert_eq!(old, &after[path], "{path} changed although only `a` trains");
+        }
+    }
+    assert!(!adapted.adapter_summary().base_trainable);
+    assert!(full.adapter_summary().base_trainable);
+}
+
 #[test]
 fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
     let device = device();

@@ -19,6 +19,10 @@ impl<F: Fn(&[String]) -> bool> ModuleMapper for PathTrainability<'_, F> {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        // A parameter not yet initialised shares its lazy initialiser, and with it the
+        // gradient requirement, with every clone of the model: setting it here would reach
+        // them all. Initialising it first (once, for every clone) keeps the setting local.
+        let _ = param.val();
         param.set_require_grad((self.trainable)(&self.path))
     }
 }
