@@ -1,30 +1,38 @@
-//! Forward overhead of each adapter method over the base model, measured as paired ratios.
+//! Overheads as paired ratios: the forward of each adapter method over the base model, and a
+//! `train_adapter` step over a full fine-tuning step.
 //!
-//! `forward.rs` times each variant in its own criterion group, minutes apart; on a shared machine
-//! the drift between groups (±10 %) is larger than the overheads asked about (1–5 %). Here every
-//! round times the base model and each variant back to back (in a rotating order), and the
-//! overhead is the median over rounds of `variant / base` within a round, with a distribution-free
-//! 95 % confidence interval for that median (order statistics of the binomial). `lora merged`
-//! runs exactly the base model's operations and serves as the A/A control: its interval shows
-//! the resolution of the measurement.
+//! `forward.rs` and `train.rs` time each variant in its own criterion group, minutes apart; on a
+//! shared machine the drift between groups (±10 %) is larger than the overheads asked about
+//! (1–5 %). Here every round times the reference and each variant back to back (in a rotating
+//! order), and the overhead is the median over rounds of `variant / reference` within a round,
+//! with a distribution-free 95 % confidence interval for that median (order statistics of the
+//! binomial). `lora merged` runs exactly the base model's operations and serves as the A/A
+//! control: its interval shows the resolution of the measurement.
 //!
 //! ```text
 //! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench overhead
 //! BURN_ADAPTERS_BENCH_ROUNDS=40 BURN_ADAPTERS_BENCH_SHAPES=minilm cargo bench --bench overhead
+//! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train (default both)
+//! BURN_ADAPTERS_BENCH_OUT=target/overhead.json cargo bench --bench overhead   # also as JSON
 //! ```
+//! `tools/bench_reference.py --paired` measures the Python reference the same way and
+//! `tools/bench_compare.py --paired` puts both side by side.
 
 mod common;
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use burn_adapters::models::bert::{BertInput, BertModel};
-use common::{Shape, VARIANTS, bench_device, forward_sum, input, shapes, with_variant};
+use burn_adapters::models::bert::BertModel;
+use common::{
+    Shape, TRAIN_VARIANTS, TrainStep, VARIANTS, bench_device, device_with, forward_sum, input,
+    shapes, with_variant,
+};
 
-/// Seconds for one forward pass, read back to the host so the device has finished.
-fn time(model: &BertModel, input: &BertInput) -> f64 {
+/// Seconds `run` takes (it reads a result back, so the device has finished).
+fn time(run: &mut impl FnMut() -> f32) -> f64 {
     let start = Instant::now();
-    black_box(forward_sum(model, input));
+    black_box(run());
     start.elapsed().as_secs_f64()
 }
 
@@ -44,49 +52,130 @@ fn median_with_interval(mut values: Vec<f64>) -> (f64, f64, f64) {
     (median, values[lo], values[hi])
 }
 
-fn main() {
+/// Times `runs` (the reference at `reference`) in `rounds` rounds after one warm-up call each,
+/// prints a table of median times and paired ratios headed `title`, and returns the table as
+/// JSON: `{"<title>/<variant>": {"median", "ratio", "lo", "hi"}}` (seconds; no ratio for the
+/// reference).
+fn paired(
+    title: &str,
+    rounds: usize,
+    reference: usize,
+    mut runs: Vec<(&str, Box<dyn FnMut() -> f32 + '_>)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for (_, run) in runs.iter_mut() {
+        time(run); // warm-up: allocations, kernel selection
+    }
+    let mut times = vec![Vec::with_capacity(rounds); runs.len()];
+    for round in 0..rounds {
+        for k in 0..runs.len() {
+            let v = (round + k) % runs.len();
+            times[v].push(time(&mut runs[v].1));
+        }
+    }
+    println!("\n{title}");
+    println!(
+        "| variant | median time | ratio to {} (95 % CI) |",
+        runs[reference].0
+    );
+    println!("|---|---|---|");
+    let mut table = serde_json::Map::new();
+    for (v, (label, _)) in runs.iter().enumerate() {
+        let (t, ..) = median_with_interval(times[v].clone());
+        let key = format!("{title}/{label}");
+        if v == reference {
+            println!("| {label} | {:.1} ms | – |", t * 1e3);
+            table.insert(key, serde_json::json!({ "median": t }));
+            continue;
+        }
+        let ratios = times[v]
+            .iter()
+            .zip(&times[reference])
+            .map(|(t, r)| t / r)
+            .collect();
+        let (ratio, lo, hi) = median_with_interval(ratios);
+        println!(
+            "| {label} | {:.1} ms | {ratio:.3}× ({lo:.3}–{hi:.3}) |",
+            t * 1e3
+        );
+        table.insert(
+            key,
+            serde_json::json!({ "median": t, "ratio": ratio, "lo": lo, "hi": hi }),
+        );
+    }
+    table
+}
+
+fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     let device = bench_device();
-    let rounds: usize = std::env::var("BURN_ADAPTERS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(30);
     println!("paired forward overhead, {rounds} rounds, device {device:?}");
-    for shape in shapes() {
-        let Shape { name, config } = &shape;
+    for Shape { name, config } in shapes() {
         device.seed(0);
-        let base = BertModel::new(config, &device);
+        let base = BertModel::new(&config, &device);
         let models: Vec<BertModel> = VARIANTS
             .iter()
             .map(|(_, spec, merged)| with_variant(&base, *spec, *merged))
             .collect();
         for batch in [8, 1] {
             let input = input(batch, 128, &device);
-            for model in &models {
-                time(model, &input); // warm-up: allocations, kernel selection
-            }
-            let mut times = vec![Vec::with_capacity(rounds); models.len()];
-            for round in 0..rounds {
-                for k in 0..models.len() {
-                    let v = (round + k) % models.len();
-                    times[v].push(time(&models[v], &input));
-                }
-            }
-            println!("\n{name} {batch}x128");
-            println!("| variant | median time | overhead vs base (95 % CI) |");
-            println!("|---|---|---|");
-            for (v, (label, ..)) in VARIANTS.iter().enumerate() {
-                let (t, ..) = median_with_interval(times[v].clone());
-                if v == 0 {
-                    println!("| {label} | {:.1} ms | – |", t * 1e3);
-                    continue;
-                }
-                let ratios = times[v].iter().zip(&times[0]).map(|(t, b)| t / b).collect();
-                let (ratio, lo, hi) = median_with_interval(ratios);
-                println!(
-                    "| {label} | {:.1} ms | {ratio:.3}× ({lo:.3}–{hi:.3}) |",
-                    t * 1e3
-                );
-            }
+            let runs = VARIANTS
+                .iter()
+                .zip(&models)
+                .map(|((label, ..), model)| {
+                    let run: Box<dyn FnMut() -> f32> = Box::new(|| forward_sum(model, &input));
+                    (*label, run)
+                })
+                .collect();
+            out.extend(paired(
+                &format!("forward {name} {batch}x128"),
+                rounds,
+                0,
+                runs,
+            ));
         }
+    }
+}
+
+fn train(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
+    let device = device_with(true);
+    println!("\npaired train step, {rounds} rounds, device {device:?}");
+    for Shape { name, config } in shapes().into_iter().filter(|s| s.name == "minilm") {
+        device.seed(0);
+        let base = BertModel::new(&config, &device);
+        let runs = TRAIN_VARIANTS
+            .iter()
+            .map(|variant| {
+                let mut train = TrainStep::new(&base, variant, &device);
+                let run: Box<dyn FnMut() -> f32> = Box::new(move || train.step());
+                (*variant, run)
+            })
+            .collect();
+        let full = TRAIN_VARIANTS.len() - 1;
+        out.extend(paired(
+            &format!("train step {name} 8x128"),
+            rounds,
+            full,
+            runs,
+        ));
+    }
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BURN_ADAPTERS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    let parts =
+        std::env::var("BURN_ADAPTERS_BENCH_PARTS").unwrap_or_else(|_| "forward,train".into());
+    let wanted = |part: &str| parts.split(',').any(|p| p.trim() == part);
+    let mut out = serde_json::Map::new();
+    if wanted("forward") {
+        forward(rounds, &mut out);
+    }
+    if wanted("train") {
+        train(rounds, &mut out);
+    }
+    if let Ok(path) = std::env::var("BURN_ADAPTERS_BENCH_OUT") {
+        let json = serde_json::to_string_pretty(&out).expect("a map of numbers");
+        std::fs::write(&path, json).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }

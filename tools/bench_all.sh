@@ -12,6 +12,8 @@ echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u 
 cargo bench "${features[@]}" --bench forward -- "$@"
 cargo bench "${features[@]}" --bench train -- "$@"
 cargo bench "${features[@]}" --bench switch -- "$@"
-cargo bench "${features[@]}" --bench overhead | tee "$TARGET/overhead.md"
-"$VENV/bin/python" tools/bench_reference.py --out "$TARGET/bench-reference.json" --threads "$(nproc)"
-python3 tools/bench_compare.py --criterion "$TARGET/criterion" --reference "$TARGET/bench-reference.json"
+BURN_ADAPTERS_BENCH_OUT="$TARGET/overhead.json" cargo bench "${features[@]}" --bench overhead | tee "$TARGET/overhead.md"
+"$VENV/bin/python" tools/bench_reference.py --out "$TARGET/bench-reference.json" --threads "$(nproc)" \
+  --paired "${BURN_ADAPTERS_BENCH_ROUNDS:-30}"
+python3 tools/bench_compare.py --criterion "$TARGET/criterion" --reference "$TARGET/bench-reference.json" \
+  --paired "$TARGET/overhead.json"

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Print one markdown table per criterion group: Rust medians (from target/criterion), ratios to the
 group's baseline, and the Python reference's medians and ratios (from tools/bench_reference.py).
+With --paired (the JSON of benches/overhead.rs), also one table per group of paired ratios, Rust's
+beside the reference's (bench_reference.py --paired).
 
     python3 tools/bench_compare.py [--criterion target/criterion] [--reference target/bench-reference.json]
+                                   [--paired target/overhead.json]
 """
 
 import argparse
@@ -10,6 +13,12 @@ import json
 import os
 
 BASELINES = {"forward": "base", "train step": "full fine-tuning"}
+# the order of the benches' variant lists
+ORDER = ["base", "seq_bn", "double_seq_bn", "par_bn", "lora", "lora merged", "ia3", "full fine-tuning"]
+
+
+def ordered(names):
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def criterion_results(root):
@@ -41,10 +50,31 @@ def fmt_time(s):
     return "{:.1f} µs".format(s * 1e6)
 
 
+def fmt_ratio(entry):
+    if not entry or "ratio" not in entry:
+        return "–"
+    return "{:.3f}× ({:.3f}–{:.3f})".format(entry["ratio"], entry["lo"], entry["hi"])
+
+
+def print_paired(rust, python):
+    groups = sorted({k.split("/")[0] for k in rust})
+    for group in groups:
+        print("\n### paired: {}\n".format(group))
+        print("| variant | Rust median | Rust ratio (95 % CI) | Python median | Python ratio (95 % CI) | Rust / Python |")
+        print("|" + "---|" * 6)
+        for name in ordered(k.split("/", 1)[1] for k in rust if k.startswith(group + "/")):
+            key = "{}/{}".format(group, name)
+            r, p = rust[key], python.get(key)
+            vs = "{:.2f}×".format(r["median"] / p["median"]) if p else "–"
+            print("| {} | {} | {} | {} | {} | {} |".format(
+                name, fmt_time(r["median"]), fmt_ratio(r), fmt_time(p["median"]) if p else "–", fmt_ratio(p), vs))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--criterion", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion"))
     ap.add_argument("--reference", default="target/bench-reference.json")
+    ap.add_argument("--paired", help="JSON written by benches/overhead.rs (BURN_ADAPTERS_BENCH_OUT)")
     args = ap.parse_args()
     rust = criterion_results(args.criterion)
     python = {}
@@ -59,7 +89,7 @@ def main():
         header = "| variant | Rust median (min–max) | Rust ratio | Python median | Python ratio | Rust / Python |"
         print(header)
         print("|" + "---|" * 6)
-        names = [k.split("/", 1)[1] for k in rust if k.startswith(group + "/")]
+        names = ordered(k.split("/", 1)[1] for k in rust if k.startswith(group + "/"))
         for name in names:
             r = rust["{}/{}".format(group, name)]
             p = python.get("{}/{}".format(group, name))
@@ -71,6 +101,9 @@ def main():
             print("| {} | {} ({}–{}) | {} | {} | {} | {} |".format(
                 name, fmt_time(r["median"]), fmt_time(r["min"]), fmt_time(r["max"]), r_ratio,
                 fmt_time(p["median"]) if p else "–", p_ratio, vs))
+    if args.paired:
+        with open(args.paired) as f:
+            print_paired(json.load(f), python.get("paired", {}))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,16 @@ double_seq_bn, par_bn, lora (init bert), lora merged, ia3. Train step (minilm 8x
 linear head, cross-entropy, backward, AdamW step, for train_adapter(seq_bn), train_adapter(lora) and full
 fine-tuning. Each measurement: warm-up, then `--samples` timed runs; the median and the min/max are stored
 (seconds).
+
+With `--paired ROUNDS` it also measures the overheads as paired ratios, as benches/overhead.rs does: every
+round times the reference (the base model, or full fine-tuning) and each variant back to back in a rotating
+order; the ratio is the median over rounds of variant / reference within a round, with a distribution-free
+95 % interval. These are stored under "paired", keyed like the Rust bench's JSON.
 """
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -48,6 +54,35 @@ def timed(fn, samples, warmup=2):
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "samples": samples}
 
 
+def median_with_interval(values):
+    """The median and the order statistics at ranks n/2 -+ 0.98 sqrt(n) (as benches/overhead.rs)."""
+    values = sorted(values)
+    n = len(values)
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    half = math.ceil(0.98 * math.sqrt(n))
+    return median, values[max(n // 2 - half, 0)], values[min(n // 2 + half, n - 1)]
+
+
+def paired(title, rounds, reference, runs, out):
+    """Times runs [(label, fn)] in rotating rounds; stores medians and ratios to runs[reference]."""
+    for _, fn in runs:
+        fn()
+    times = [[] for _ in runs]
+    for r in range(rounds):
+        for k in range(len(runs)):
+            v = (r + k) % len(runs)
+            start = time.perf_counter()
+            runs[v][1]()
+            times[v].append(time.perf_counter() - start)
+    for v, (label, _) in enumerate(runs):
+        entry = {"median": median_with_interval(times[v])[0]}
+        if v != reference:
+            ratio, lo, hi = median_with_interval([t / b for t, b in zip(times[v], times[reference])])
+            entry.update(ratio=ratio, lo=lo, hi=hi)
+            print("paired", title, label, "{:.3f} ({:.3f}-{:.3f})".format(ratio, lo, hi))
+        out["{}/{}".format(title, label)] = entry
+
+
 def model_for(shape):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, **SHAPES[shape])
@@ -56,53 +91,82 @@ def model_for(shape):
     return model
 
 
+def variant_model(shape, config, merged):
+    model = model_for(shape)
+    if config is not None:
+        model.add_adapter("a", config=config)
+        model.set_active_adapters("a")
+        if merged:
+            model.merge_adapter("a")
+    model.eval()
+    return model
+
+
+def forward_run(model, ids, mask):
+    def run():
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
+
+    return run
+
+
 def forward_benches(shape, samples, out):
     for batch in (8, 1):
         ids = torch.randint(1, 30000, (batch, 128))
         mask = torch.ones_like(ids)
         for label, config, merged in VARIANTS:
-            model = model_for(shape)
-            if config is not None:
-                model.add_adapter("a", config=config)
-                model.set_active_adapters("a")
-                if merged:
-                    model.merge_adapter("a")
-            model.eval()
-
-            def run():
-                with torch.no_grad():
-                    model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
-
+            run = forward_run(variant_model(shape, config, merged), ids, mask)
             out["forward {} {}x128/{}".format(shape, batch, label)] = timed(run, samples)
             print("forward", shape, batch, label, out["forward {} {}x128/{}".format(shape, batch, label)]["median"])
 
 
-def train_benches(samples, out):
+def forward_paired(shape, rounds, out):
+    models = [(label, variant_model(shape, config, merged)) for label, config, merged in VARIANTS]
+    for batch in (8, 1):
+        ids = torch.randint(1, 30000, (batch, 128))
+        mask = torch.ones_like(ids)
+        runs = [(label, forward_run(model, ids, mask)) for label, model in models]
+        paired("forward {} {}x128".format(shape, batch), rounds, 0, runs, out)
+
+
+TRAIN_VARIANTS = ("seq_bn", "lora", "full fine-tuning")
+
+
+def train_step_for(variant):
     ids = torch.randint(1, 30000, (8, 128))
     mask = torch.ones_like(ids)
     labels = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
-    for variant in ("seq_bn", "lora", "full fine-tuning"):
-        model = model_for("minilm")
-        head = torch.nn.Linear(384, 2)
-        if variant == "full fine-tuning":
-            model.train()
-        else:
-            model.add_adapter("task", config=variant)
-            model.train_adapter("task")
-        params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=1e-4)
+    model = model_for("minilm")
+    head = torch.nn.Linear(384, 2)
+    if variant == "full fine-tuning":
+        model.train()
+    else:
+        model.add_adapter("task", config=variant)
+        model.train_adapter("task")
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-4)
 
-        def step():
-            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            loss = torch.nn.functional.cross_entropy(head(pooled), labels)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            return loss.item()
+    def step():
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        loss = torch.nn.functional.cross_entropy(head(pooled), labels)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        return loss.item()
 
-        out["train step minilm 8x128/{}".format(variant)] = timed(step, samples)
+    return step
+
+
+def train_benches(samples, out):
+    for variant in TRAIN_VARIANTS:
+        out["train step minilm 8x128/{}".format(variant)] = timed(train_step_for(variant), samples)
         print("train", variant, out["train step minilm 8x128/{}".format(variant)]["median"])
+
+
+def train_paired(rounds, out):
+    runs = [(variant, train_step_for(variant)) for variant in TRAIN_VARIANTS]
+    paired("train step minilm 8x128", rounds, len(runs) - 1, runs, out)
 
 
 def main():
@@ -111,12 +175,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--shapes", default="minilm,bert-base")
+    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS", help="also measure paired ratios")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = {"_meta": {"torch": torch.__version__, "adapters": adapters.__version__, "threads": args.threads}}
     for shape in args.shapes.split(","):
         forward_benches(shape.strip(), args.samples, out)
     train_benches(args.samples, out)
+    if args.paired:
+        out["paired"] = {}
+        for shape in args.shapes.split(","):
+            forward_paired(shape.strip(), args.paired, out["paired"])
+        train_paired(args.paired, out["paired"])
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
 

@@ -97,3 +97,57 @@ pub fn forward_sum(model: &BertModel, input: &BertInput) -> f32 {
         .sum()
         .into_scalar::<f32>()
 }
+
+/// The train-step variants; the last is the reference the others are compared with.
+pub const TRAIN_VARIANTS: [&str; 3] = ["seq_bn", "lora", "full fine-tuning"];
+
+/// One training step at a time (forward, backward, AdamW) of a model with a mean-pooled 2-class
+/// head and cross-entropy, as in the sentiment example: `train_adapter` of a fresh adapter of
+/// the variant's config, or full fine-tuning.
+pub struct TrainStep {
+    model: Option<BertModel>,
+    optim: burn::optim::ModuleOptimizer,
+    batch: BertInput,
+    labels: Tensor<1, Int>,
+}
+
+impl TrainStep {
+    /// `base` (on `device`, an autodiff device) made ready to train `variant` on a batch of
+    /// 8 × 128.
+    pub fn new(base: &BertModel, variant: &str, device: &Device) -> Self {
+        use burn_adapters::heads::HeadConfig;
+        let mut model = base.clone();
+        model
+            .add_head("task", HeadConfig::mean_pooled_linear(2))
+            .unwrap();
+        if variant == "full fine-tuning" {
+            model.freeze_model(false);
+        } else {
+            model
+                .add_adapter("task", AdapterConfig::load(variant).unwrap())
+                .unwrap();
+            model.train_adapter("task").unwrap();
+        }
+        Self {
+            model: Some(model),
+            optim: burn::optim::AdamWConfig::new().init(),
+            batch: input(8, 128, device),
+            labels: Tensor::from_ints([0, 1, 0, 1, 1, 0, 0, 1], device),
+        }
+    }
+
+    /// One step; returns the loss (read back, so the device has finished).
+    pub fn step(&mut self) -> f32 {
+        use burn::optim::GradientsParams;
+        let model = self
+            .model
+            .take()
+            .expect("the model is put back after each step");
+        let logits = model.classify("task", self.batch.clone()).unwrap();
+        let loss = burn_adapters::train::cross_entropy(logits, self.labels.clone());
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optim.step(1e-4, model, grads));
+        value
+    }
+}
