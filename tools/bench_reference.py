@@ -7,7 +7,7 @@ benches and write the medians as JSON, keyed like criterion's `<group>/<bench>`.
 Forward: BertModel in eval mode under no_grad, random weights, batch 8x128 and 1x128, variants base, seq_bn,
 double_seq_bn, par_bn, lora (init bert), lora merged, ia3. Train step (minilm 8x128): mean-pooled 2-class
 linear head, cross-entropy, backward, AdamW step, for train_adapter(seq_bn), train_adapter(lora) and full
-fine-tuning. Each measurement: warm-up, then `--samples` timed runs; the median and the min/max are stored
+fine-tuning. Kernels: the single operations of benches/kernels.rs. Each measurement: warm-up, then `--samples` timed runs; the median and the min/max are stored
 (seconds).
 
 With `--paired ROUNDS` it also measures the overheads as paired ratios, as benches/overhead.rs does: every
@@ -169,6 +169,35 @@ def train_paired(rounds, out):
     paired("train step minilm 8x128", rounds, len(runs) - 1, runs, out)
 
 
+def kernel_benches(samples, out):
+    """The operations of benches/kernels.rs, on the same shapes."""
+    torch.manual_seed(0)
+    rows, hidden, ffn, bottleneck = 8 * 128, 384, 1536, 24
+    x, y = torch.randn(rows, hidden), torch.randn(rows, hidden)
+    inner, z = torch.randn(rows, ffn), torch.randn(rows, bottleneck)
+    scores = torch.randn(8, 12, 128, 128)
+    # torch.nn.Linear stores [out, in]; F.linear is what its forward calls
+    w_square, w_up, w_down = torch.randn(hidden, hidden), torch.randn(ffn, hidden), torch.randn(hidden, ffn)
+    w_bn_down, w_bn_up = torch.randn(bottleneck, hidden), torch.randn(hidden, bottleneck)
+    norm = torch.nn.LayerNorm(hidden)
+    F = torch.nn.functional
+    ops = {
+        "gemm 1024x384x384": lambda: F.linear(x, w_square),
+        "gemm 1024x384x1536": lambda: F.linear(x, w_up),
+        "gemm 1024x1536x384": lambda: F.linear(inner, w_down),
+        "gemm 1024x384x24 (bottleneck down)": lambda: F.linear(x, w_bn_down),
+        "gemm 1024x24x384 (bottleneck up)": lambda: F.linear(z, w_bn_up),
+        "gelu 1024x1536": lambda: F.gelu(inner),
+        "softmax 8x12x128x128": lambda: torch.softmax(scores, dim=-1),
+        "layer_norm 1024x384": lambda: norm(x),
+        "add 1024x384": lambda: x + y,
+    }
+    with torch.no_grad():
+        for label, op in ops.items():
+            out["kernels minilm 8x128/" + label] = timed(op, samples * 5, warmup=5)
+            print("kernel", label, out["kernels minilm 8x128/" + label]["median"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -182,6 +211,7 @@ def main():
     for shape in args.shapes.split(","):
         forward_benches(shape.strip(), args.samples, out)
     train_benches(args.samples, out)
+    kernel_benches(args.samples, out)
     if args.paired:
         out["paired"] = {}
         for shape in args.shapes.split(","):
