@@ -32,6 +32,14 @@ pub fn device_by_name(name: &str) -> Result<Device> {
     Ok(if autodiff { device.autodiff() } else { device })
 }
 
+/// Whether `device` is burn-flex, with or without autodiff (burn's device equality ignores
+/// autodiff). The places where burn-flex's own kernel is slow enough to do the work on the host
+/// ask this.
+#[cfg(feature = "flex")]
+pub(crate) fn is_flex(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
 /// Names accepted by [`device_by_name`] in this build.
 pub fn available_backends() -> Vec<&'static str> {
     let mut names = vec!["flex"];

@@ -53,7 +53,7 @@ pub fn dropout_active(dropout: &Dropout, device: &Device) -> bool {
 fn draws_on_host(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
-        device.clone().inner() == Device::flex()
+        crate::backend::is_flex(device)
     }
     #[cfg(not(feature = "flex"))]
     {
