@@ -16,6 +16,7 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::linear;
 use burn::tensor::{Distribution, Tensor};
+use burn_adapters::config::Activation;
 use common::bench_device;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -61,6 +62,10 @@ fn kernels(c: &mut Criterion) {
         first(linear(z.clone(), w_bn_up.clone(), None))
     });
     bench("gelu 1024x1536", &mut || first(gelu(inner.clone())));
+    // what BERT's FFN runs: on flex inference, the same GELU on the host across threads
+    bench("gelu 1024x1536 (burn-adapters)", &mut || {
+        first(Activation::Gelu.forward(inner.clone()))
+    });
     bench("softmax 8x12x128x128", &mut || {
         first(softmax(scores.clone(), 3).reshape([8 * 12 * 128, 128]))
     });

@@ -13,6 +13,7 @@
 //! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench overhead
 //! BURN_ADAPTERS_BENCH_ROUNDS=40 BURN_ADAPTERS_BENCH_SHAPES=minilm cargo bench --bench overhead
 //! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train (default both)
+//! BURN_ADAPTERS_BENCH_VARIANTS="seq_bn,lora merged" cargo bench --bench overhead   # a subset
 //! BURN_ADAPTERS_BENCH_OUT=target/overhead.json cargo bench --bench overhead   # also as JSON
 //! ```
 //! `tools/bench_reference.py --paired` measures the Python reference the same way and
@@ -105,19 +106,33 @@ fn paired(
     table
 }
 
+/// `BURN_ADAPTERS_BENCH_VARIANTS` (comma-separated labels; the reference always runs), or all.
+fn wanted_variant(label: &str) -> bool {
+    match std::env::var("BURN_ADAPTERS_BENCH_VARIANTS") {
+        Ok(list) => list.split(',').any(|v| v.trim() == label),
+        Err(_) => true,
+    }
+}
+
 fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     let device = bench_device();
     println!("paired forward overhead, {rounds} rounds, device {device:?}");
+    let variants: Vec<_> = VARIANTS
+        .iter()
+        .enumerate()
+        .filter(|(i, (label, ..))| *i == 0 || wanted_variant(label))
+        .map(|(_, variant)| variant)
+        .collect();
     for Shape { name, config } in shapes() {
         device.seed(0);
         let base = BertModel::new(&config, &device);
-        let models: Vec<BertModel> = VARIANTS
+        let models: Vec<BertModel> = variants
             .iter()
             .map(|(_, spec, merged)| with_variant(&base, *spec, *merged))
             .collect();
         for batch in [8, 1] {
             let input = input(batch, 128, &device);
-            let runs = VARIANTS
+            let runs = variants
                 .iter()
                 .zip(&models)
                 .map(|((label, ..), model)| {
@@ -141,15 +156,16 @@ fn train(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     for Shape { name, config } in shapes().into_iter().filter(|s| s.name == "minilm") {
         device.seed(0);
         let base = BertModel::new(&config, &device);
-        let runs = TRAIN_VARIANTS
+        let runs: Vec<(&str, Box<dyn FnMut() -> f32>)> = TRAIN_VARIANTS
             .iter()
+            .filter(|variant| **variant == "full fine-tuning" || wanted_variant(variant))
             .map(|variant| {
                 let mut train = TrainStep::new(&base, variant, &device);
                 let run: Box<dyn FnMut() -> f32> = Box::new(move || train.step());
                 (*variant, run)
             })
             .collect();
-        let full = TRAIN_VARIANTS.len() - 1;
+        let full = runs.len() - 1;
         out.extend(paired(
             &format!("train step {name} 8x128"),
             rounds,
