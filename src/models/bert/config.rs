@@ -1,0 +1,165 @@
+//! The Hugging Face `config.json` of a BERT encoder.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Activation, check_probability};
+use crate::error::{Error, Result};
+
+/// The fields of a Hugging Face `config.json` that define a BERT encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the hidden states.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward block.
+    pub intermediate_size: usize,
+    /// Feed-forward non-linearity (`"gelu"` is the exact erf form).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on hidden states.
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Number of learned positions.
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_types")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Checkpoint name, recorded in saved adapter configs.
+    #[serde(
+        default,
+        rename = "_name_or_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub name_or_path: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_positions() -> usize {
+    512
+}
+fn default_types() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// A config with the given shape and BERT's defaults for everything else.
+    pub fn new(
+        vocab_size: usize,
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        intermediate_size: usize,
+    ) -> Self {
+        Self {
+            vocab_size,
+            hidden_size,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size,
+            hidden_act: default_act(),
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            name_or_path: None,
+        }
+    }
+
+    /// A tiny config for tests and examples (hidden 32, 2 layers, 4 heads).
+    pub fn tiny() -> Self {
+        Self::new(99, 32, 2, 4, 64)
+    }
+
+    /// bert-base-uncased's shape (hidden 768, 12 layers, 12 heads, FFN 3072).
+    pub fn bert_base() -> Self {
+        Self::new(30522, 768, 12, 12, 3072)
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: Self =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| Error::Json {
+                    path: path.into(),
+                    field: e.path().to_string(),
+                    reason: e.into_inner().to_string(),
+                })?;
+        config.validate().map_err(|e| match e {
+            Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            } => Error::Json {
+                path: path.into(),
+                field,
+                reason: format!("{value}: {reason}"),
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        Activation::from_name(&self.hidden_act).map_err(|_| {
+            Error::invalid("hidden_act", &self.hidden_act, "unsupported activation")
+        })?;
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(Error::invalid(
+                "num_attention_heads",
+                self.num_attention_heads,
+                format!("must divide hidden_size {}", self.hidden_size),
+            ));
+        }
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        if let Some((field, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+            return Err(Error::invalid(*field, 0, "must be at least 1"));
+        }
+        check_probability("hidden_dropout_prob", self.hidden_dropout_prob)?;
+        check_probability(
+            "attention_probs_dropout_prob",
+            self.attention_probs_dropout_prob,
+        )?;
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(Error::invalid(
+                "layer_norm_eps",
+                self.layer_norm_eps,
+                "must be positive and finite",
+            ));
+        }
+        Ok(())
+    }
+}
