@@ -53,6 +53,9 @@ fn median_with_interval(mut values: Vec<f64>) -> (f64, f64, f64) {
     (median, values[lo], values[hi])
 }
 
+/// A timed call (returning a scalar read from the device, so that the work is done).
+type Run<'a> = Box<dyn FnMut() -> f32 + 'a>;
+
 /// Times `runs` (the reference at `reference`) in `rounds` rounds after one warm-up call each,
 /// prints a table of median times and paired ratios headed `title`, and returns the table as
 /// JSON: `{"<title>/<variant>": {"median", "ratio", "lo", "hi"}}` (seconds; no ratio for the
@@ -61,7 +64,7 @@ fn paired(
     title: &str,
     rounds: usize,
     reference: usize,
-    mut runs: Vec<(&str, Box<dyn FnMut() -> f32 + '_>)>,
+    mut runs: Vec<(&str, Run<'_>)>,
 ) -> serde_json::Map<String, serde_json::Value> {
     for (_, run) in runs.iter_mut() {
         time(run); // warm-up: allocations, kernel selection
@@ -136,7 +139,7 @@ fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) 
                 .iter()
                 .zip(&models)
                 .map(|((label, ..), model)| {
-                    let run: Box<dyn FnMut() -> f32> = Box::new(|| forward_sum(model, &input));
+                    let run: Run = Box::new(|| forward_sum(model, &input));
                     (*label, run)
                 })
                 .collect();
@@ -156,12 +159,12 @@ fn train(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     for Shape { name, config } in shapes().into_iter().filter(|s| s.name == "minilm") {
         device.seed(0);
         let base = BertModel::new(&config, &device);
-        let runs: Vec<(&str, Box<dyn FnMut() -> f32>)> = TRAIN_VARIANTS
+        let runs: Vec<(&str, Run)> = TRAIN_VARIANTS
             .iter()
             .filter(|variant| **variant == "full fine-tuning" || wanted_variant(variant))
             .map(|variant| {
                 let mut train = TrainStep::new(&base, variant, &device);
-                let run: Box<dyn FnMut() -> f32> = Box::new(move || train.step());
+                let run: Run = Box::new(move || train.step());
                 (*variant, run)
             })
             .collect();
