@@ -205,18 +205,30 @@ def main():
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--shapes", default="minilm,bert-base")
     ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS", help="also measure paired ratios")
+    ap.add_argument("--parts", default="forward,train,kernels",
+                    help="which benches to run, comma-separated (like BURN_ADAPTERS_BENCH_PARTS)")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
+    unknown = parts - {"forward", "train", "kernels"}
+    if unknown:
+        ap.error(f"unknown part(s) {sorted(unknown)}: use forward, train, kernels")
+    shapes = [s.strip() for s in args.shapes.split(",")]
     torch.set_num_threads(args.threads)
     out = {"_meta": {"torch": torch.__version__, "adapters": adapters.__version__, "threads": args.threads}}
-    for shape in args.shapes.split(","):
-        forward_benches(shape.strip(), args.samples, out)
-    train_benches(args.samples, out)
-    kernel_benches(args.samples, out)
+    if "forward" in parts:
+        for shape in shapes:
+            forward_benches(shape, args.samples, out)
+    if "train" in parts:
+        train_benches(args.samples, out)
+    if "kernels" in parts:
+        kernel_benches(args.samples, out)
     if args.paired:
         out["paired"] = {}
-        for shape in args.shapes.split(","):
-            forward_paired(shape.strip(), args.paired, out["paired"])
-        train_paired(args.paired, out["paired"])
+        if "forward" in parts:
+            for shape in shapes:
+                forward_paired(shape, args.paired, out["paired"])
+        if "train" in parts:
+            train_paired(args.paired, out["paired"])
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
 
