@@ -4,8 +4,8 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 
-/// The device for a backend name: `flex` (always), and `wgpu`, `tch`, `cuda` when the crate
-/// feature of the same name is enabled. Append `+autodiff` (e.g. `flex+autodiff`) for a
+/// The device for a backend name: `flex`, `wgpu`, `tch` or `cuda`, each when the crate feature of
+/// the same name is enabled (`flex` is a default feature). Append `+autodiff` (e.g. `flex+autodiff`) for a
 /// training device.
 pub fn device_by_name(name: &str) -> Result<Device> {
     let (backend, autodiff) = match name.strip_suffix("+autodiff") {
@@ -13,6 +13,7 @@ pub fn device_by_name(name: &str) -> Result<Device> {
         None => (name, false),
     };
     let device = match backend {
+        #[cfg(feature = "flex")]
         "flex" => Device::flex(),
         #[cfg(feature = "wgpu")]
         "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
@@ -42,7 +43,10 @@ pub(crate) fn is_flex(device: &Device) -> bool {
 
 /// Names accepted by [`device_by_name`] in this build.
 pub fn available_backends() -> Vec<&'static str> {
-    let mut names = vec!["flex"];
+    let mut names = Vec::new();
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
     if cfg!(feature = "wgpu") {
         names.push("wgpu");
     }
