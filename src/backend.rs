@@ -5,8 +5,8 @@ use burn::tensor::Device;
 use crate::error::{Error, Result};
 
 /// The device for a backend name: `flex`, `wgpu`, `tch` or `cuda`, each when the crate feature of
-/// the same name is enabled (`flex` is a default feature). Append `+autodiff` (e.g. `flex+autodiff`) for a
-/// training device.
+/// the same name is enabled (`flex` is a default feature). Append `+autodiff` (e.g.
+/// `flex+autodiff`) for a training device.
 pub fn device_by_name(name: &str) -> Result<Device> {
     let (backend, autodiff) = match name.strip_suffix("+autodiff") {
         Some(backend) => (backend, true),

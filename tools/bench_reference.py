@@ -7,8 +7,8 @@ benches and write the medians as JSON, keyed like criterion's `<group>/<bench>`.
 Forward: BertModel in eval mode under no_grad, random weights, batch 8x128 and 1x128, variants base, seq_bn,
 double_seq_bn, par_bn, lora (init bert), lora merged, ia3. Train step (minilm 8x128): mean-pooled 2-class
 linear head, cross-entropy, backward, AdamW step, for train_adapter(seq_bn), train_adapter(lora) and full
-fine-tuning. Kernels: the single operations of benches/kernels.rs. Each measurement: warm-up, then `--samples` timed runs; the median and the min/max are stored
-(seconds).
+fine-tuning. Kernels: the single operations of benches/kernels.rs. Each measurement: warm-up, then
+`--samples` timed runs; the median and the min/max are stored (seconds). `--parts` picks some of the three.
 
 With `--paired ROUNDS` it also measures the overheads as paired ratios, as benches/overhead.rs does: every
 round times the reference (the base model, or full fine-tuning) and each variant back to back in a rotating

@@ -42,12 +42,13 @@ fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
             if !x.is_tracked() {
                 return Tensor::from_data(host::gelu(x.into_data(), None), &device);
             }
+            let detached = x.clone().detach();
             let mut derivative = Vec::new();
-            let value = host::gelu(x.clone().detach().into_data(), Some(&mut derivative));
+            let value = host::gelu(detached.clone().into_data(), Some(&mut derivative));
             let derivative = TensorData::new(derivative, x.shape());
             let derivative = Tensor::<D>::from_data(derivative, &device);
             let value = Tensor::<D>::from_data(value, &device);
-            return value + (x.clone() - x.detach()) * derivative;
+            return value + (x - detached) * derivative;
         }
     }
     activation::gelu(x)
