@@ -21,7 +21,7 @@ fn forward(c: &mut Criterion) {
     for shape in shapes() {
         let Shape { name, config } = &shape;
         device.seed(0);
-        let base = burn_adapters::models::bert::BertModel::new(config, &device);
+        let base = config.init(&device).unwrap();
         for batch in [8, 1] {
             let input = input(batch, 128, &device);
             let mut group = c.benchmark_group(format!("forward {name} {batch}x128"));

@@ -128,7 +128,7 @@ fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) 
         .collect();
     for Shape { name, config } in shapes() {
         device.seed(0);
-        let base = BertModel::new(&config, &device);
+        let base = config.init(&device).unwrap();
         let models: Vec<BertModel> = variants
             .iter()
             .map(|(_, spec, merged)| with_variant(&base, *spec, *merged))
@@ -158,7 +158,7 @@ fn train(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     println!("\npaired train step, {rounds} rounds, device {device:?}");
     for Shape { name, config } in shapes().into_iter().filter(|s| s.name == "minilm") {
         device.seed(0);
-        let base = BertModel::new(&config, &device);
+        let base = config.init(&device).unwrap();
         let runs: Vec<(&str, Run)> = TRAIN_VARIANTS
             .iter()
             .filter(|variant| **variant == "full fine-tuning" || wanted_variant(variant))

@@ -9,7 +9,7 @@ mod common;
 
 use std::hint::black_box;
 
-use burn_adapters::models::bert::{BertConfig, BertModel};
+use burn_adapters::models::bert::BertConfig;
 use burn_adapters::prelude::*;
 use common::bench_device;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -21,10 +21,13 @@ fn switch(c: &mut Criterion) {
         ("tiny", BertConfig::tiny()),
         ("bert-base", BertConfig::bert_base()),
     ] {
-        let mut model = BertModel::new(&config, &device);
+        let mut model = config.init(&device).unwrap();
         model.add_adapter("a", BnConfig::seq_bn()).unwrap();
         model.add_adapter("b", BnConfig::seq_bn()).unwrap();
-        let setups = [AdapterSetup::from("a"), AdapterSetup::from("b")];
+        let setups = [
+            AdapterSetup::Name("a".into()),
+            AdapterSetup::Name("b".into()),
+        ];
         let mut i = 0;
         group.bench_function(format!("set_active_adapters {label}"), |b| {
             b.iter(|| {
@@ -34,7 +37,7 @@ fn switch(c: &mut Criterion) {
             })
         });
     }
-    let base = BertModel::new(&BertConfig::bert_base(), &device);
+    let base = BertConfig::bert_base().init(&device).unwrap();
     let mut source = base.clone();
     source.add_adapter("a", BnConfig::seq_bn()).unwrap();
     let dir = tempfile::tempdir().unwrap();

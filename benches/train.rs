@@ -10,7 +10,6 @@ mod common;
 
 use std::hint::black_box;
 
-use burn_adapters::models::bert::BertModel;
 use common::{TRAIN_VARIANTS, TrainStep, device_with, shapes};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -18,7 +17,7 @@ fn train_step(c: &mut Criterion) {
     let device = device_with(true);
     for shape in shapes().into_iter().filter(|s| s.name == "minilm") {
         device.seed(0);
-        let base = BertModel::new(&shape.config, &device);
+        let base = shape.config.init(&device).unwrap();
         let mut group = c.benchmark_group(format!("train step {} 8x128", shape.name));
         group.sample_size(10);
         for variant in TRAIN_VARIANTS {

@@ -111,7 +111,7 @@ fn run() -> Result<String, String> {
         model.load_adapter_fusion(dir).map_err(|e| e.to_string())?;
     }
     if let Some(active) = &args.active {
-        let setup = AdapterSetup::parse(active).map_err(|e| e.to_string())?;
+        let setup = active.into_setup().map_err(|e| e.to_string())?;
         if args.merge {
             let AdapterSetup::Name(name) = &setup else {
                 return Err(format!(
@@ -135,16 +135,10 @@ fn run() -> Result<String, String> {
         Some(_) => matrix(&json, "attention_mask", &device)?,
         None => Tensor::ones(input_ids.dims(), &device),
     };
-    if attention_mask.dims() != input_ids.dims() {
-        return Err("input: `attention_mask` and `input_ids` differ in shape".into());
-    }
-    let vocab = model.config().vocab_size as i64;
-    let max_id = input_ids.clone().max().into_scalar::<i64>();
-    if max_id >= vocab || input_ids.clone().min().into_scalar::<i64>() < 0 {
-        return Err(format!("input: token ids must lie in 0..{vocab}"));
-    }
+    // The model checks shapes, the sequence length and the id range.
     let hidden = model
-        .forward(BertInput::new(input_ids, attention_mask))
+        .try_forward(BertInput::new(input_ids, attention_mask))
+        .map_err(|e| format!("input: {e}"))?
         .last_hidden_state;
     let [batch, seq, width] = hidden.dims();
     let values = hidden

@@ -22,8 +22,8 @@ struct Block {
     up: LinearSite,
     down: LinearSite,
     norm: LayerNorm,
-    /// The site sits where the block adds its residual; name it `adapters` (or `*_adapters`).
-    adapters: ResidualSite,
+    /// The site sits where the block adds its residual (bottleneck adapters, fusion).
+    residual: ResidualSite,
 }
 
 #[derive(Module, Debug)]
@@ -54,7 +54,7 @@ impl MyModel {
                     },
                 ),
                 norm: LayerNormConfig::new(width).init(device),
-                adapters: ResidualSite::new(SiteLocation {
+                residual: ResidualSite::new(SiteLocation {
                     layer,
                     position: SitePosition::Output,
                 }),
@@ -71,7 +71,7 @@ impl MyModel {
         for block in &self.blocks {
             let h = block.down.forward(gelu(block.up.forward(x.clone())));
             // instead of `block.norm.forward(h + x)`:
-            x = block.adapters.forward(h, x, Some(&block.norm));
+            x = block.residual.forward(h, x, Some(&block.norm));
         }
         x
     }
@@ -84,23 +84,19 @@ impl AdapterHost for MyModel {
     fn num_layers(&self) -> usize {
         self.blocks.len()
     }
-    fn visit_sites(&self, f: &mut dyn FnMut(&ResidualSite)) {
-        self.blocks.iter().for_each(|b| f(&b.adapters));
+    fn residual_sites(&self) -> impl Iterator<Item = &ResidualSite> {
+        self.blocks.iter().map(|b| &b.residual)
     }
-    fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite)) {
-        self.blocks.iter_mut().for_each(|b| f(&mut b.adapters));
+    fn residual_sites_mut(&mut self) -> impl Iterator<Item = &mut ResidualSite> {
+        self.blocks.iter_mut().map(|b| &mut b.residual)
     }
-    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
-        for block in &self.blocks {
-            f(&block.up);
-            f(&block.down);
-        }
+    fn linear_sites(&self) -> impl Iterator<Item = &LinearSite> {
+        self.blocks.iter().flat_map(|b| [&b.up, &b.down])
     }
-    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
-        for block in &mut self.blocks {
-            f(&mut block.up);
-            f(&mut block.down);
-        }
+    fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| [&mut b.up, &mut b.down])
     }
     fn registry(&self) -> &AdapterRegistry {
         &self.registry
@@ -111,7 +107,8 @@ impl AdapterHost for MyModel {
 }
 
 fn main() -> burn_adapters::Result<()> {
-    let device = Device::flex();
+    // Training (`train_adapter`) needs a device that records gradients.
+    let device = Device::flex().autodiff();
     let mut model = MyModel::new(64, 3, &device);
     let x = Tensor::<3>::random([2, 5, 64], Distribution::Normal(0.0, 1.0), &device);
     let base = model.forward(x.clone());

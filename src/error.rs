@@ -62,6 +62,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The text form of an adapter setup (`Stack[a, b]`) could not be parsed.
+    #[error("cannot parse adapter setup `{input}` at byte {position}: {reason}")]
+    SetupSyntax {
+        /// The setup text; when longer than 200 bytes, the part around `position`.
+        input: String,
+        /// Byte offset of the problem.
+        position: usize,
+        /// What was expected there.
+        reason: String,
+    },
+
     /// A config identifier is neither a preset name, a JSON object, nor an existing file.
     #[error(
         "unknown adapter config `{0}`: not a preset name, a config string, JSON, or an existing file"
@@ -75,6 +86,31 @@ pub enum Error {
     /// The active adapter setup cannot be used with the model.
     #[error("invalid adapter setup: {0}")]
     InvalidSetup(String),
+
+    /// No AdapterFusion layer over these adapters (named as AdapterHub does, `a,b`) exists.
+    #[error(
+        "no AdapterFusion layer over `{0}` (add it with `add_adapter_fusion` or `load_adapter_fusion`)"
+    )]
+    UnknownFusion(String),
+
+    /// An AdapterFusion layer over these adapters (`a,b`) exists already.
+    #[error("an AdapterFusion layer over `{0}` exists already")]
+    DuplicateFusion(String),
+
+    /// An input tensor does not fit the model (shape, length, or values out of range).
+    #[error("invalid input `{input}`: {reason}")]
+    InvalidInput {
+        /// The input (`input_ids`, `attention_mask`, ...).
+        input: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// Training was asked of a model whose device records no gradients.
+    #[error(
+        "the model lives on a device without autodiff, so it cannot be trained: create it on `device.autodiff()` (e.g. `Device::flex().autodiff()`)"
+    )]
+    NoAutodiff,
 
     /// The adapter cannot be merged into the model's weights.
     #[error("cannot merge adapter `{name}`: {reason}")]
@@ -214,6 +250,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn input(input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            input: input.into(),
+            reason: reason.into(),
         }
     }
 

@@ -9,7 +9,7 @@
 //! use burn_adapters::train::{Trainer, TrainingConfig, cross_entropy};
 //!
 //! let device = Device::flex().autodiff();
-//! let mut model = BertModel::new(&BertConfig::tiny(), &device);
+//! let mut model = BertConfig::tiny().init(&device)?;
 //! model.add_adapter("task", BnConfig::seq_bn())?;
 //! model.add_head("task", HeadConfig::classification(2))?;
 //! model.train_adapter("task")?; // adapter + head train, the encoder is frozen

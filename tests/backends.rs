@@ -57,10 +57,6 @@ fn hidden(model: &BertModel, device: &Device) -> Vec<f32> {
     values(model.forward(fixture_inputs(device)).last_hidden_state)
 }
 
-fn as_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|x| *x as f64).collect()
-}
-
 #[test]
 fn adapters_compute_the_same_on_this_device_as_on_flex_and_in_the_reference() {
     let (device, flex) = (test_device(), Device::flex());
@@ -165,8 +161,8 @@ fn merge_and_reset_on_this_device() {
     let restored = snapshot(&model);
     let worst = base
         .iter()
-        .flat_map(|(k, v)| v.iter().zip(&restored[k]).map(|(a, b)| (a - b).abs()))
-        .fold(0.0f32, f32::max);
+        .map(|(k, v)| max_abs_diff(v, &as_f64(&restored[k])))
+        .fold(0.0, f64::max);
     assert!(worst <= 1e-6, "reset: {worst:e}");
 }
 
@@ -217,7 +213,7 @@ fn adapters_run_in_half_precision() {
 fn dropout_drops_a_fraction_p_and_scales_the_rest() {
     use burn::module::Module;
     use burn::nn::DropoutConfig;
-    use burn_adapters::methods::dropout;
+    use burn_adapters::__private::dropout;
     let device = test_device().autodiff();
     let p = 0.25;
     let layer = DropoutConfig::new(p).init();

@@ -287,7 +287,7 @@ fn prefixed_keys_legacy_gelu_and_renaming() {
         .unwrap()
         .bottleneck()
         .unwrap();
-    assert_eq!(bn.non_linearity, "gelu_new");
+    assert_eq!(bn.non_linearity, burn_adapters::config::Activation::GeluNew);
 }
 
 #[test]

@@ -208,10 +208,10 @@ fn config_strings_json_and_files() {
     }
     bad!(
         n,
-        Activation::from_name("wiggle"),
+        "wiggle".parse::<Activation>(),
         Error::InvalidConfig { .. }
     );
-    bad!(n, Activation::from_name(""), Error::InvalidConfig { .. });
+    bad!(n, "".parse::<Activation>(), Error::InvalidConfig { .. });
     bad!(
         n,
         device_by_name("quantum"),
@@ -286,11 +286,11 @@ fn setup_text() {
         bad!(
             n,
             AdapterSetup::parse(text),
-            Error::ConfigSyntax { .. } | Error::InvalidSetup(_) | Error::InvalidName { .. }
+            Error::SetupSyntax { .. } | Error::InvalidSetup(_) | Error::InvalidName { .. }
         );
     }
     let deep = format!("{}a{}", "Split[".repeat(100_000), "]".repeat(100_000));
-    bad!(n, AdapterSetup::parse(&deep), Error::ConfigSyntax { reason, .. } if reason.contains("nested"));
+    bad!(n, AdapterSetup::parse(&deep), Error::SetupSyntax { reason, .. } if reason.contains("nested"));
     let wide = format!("Stack[{}]", vec!["a"; 100_000].join(", "));
     assert!(
         AdapterSetup::parse(&wide).is_ok(),
@@ -302,7 +302,7 @@ fn setup_text() {
 
 /// A tiny model with two bottleneck adapters, a LoRA, a head, a fusion, and a trained setup.
 fn populated() -> BertModel {
-    let mut model = base_model(&device());
+    let mut model = base_model(&device().autodiff());
     let bn = AdapterConfig::load("seq_bn[reduction_factor=8]").unwrap();
     model.add_adapter("a", bn.clone()).unwrap();
     model.add_adapter("b", bn).unwrap();
@@ -435,18 +435,24 @@ fn model_calls_fail_without_changing_the_model() {
         bad!(
             n,
             unchanged(m, |m| m.set_active_adapters(setup(text))),
-            Error::UnknownAdapter(_) | Error::InvalidSetup(_)
+            Error::UnknownAdapter(_) | Error::InvalidSetup(_) | Error::UnknownFusion(_)
         );
     }
     let programmatic = [
         AdapterSetup::Stack(vec![]),
         AdapterSetup::Average {
-            children: vec!["a".into(), "b".into()],
+            children: vec![
+                AdapterSetup::Name("a".into()),
+                AdapterSetup::Name("b".into()),
+            ],
             weights: vec![f64::NAN, 1.0],
             normalize_weights: false,
         },
         AdapterSetup::Split {
-            children: vec!["a".into(), "b".into()],
+            children: vec![
+                AdapterSetup::Name("a".into()),
+                AdapterSetup::Name("b".into()),
+            ],
             splits: vec![1],
         },
         AdapterSetup::Name("a.b".into()),
@@ -482,7 +488,7 @@ fn model_calls_fail_without_changing_the_model() {
     bad!(
         n,
         unchanged(m, |m| m.add_adapter_fusion(setup("Fuse[a, b]"), dynamic())),
-        Error::InvalidSetup(_)
+        Error::DuplicateFusion(key) if key == "a,b"
     );
     bad!(
         n,
@@ -502,7 +508,7 @@ fn model_calls_fail_without_changing_the_model() {
     bad!(
         n,
         unchanged(m, |m| m.delete_adapter_fusion(setup("Fuse[b, a]"))),
-        Error::InvalidSetup(_)
+        Error::UnknownFusion(key) if key == "b,a"
     );
     bad!(
         n,
@@ -598,7 +604,7 @@ fn model_calls_fail_without_changing_the_model() {
     bad!(
         n,
         m.save_adapter_fusion(tmp.path().join("f"), setup("Fuse[a, zz]")),
-        Error::InvalidSetup(_)
+        Error::UnknownFusion(_)
     );
     assert!(!tmp.path().join("x").exists() && !tmp.path().join("f").exists());
 
@@ -658,7 +664,7 @@ fn model_calls_fail_without_changing_the_model() {
     bad!(
         n,
         unchanged(m, |m| m.load_adapter_fusion(&fusion_dir)),
-        Error::InvalidSetup(_)
+        Error::DuplicateFusion(key) if key == "a,b"
     );
     let mut bare = base_model(&device());
     bad!(

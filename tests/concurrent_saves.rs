@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn_adapters::models::bert::BertModel;
+use burn_adapters::config::Activation;
 use burn_adapters::prelude::*;
 use common::snapshot::snapshot;
 use common::*;
@@ -60,11 +61,10 @@ fn readers_never_see_a_mixed_adapter() {
                                     .unwrap()
                                     .bottleneck()
                                     .unwrap()
-                                    .non_linearity
-                                    .clone();
-                                let expected = match activation.as_str() {
-                                    "relu" => &relu_params,
-                                    "swish" => &swish_params,
+                                    .non_linearity;
+                                let expected = match activation {
+                                    Activation::Relu => &relu_params,
+                                    Activation::Silu => &swish_params,
                                     other => panic!("an activation nobody saved: {other}"),
                                 };
                                 assert!(

@@ -66,7 +66,7 @@ fn config_strings_json_and_files() {
     };
     assert_eq!(bn.reduction_factor.for_layer(0).unwrap(), 4.0);
     assert_eq!(bn.reduction_factor.for_layer(7).unwrap(), 16.0);
-    assert_eq!(bn.non_linearity, "gelu");
+    assert_eq!(bn.non_linearity, burn_adapters::config::Activation::Gelu);
     assert_eq!(bn.leave_out, vec![1]);
     assert_eq!(bn.scaling, Scaling::Channel);
     assert!(bn.mh_adapter);
@@ -212,7 +212,10 @@ fn lora_ia3_and_union_configs_serialise_as_the_reference() {
     }
     let lora = AdapterConfig::load("lora").unwrap();
     assert_eq!(lora.lora().unwrap().r, 8);
-    assert_eq!(lora.architecture(), "lora");
+    assert_eq!(
+        lora.architecture(),
+        burn_adapters::config::Architecture::Lora
+    );
 }
 
 #[test]
@@ -233,8 +236,8 @@ fn lora_values_are_validated_and_models_take_them() {
         Err(Error::Unsupported(_))
     ));
 
-    use burn_adapters::models::bert::{BertConfig, BertModel};
-    let mut model = BertModel::new(&BertConfig::tiny(), &common::device());
+    use burn_adapters::models::bert::BertConfig;
+    let mut model = BertConfig::tiny().init(&common::device()).unwrap();
     for (i, spec) in ["lora", "ia3", "seq_bn|lora"].into_iter().enumerate() {
         model
             .add_adapter(&format!("x{i}"), AdapterConfig::load(spec).unwrap())

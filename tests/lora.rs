@@ -11,7 +11,9 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use burn_adapters::config::LoRAConfig;
 use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
-use burn_adapters::models::encoder::AdapterTransformerEncoder;
+use burn_adapters::models::encoder::{
+    AdapterTransformerEncoder, TransformerEncoderInput as AdapterInput,
+};
 use burn_adapters::prelude::*;
 use common::snapshot::snapshot;
 use common::*;
@@ -61,7 +63,7 @@ fn base_params(model: &BertModel) -> BTreeMap<String, Vec<f32>> {
 fn max_param_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f64 {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     a.iter()
-        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs() as f64))
+        .map(|(k, v)| max_abs_diff(v, &as_f64(&b[k])))
         .fold(0.0, f64::max)
 }
 
@@ -237,7 +239,7 @@ fn zero_initialised_lora_and_ones_ia3_are_exact_identities() {
 fn parameter_counts_on_bert_base_equal_the_reference() {
     // AdapterHub's adapter_summary() on bert-base: lora (r 8, q and v) 294,912; ia3 55,296.
     let device = device();
-    let mut model = BertModel::new(&BertConfig::bert_base(), &device);
+    let mut model = BertConfig::bert_base().init(&device).unwrap();
     model.add_adapter("lora", LoRAConfig::lora()).unwrap();
     model.add_adapter("ia3", LoRAConfig::ia3()).unwrap();
     let summary = model.adapter_summary();
@@ -253,7 +255,7 @@ fn parameter_counts_on_bert_base_equal_the_reference() {
 fn train_adapter_on_lora_leaves_the_base_bit_identical() {
     let device = Device::flex().autodiff();
     device.seed(5);
-    let mut model = BertModel::new(&BertConfig::tiny(), &device);
+    let mut model = BertConfig::tiny().init(&device).unwrap();
     model
         .add_adapter(
             "l",
@@ -359,20 +361,21 @@ fn transformer_encoder_takes_lora_and_ia3() {
         .unwrap();
     for identity in ["zero", "ia3"] {
         model.set_active_adapters(identity).unwrap();
-        assert_eq!(values(model.forward(x.clone(), None)), want, "{identity}");
+        assert_eq!(
+            values(model.forward(AdapterInput::new(x.clone()))),
+            want,
+            "{identity}"
+        );
     }
     model.set_active_adapters("l").unwrap();
-    let adapted = values(model.forward(x.clone(), None));
+    let adapted = values(model.forward(AdapterInput::new(x.clone())));
     assert_ne!(adapted, want);
     model.merge_adapter("l").unwrap();
-    let merged = values(model.forward(x.clone(), None));
-    let delta = max_abs_diff(
-        &merged,
-        &adapted.iter().map(|v| *v as f64).collect::<Vec<_>>(),
-    );
+    let merged = values(model.forward(AdapterInput::new(x.clone())));
+    let delta = max_abs_diff(&merged, &as_f64(&adapted));
     assert!(delta <= TOLERANCE, "{delta:e}");
     // into_encoder undoes the merge and drops the adapters
-    let back = model.into_encoder(encoder);
+    let back = model.into_encoder();
     let restored = max_param_diff(&paths, &snapshot(&back));
     assert!(restored <= 1e-6, "{restored:e}");
 }

@@ -3,16 +3,17 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor, activation};
-use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
-use burn_adapters::models::encoder::AdapterTransformerEncoder;
+use burn_adapters::models::bert::{BertConfig, BertInput};
+use burn_adapters::models::encoder::{
+    AdapterTransformerEncoder, TransformerEncoderInput as AdapterInput,
+};
 use burn_adapters::prelude::*;
-use burn_adapters::sites::{ResidualSite, SiteLocation, SitePosition};
+use burn_adapters::sites::SitePosition;
+use common::one_site::OneSite;
 use common::snapshot::snapshot;
 use common::*;
 
@@ -26,7 +27,7 @@ fn tiny_input(device: &Device) -> BertInput {
 fn parameter_counts_on_bert_base_equal_the_reference() {
     // Numbers printed by AdapterHub's adapter_summary() on a bert-base-shaped BertModel.
     let device = device();
-    let mut model = BertModel::new(&BertConfig::bert_base(), &device);
+    let mut model = BertConfig::bert_base().init(&device).unwrap();
     model.add_adapter("seq_bn", BnConfig::seq_bn()).unwrap();
     model
         .add_adapter("double_seq_bn", BnConfig::double_seq_bn())
@@ -56,7 +57,7 @@ fn parameter_counts_on_bert_base_equal_the_reference() {
 #[test]
 fn identity_initialisation_leaves_the_model_unchanged() {
     let device = device();
-    let base = BertModel::new(&BertConfig::tiny(), &device);
+    let base = BertConfig::tiny().init(&device).unwrap();
     let want = values(base.forward(tiny_input(&device)).last_hidden_state);
     for spec in [
         "seq_bn[init_weights=mam_adapter]",
@@ -100,17 +101,14 @@ fn site_inputs(device: &Device) -> (Tensor<3>, Tensor<3>, LayerNorm) {
     (h, r, ln)
 }
 
-fn site_with(config: &str, position: SitePosition, device: &Device) -> ResidualSite {
-    let mut site = ResidualSite::new(SiteLocation { layer: 0, position });
-    let config = AdapterConfig::load(config).unwrap();
-    assert!(site.add_adapter("a", &config, 8, device).unwrap());
-    site.set_active(Some(Arc::new(AdapterSetup::from("a"))));
-    site
+/// A host with one site at `position` holding adapter `a` of `config`, active.
+fn site_with(config: &str, position: SitePosition, device: &Device) -> OneSite {
+    OneSite::with(8, position, &[("a", config)], "a", device)
 }
 
 /// `s · (act(x·Wd + bd)·Wu + bu)` from the adapter's own weights, with plain tensor algebra.
-fn f(site: &ResidualSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64) -> Tensor<3> {
-    let a = site.adapters().get("a").unwrap();
+fn f(host: &OneSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64) -> Tensor<3> {
+    let a = host.site.adapters().get("a").unwrap();
     let down =
         x.matmul(a.down.weight.val().unsqueeze()) + a.down.bias.as_ref().unwrap().val().unsqueeze();
     let up = act(down).matmul(a.up.weight.val().unsqueeze())
@@ -119,7 +117,7 @@ fn f(site: &ResidualSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64)
 }
 
 fn assert_close(got: Tensor<3>, want: Tensor<3>, what: &str) {
-    let delta = (got - want).abs().max().into_scalar::<f32>() as f64;
+    let delta = max_abs_diff_tensors(got, want);
     assert!(delta <= 1e-6, "{what}: max |Δ| = {delta:e}");
 }
 
@@ -139,7 +137,7 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
             + r.clone(),
     );
     assert_close(
-        site.forward(h.clone(), r.clone(), Some(&ln)),
+        site.site.forward(h.clone(), r.clone(), Some(&ln)),
         want,
         "pfeiffer",
     );
@@ -148,7 +146,7 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
         let site = site_with("double_seq_bn[reduction_factor=2]", position, &device);
         let want = ln.forward(f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone());
         assert_close(
-            site.forward(h.clone(), r.clone(), Some(&ln)),
+            site.site.forward(h.clone(), r.clone(), Some(&ln)),
             want,
             "houlsby",
         );
@@ -161,7 +159,7 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
     );
     let want = ln.forward(h.clone() + r.clone() + f(&site, r.clone(), activation::relu, 4.0));
     assert_close(
-        site.forward(h.clone(), r.clone(), Some(&ln)),
+        site.site.forward(h.clone(), r.clone(), Some(&ln)),
         want,
         "parallel",
     );
@@ -172,14 +170,18 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
         &device,
     );
     let want = f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone();
-    assert_close(site.forward(h, r, None), want, "houlsby without LayerNorm");
+    assert_close(
+        site.site.forward(h, r, None),
+        want,
+        "houlsby without LayerNorm",
+    );
 }
 
 #[test]
 fn train_adapter_changes_only_that_adapter() {
     let device = Device::flex().autodiff();
     device.seed(3);
-    let mut model = BertModel::new(&BertConfig::tiny(), &device);
+    let mut model = BertConfig::tiny().init(&device).unwrap();
     model.add_adapter("a", BnConfig::double_seq_bn()).unwrap();
     model.add_adapter("b", BnConfig::seq_bn()).unwrap();
     model.train_adapter("a").unwrap();
@@ -224,7 +226,7 @@ fn train_adapter_changes_only_that_adapter() {
 fn trainability_stays_with_the_clone_it_was_set_on() {
     let device = Device::flex().autodiff();
     device.seed(4);
-    let base = BertModel::new(&BertConfig::tiny(), &device); // parameters still lazy
+    let base = BertConfig::tiny().init(&device).unwrap(); // parameters still lazy
     let mut adapted = base.clone();
     adapted.add_adapter("a", BnConfig::seq_bn()).unwrap();
     adapted.train_adapter("a").unwrap();
@@ -251,7 +253,7 @@ fn trainability_stays_with_the_clone_it_was_set_on() {
 #[test]
 fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
     let device = device();
-    let mut model = BertModel::new(&BertConfig::tiny(), &device);
+    let mut model = BertConfig::tiny().init(&device).unwrap();
     model.add_adapter("a", BnConfig::seq_bn()).unwrap();
     assert!(
         matches!(model.add_adapter("a", BnConfig::seq_bn()), Err(Error::DuplicateAdapter(n)) if n == "a")
@@ -266,7 +268,10 @@ fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
             },
         )
         .unwrap();
-    assert_eq!(model.active_adapters(), Some(&AdapterSetup::from("a")));
+    assert_eq!(
+        model.active_adapters(),
+        Some(&AdapterSetup::Name("a".into()))
+    );
     assert_eq!(
         model.adapter_summary().adapters[0].num_params,
         2 * 2 * (32 * 2 + 2 + 2 * 32 + 32)
@@ -322,20 +327,23 @@ fn registry_behaviour_and_failed_calls_leave_the_model_unchanged() {
     ));
     assert_eq!(snapshot(&model), snap);
     assert_eq!(model.adapter_names(), ["a"]);
-    assert_eq!(model.active_adapters(), Some(&AdapterSetup::from("a")));
+    assert_eq!(
+        model.active_adapters(),
+        Some(&AdapterSetup::Name("a".into()))
+    );
 
     model.delete_adapter("a").unwrap();
     assert!(!model.has_adapter("a"));
     assert_eq!(model.active_adapters(), None);
     assert_eq!(model.adapter_summary().adapters.len(), 0);
-    let base = BertModel::new(&BertConfig::tiny(), &device);
+    let base = BertConfig::tiny().init(&device).unwrap();
     assert_eq!(snapshot(&model).len(), snapshot(&base).len());
 }
 
 #[test]
 fn leave_out_and_per_layer_reduction_factor() {
     let device = device();
-    let mut model = BertModel::new(&BertConfig::tiny(), &device);
+    let mut model = BertConfig::tiny().init(&device).unwrap();
     model
         .add_adapter(
             "a",
@@ -359,15 +367,17 @@ fn leave_out_and_per_layer_reduction_factor() {
 fn stack_applies_adapters_in_sequence() {
     let device = device();
     let (h, r, ln) = site_inputs(&device);
-    let mut site = ResidualSite::new(SiteLocation {
-        layer: 0,
-        position: SitePosition::Output,
-    });
-    let a = AdapterConfig::load("double_seq_bn[reduction_factor=2]").unwrap();
-    let b = AdapterConfig::load("double_seq_bn[reduction_factor=4,non_linearity=relu]").unwrap();
-    site.add_adapter("a", &a, 8, &device).unwrap();
-    site.add_adapter("b", &b, 8, &device).unwrap();
-    site.set_active(Some(Arc::new(AdapterSetup::stack(["a", "b"]))));
+    let host = OneSite::with(
+        8,
+        SitePosition::Output,
+        &[
+            ("a", "double_seq_bn[reduction_factor=2]"),
+            ("b", "double_seq_bn[reduction_factor=4,non_linearity=relu]"),
+        ],
+        "Stack[a, b]",
+        &device,
+    );
+    let site = &host.site;
     // Houlsby stack: u = h + f_a(h); v = u + f_b(u); y = LN(v + r)
     let fa = |x: Tensor<3>| {
         let m = site.adapters().get("a").unwrap();
@@ -408,7 +418,7 @@ fn transformer_encoder_wrapper_equals_burn_forward() {
             "the wrapper keeps burn's parameter paths and values"
         );
         assert_eq!(
-            values(model.forward(x.clone(), Some(pad.clone()))),
+            values(model.forward(AdapterInput::new(x.clone()).mask_pad(pad.clone()))),
             want,
             "norm_first = {norm_first}"
         );
@@ -421,20 +431,23 @@ fn transformer_encoder_wrapper_equals_burn_forward() {
             .unwrap();
         model.add_adapter("b", BnConfig::double_seq_bn()).unwrap();
         assert_eq!(
-            values(model.forward(x.clone(), Some(pad.clone()))),
+            values(model.forward(AdapterInput::new(x.clone()).mask_pad(pad.clone()))),
             want,
             "inactive adapters change nothing"
         );
         model.set_active_adapters("id").unwrap();
         assert_eq!(
-            values(model.forward(x.clone(), Some(pad.clone()))),
+            values(model.forward(AdapterInput::new(x.clone()).mask_pad(pad.clone()))),
             want,
             "identity adapter"
         );
         model.set_active_adapters("b").unwrap();
-        assert_ne!(values(model.forward(x.clone(), Some(pad.clone()))), want);
+        assert_ne!(
+            values(model.forward(AdapterInput::new(x.clone()).mask_pad(pad.clone()))),
+            want
+        );
 
-        let back = model.into_encoder(encoder);
+        let back = model.into_encoder();
         assert_eq!(snapshot(&back), paths);
     }
 }
@@ -443,7 +456,7 @@ fn transformer_encoder_wrapper_equals_burn_forward() {
 fn seeded_initialisation_is_reproducible() {
     let device = device();
     let config = AdapterConfig::load("seq_bn[init_weights_seed=42]").unwrap();
-    let mut a = BertModel::new(&BertConfig::tiny(), &device);
+    let mut a = BertConfig::tiny().init(&device).unwrap();
     let mut b = a.clone();
     a.add_adapter("x", config.clone()).unwrap();
     b.add_adapter("x", config).unwrap();

@@ -6,7 +6,7 @@ mod pipeline;
 
 use burn::tensor::Device;
 use burn_adapters::heads::HeadConfig;
-use burn_adapters::models::bert::{BertConfig, BertModel};
+use burn_adapters::models::bert::BertConfig;
 use burn_adapters::prelude::*;
 use burn_adapters::train::TrainingConfig;
 use pipeline::{Example, evaluate, fit};
@@ -37,7 +37,7 @@ fn rows(n: usize, seed: u64) -> Vec<Example> {
 fn pipeline_learns_and_reloads_identically() {
     let device = Device::flex().autodiff();
     device.seed(5);
-    let mut model = BertModel::new(&BertConfig::tiny(), &device);
+    let mut model = BertConfig::tiny().init(&device).unwrap();
     let base = model.clone();
     model
         .add_adapter(

@@ -18,7 +18,7 @@ const CONFIGS: [&str; 3] = [
 
 fn model() -> &'static BertModel {
     static MODEL: OnceLock<BertModel> = OnceLock::new();
-    MODEL.get_or_init(|| BertModel::new(&BertConfig::tiny(), &Device::flex()))
+    MODEL.get_or_init(|| BertConfig::tiny().init(&Device::flex()).unwrap())
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -18,7 +18,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")
 fn fusion_host() -> &'static BertModel {
     static MODEL: OnceLock<BertModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let mut model = BertModel::new(&BertConfig::tiny(), &Device::flex());
+        let mut model = BertConfig::tiny().init(&Device::flex()).unwrap();
         let dir = Path::new(FIXTURES).join("composition/fuse_dynamic");
         model.load_adapter(dir.join("a")).unwrap();
         model.load_adapter(dir.join("b")).unwrap();
@@ -79,8 +79,8 @@ fuzz_target!(|data: &[u8]| {
             std::fs::write(dir.join("adapter_fusion_config.json"), json).unwrap();
             let mut model = fusion_host().clone();
             match model.load_adapter_fusion(&dir) {
-                Ok(_) => assert_eq!(model.registry().fusion_names().count(), 1),
-                Err(_) => assert_eq!(model.registry().fusion_names().count(), 0),
+                Ok(_) => assert_eq!(model.registry().fusions().count(), 1),
+                Err(_) => assert_eq!(model.registry().fusions().count(), 0),
             }
         }
     }

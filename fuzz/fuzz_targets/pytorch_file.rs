@@ -15,7 +15,7 @@ const CONFIG: &str = include_str!("../../tests/fixtures/bin/ln_before/adapter_co
 
 fn model() -> &'static BertModel {
     static MODEL: OnceLock<BertModel> = OnceLock::new();
-    MODEL.get_or_init(|| BertModel::new(&BertConfig::tiny(), &Device::flex()))
+    MODEL.get_or_init(|| BertConfig::tiny().init(&Device::flex()).unwrap())
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -12,12 +12,16 @@
 //! | `Average[a, b](weights=0.3,0.7)` | weighted average of the children's outputs |
 //! | `PerRow[a, (), b]` | row `i` uses its own adapter; `()` is the base model (an extension) |
 
+mod convert;
+mod plan;
 mod rows;
 mod text;
 
-pub(crate) use rows::{RowGroup, row_groups};
+pub use convert::{IntoAdapterSetup, IntoFusionKey};
+pub(crate) use plan::{ActivePlan, Routing, Rows};
 
 use crate::error::{Error, Result};
+use crate::names::{FusionKey, validate_name};
 
 /// The active adapter setup of a model.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,24 +152,22 @@ impl AdapterSetup {
         }
     }
 
-    /// Whether some adapter name in the setup satisfies `f` (without collecting the names: sites
-    /// ask this on every forward).
-    pub(crate) fn any_name(&self, f: &impl Fn(&str) -> bool) -> bool {
-        match self {
-            AdapterSetup::Name(name) => f(name),
-            AdapterSetup::PerRow(rows) => rows.iter().flatten().any(|n| f(n)),
-            _ => self.children().iter().any(|c| c.any_name(f)),
-        }
-    }
-
     /// The first adapter name (AdapterHub's `first()`).
     pub fn first(&self) -> Option<&str> {
-        self.names().into_iter().next()
+        match self {
+            AdapterSetup::Name(name) => Some(name),
+            AdapterSetup::PerRow(rows) => rows.iter().flatten().next().map(String::as_str),
+            _ => self.children().iter().find_map(AdapterSetup::first),
+        }
     }
 
     /// The last adapter name (AdapterHub's `last()`).
     pub fn last(&self) -> Option<&str> {
-        self.names().into_iter().last()
+        match self {
+            AdapterSetup::Name(name) => Some(name),
+            AdapterSetup::PerRow(rows) => rows.iter().flatten().next_back().map(String::as_str),
+            _ => self.children().iter().rev().find_map(AdapterSetup::last),
+        }
     }
 
     /// How many copies of the input batch the setup runs (the children of its `Parallel`
@@ -182,12 +184,24 @@ impl AdapterSetup {
         }
     }
 
-    /// The name AdapterHub gives the fusion of these adapters (`"a,b"`), for a `Fuse` block.
-    pub fn fusion_name(&self) -> Option<String> {
+    /// The key of the fusion layer a `Fuse` block runs: the last adapter of each child, as
+    /// AdapterHub's `Fuse.name` (`Fuse[Stack[a, b], c]` runs the layer `b,c`).
+    pub fn fusion_key(&self) -> Option<FusionKey> {
         match self {
-            AdapterSetup::Fuse(_) => Some(self.names().join(",")),
+            AdapterSetup::Fuse(children) => {
+                FusionKey::new(children.iter().filter_map(AdapterSetup::last)).ok()
+            }
             _ => None,
         }
+    }
+
+    /// The keys of every `Fuse` block in the setup, outermost first.
+    pub fn fusion_keys(&self) -> Vec<FusionKey> {
+        let mut keys: Vec<FusionKey> = self.fusion_key().into_iter().collect();
+        for child in self.children() {
+            keys.extend(child.fusion_keys());
+        }
+        keys
     }
 
     /// Checks the nesting rules of AdapterHub's `ALLOWED_NESTINGS`, block arguments, and names;
@@ -213,13 +227,13 @@ impl AdapterSetup {
     fn validate_node(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidSetup(format!("`{self}`: {reason}")));
         match self {
-            AdapterSetup::Name(name) => return crate::model::validate_name(name),
+            AdapterSetup::Name(name) => return validate_name(name),
             AdapterSetup::PerRow(rows) => {
                 if rows.is_empty() {
                     return invalid("PerRow needs at least one row".into());
                 }
                 for name in rows.iter().flatten() {
-                    crate::model::validate_name(name)?;
+                    validate_name(name)?;
                 }
                 return Ok(());
             }

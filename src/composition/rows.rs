@@ -11,7 +11,7 @@ use super::AdapterSetup;
 
 /// Rows of the batch (ascending) and the setup they run.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RowGroup {
+pub(crate) struct SetupRows {
     pub rows: Vec<usize>,
     pub setup: AdapterSetup,
 }
@@ -49,117 +49,162 @@ impl AdapterSetup {
 }
 
 /// The empty stack: no adapter, the base model.
-fn base() -> AdapterSetup {
+pub(crate) fn base() -> AdapterSetup {
     AdapterSetup::Stack(Vec::new())
 }
 
-/// Splits a batch of `batch` rows into groups. Rows a `BatchSplit` or `PerRow` does not cover
-/// (when the batch is larger than their sizes) run the base model; a `Parallel` block splits the
-/// batch into equal chunks, one per child (the host repeated its input that many times).
-pub(crate) fn row_groups(setup: &AdapterSetup, batch: usize) -> Vec<RowGroup> {
-    let all = |setup: AdapterSetup| RowGroup {
-        rows: (0..batch).collect(),
-        setup,
+/// Every setup without row blocks that some row of some batch can run under `setup`: what
+/// [`row_groups`] can return for any batch size. Without row blocks, `setup` itself.
+pub(crate) fn variants(setup: &AdapterSetup) -> Vec<AdapterSetup> {
+    let mut out = Vec::new();
+    let mut push = |v: AdapterSetup| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
     };
     if !setup.has_row_blocks() {
-        return vec![all(setup.clone())];
+        push(setup.clone());
+        return out;
     }
-    let offset = |groups: Vec<RowGroup>, start: usize| {
-        groups.into_iter().map(move |g| RowGroup {
-            rows: g.rows.into_iter().map(|r| r + start).collect(),
-            setup: g.setup,
-        })
-    };
     match setup {
+        // Rows a row block does not cover run the base model.
+        AdapterSetup::Parallel(children) | AdapterSetup::BatchSplit { children, .. } => {
+            children.iter().flat_map(variants).for_each(&mut push);
+            push(base());
+        }
+        AdapterSetup::PerRow(rows) => {
+            rows.iter()
+                .map(|row| row.clone().map_or_else(base, AdapterSetup::Name))
+                .for_each(&mut push);
+            push(base());
+        }
+        block => {
+            let mut combos: Vec<Vec<AdapterSetup>> = vec![Vec::new()];
+            for child in block.children() {
+                let options = variants(child);
+                combos = combos
+                    .into_iter()
+                    .flat_map(|combo| {
+                        options.iter().map(move |option| {
+                            let mut combo = combo.clone();
+                            combo.push(option.clone());
+                            combo
+                        })
+                    })
+                    .collect();
+            }
+            combos
+                .into_iter()
+                .map(|children| block.with_children(children))
+                .for_each(&mut push);
+        }
+    }
+    out
+}
+
+/// Splits a batch of `batch` rows into groups, each with a setup free of row blocks. Rows a
+/// `BatchSplit` or `PerRow` does not cover (when the batch is larger than their sizes) run the
+/// base model; a `Parallel` block splits the batch into equal chunks, one per child (the host
+/// repeated its input that many times), and a remainder runs the base model.
+pub(crate) fn row_groups(setup: &AdapterSetup, batch: usize) -> Vec<SetupRows> {
+    if !setup.has_row_blocks() {
+        return vec![SetupRows {
+            rows: (0..batch).collect(),
+            setup: setup.clone(),
+        }];
+    }
+    let mut groups = match setup {
         AdapterSetup::Parallel(children) => {
             let chunk = batch / children.len().max(1);
-            let mut groups: Vec<RowGroup> = children
-                .iter()
-                .enumerate()
-                .flat_map(|(i, child)| offset(row_groups(child, chunk), i * chunk))
-                .collect();
-            // A batch the host did not repeat evenly: the remainder runs the base model.
-            let covered = chunk * children.len();
-            if covered < batch {
-                groups.push(RowGroup {
-                    rows: (covered..batch).collect(),
-                    setup: base(),
-                });
-            }
-            groups.retain(|g| !g.rows.is_empty());
-            groups
+            consecutive(children.iter().map(|child| (child, chunk)), batch)
         }
         AdapterSetup::BatchSplit {
             children,
             batch_sizes,
-        } => {
-            let mut groups = Vec::new();
-            let mut start = 0;
-            for (child, size) in children.iter().zip(batch_sizes) {
-                let size = (*size).min(batch.saturating_sub(start));
-                groups.extend(offset(row_groups(child, size), start));
-                start += size;
-            }
-            if start < batch {
-                groups.push(RowGroup {
-                    rows: (start..batch).collect(),
-                    setup: base(),
-                });
-            }
-            groups.retain(|g| !g.rows.is_empty());
-            groups
-        }
-        AdapterSetup::PerRow(assignment) => {
-            // One group per distinct assignment, rows gathered.
-            let mut groups: Vec<(Option<&String>, Vec<usize>)> = Vec::new();
-            for row in 0..batch {
-                let name = assignment.get(row).and_then(Option::as_ref);
-                match groups.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, rows)) => rows.push(row),
-                    None => groups.push((name, vec![row])),
-                }
-            }
-            groups
-                .into_iter()
-                .map(|(name, rows)| RowGroup {
-                    rows,
-                    setup: name.map_or_else(base, |n| AdapterSetup::Name(n.clone())),
-                })
-                .collect()
-        }
-        // Stack, Fuse, Split, Average: the product of the children's groups.
-        block => {
-            let mut acc = vec![(
-                (0..batch).collect::<Vec<usize>>(),
-                Vec::<AdapterSetup>::new(),
-            )];
-            for child in block.children() {
-                let child_groups = row_groups(child, batch);
-                let mut next = Vec::new();
-                for (rows, chosen) in &acc {
-                    for group in &child_groups {
-                        let common: Vec<usize> = rows
-                            .iter()
-                            .copied()
-                            .filter(|r| group.rows.binary_search(r).is_ok())
-                            .collect();
-                        if !common.is_empty() {
-                            let mut chosen = chosen.clone();
-                            chosen.push(group.setup.clone());
-                            next.push((common, chosen));
-                        }
-                    }
-                }
-                acc = next;
-            }
-            acc.into_iter()
-                .map(|(rows, children)| RowGroup {
-                    rows,
-                    setup: block.with_children(children),
-                })
-                .collect()
+        } => consecutive(children.iter().zip(batch_sizes.iter().copied()), batch),
+        AdapterSetup::PerRow(assignment) => per_row(assignment, batch),
+        block => product(block, batch),
+    };
+    groups.retain(|g| !g.rows.is_empty());
+    groups
+}
+
+/// Children on consecutive row ranges of the given sizes (cut at the batch); the rest of the
+/// batch runs the base model.
+fn consecutive<'a>(
+    children: impl Iterator<Item = (&'a AdapterSetup, usize)>,
+    batch: usize,
+) -> Vec<SetupRows> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for (child, size) in children {
+        let size = size.min(batch - start);
+        groups.extend(row_groups(child, size).into_iter().map(|g| SetupRows {
+            rows: g.rows.into_iter().map(|r| r + start).collect(),
+            setup: g.setup,
+        }));
+        start += size;
+    }
+    if start < batch {
+        groups.push(SetupRows {
+            rows: (start..batch).collect(),
+            setup: base(),
+        });
+    }
+    groups
+}
+
+/// One group per distinct assignment of `PerRow`, its rows gathered.
+fn per_row(assignment: &[Option<String>], batch: usize) -> Vec<SetupRows> {
+    let mut groups: Vec<(Option<&String>, Vec<usize>)> = Vec::new();
+    for row in 0..batch {
+        let name = assignment.get(row).and_then(Option::as_ref);
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, rows)) => rows.push(row),
+            None => groups.push((name, vec![row])),
         }
     }
+    groups
+        .into_iter()
+        .map(|(name, rows)| SetupRows {
+            rows,
+            setup: name.map_or_else(base, |n| AdapterSetup::Name(n.clone())),
+        })
+        .collect()
+}
+
+/// Stack, Fuse, Split, Average over children with row blocks: the rows that every child routes
+/// alike, each with the block over the children's setups there.
+fn product(block: &AdapterSetup, batch: usize) -> Vec<SetupRows> {
+    let mut acc = vec![(
+        (0..batch).collect::<Vec<usize>>(),
+        Vec::<AdapterSetup>::new(),
+    )];
+    for child in block.children() {
+        let child_groups = row_groups(child, batch);
+        let mut next = Vec::new();
+        for (rows, chosen) in &acc {
+            for group in &child_groups {
+                let common: Vec<usize> = rows
+                    .iter()
+                    .copied()
+                    .filter(|r| group.rows.binary_search(r).is_ok())
+                    .collect();
+                if !common.is_empty() {
+                    let mut chosen = chosen.clone();
+                    chosen.push(group.setup.clone());
+                    next.push((common, chosen));
+                }
+            }
+        }
+        acc = next;
+    }
+    acc.into_iter()
+        .map(|(rows, children)| SetupRows {
+            rows,
+            setup: block.with_children(children),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -200,5 +245,28 @@ mod tests {
         assert_eq!(groups[0].rows, [0, 2]);
         assert_eq!(groups[1].setup, base());
         assert!(!setup("Stack[a, b]").has_row_blocks());
+    }
+
+    #[test]
+    fn every_group_setup_is_a_variant() {
+        for text in [
+            "Stack[c, Parallel[a, b]]",
+            "BatchSplit[Stack[c, a], b](batch_sizes=1,2)",
+            "Stack[BatchSplit[a, b](batch_sizes=1,1), Split[c, BatchSplit[a, b](batch_sizes=2,1)](splits=2,2)]",
+            "PerRow[a, (), b, a]",
+            "Stack[a, b]",
+        ] {
+            let setup = setup(text);
+            let variants = variants(&setup);
+            for batch in 0..8 {
+                for group in row_groups(&setup, batch) {
+                    assert!(
+                        variants.contains(&group.setup),
+                        "{text}, batch {batch}: {} is not among {variants:?}",
+                        group.setup
+                    );
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,8 @@ use super::AdapterSetup;
 use crate::error::{Error, Result};
 
 impl AdapterSetup {
-    /// Parses the text form printed by `Display`.
+    /// Parses the text form printed by `Display`. A plain name (`"sst"`) is a
+    /// [`AdapterSetup::Name`]; errors are [`Error::SetupSyntax`] with the byte position.
     ///
     /// ```
     /// use burn_adapters::AdapterSetup;
@@ -49,7 +50,7 @@ impl Parser<'_> {
     }
 
     fn error(&self, reason: &str) -> Error {
-        Error::ConfigSyntax {
+        Error::SetupSyntax {
             input: crate::error::shorten(self.text, self.pos),
             position: self.pos,
             reason: reason.to_string(),
@@ -110,13 +111,23 @@ impl Parser<'_> {
             }
         }
         self.depth -= 1;
-        let mut args = self.arguments()?;
+        let args = self.arguments()?;
+        self.block(&word, children, args)
+    }
+
+    /// The block called `word` with its children and `(key=values)` arguments.
+    fn block(
+        &self,
+        word: &str,
+        children: Vec<AdapterSetup>,
+        mut args: Vec<(String, Vec<String>)>,
+    ) -> Result<AdapterSetup> {
         let mut take = |key: &str| {
             args.iter()
                 .position(|(k, _)| k == key)
                 .map(|i| args.remove(i).1)
         };
-        let setup = match word.as_str() {
+        let setup = match word {
             "Stack" => AdapterSetup::Stack(children),
             "Fuse" => AdapterSetup::Fuse(children),
             "Parallel" => AdapterSetup::Parallel(children),
@@ -129,17 +140,7 @@ impl Parser<'_> {
                 children,
             },
             "Average" => {
-                let n = children.len();
-                let weights = match take("weights") {
-                    Some(values) => values
-                        .iter()
-                        .map(|v| {
-                            v.parse::<f64>()
-                                .map_err(|_| self.error(&format!("weights: `{v}` is not a number")))
-                        })
-                        .collect::<Result<_>>()?,
-                    None => vec![1.0 / n as f64; n],
-                };
+                let weights = self.weights(take("weights"), children.len())?;
                 let normalize_weights = match take("normalize_weights").as_deref() {
                     None => true,
                     Some([v]) if v.eq_ignore_ascii_case("true") => true,
@@ -158,6 +159,20 @@ impl Parser<'_> {
             return Err(self.error(&format!("`{word}` takes no argument `{key}`")));
         }
         Ok(setup)
+    }
+
+    /// `Average`'s weights: as given, or equal for `n` children.
+    fn weights(&self, values: Option<Vec<String>>, n: usize) -> Result<Vec<f64>> {
+        match values {
+            Some(values) => values
+                .iter()
+                .map(|v| {
+                    v.parse::<f64>()
+                        .map_err(|_| self.error(&format!("weights: `{v}` is not a number")))
+                })
+                .collect(),
+            None => Ok(vec![1.0 / n as f64; n]),
+        }
     }
 
     fn per_row(&mut self) -> Result<AdapterSetup> {
@@ -232,15 +247,10 @@ impl std::str::FromStr for AdapterSetup {
     }
 }
 
-impl From<&str> for AdapterSetup {
-    fn from(name: &str) -> Self {
-        AdapterSetup::Name(name.to_string())
-    }
-}
-
-impl From<String> for AdapterSetup {
-    fn from(name: String) -> Self {
-        AdapterSetup::Name(name)
+impl TryFrom<&str> for AdapterSetup {
+    type Error = Error;
+    fn try_from(text: &str) -> Result<Self> {
+        Self::parse(text)
     }
 }
 

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Activation, InitWeights, ReductionFactor, ResidualBeforeLn, Scaling};
+use super::Activation;
+use super::values::{InitWeights, ReductionFactor, ResidualBeforeLn, Scaling};
 use crate::error::{Error, Result};
 
 /// Configuration of a bottleneck adapter (AdapterHub's `BnConfig`).
@@ -24,8 +25,8 @@ pub struct BnConfig {
     pub output_adapter: bool,
     /// Hidden size divided by this is the bottleneck width.
     pub reduction_factor: ReductionFactor,
-    /// Non-linearity between the projections (see [`Activation::from_name`]).
-    pub non_linearity: String,
+    /// Non-linearity between the projections.
+    pub non_linearity: Activation,
     /// Apply the sublayer's own residual + LayerNorm before the adapter.
     #[serde(default)]
     pub original_ln_before: bool,
@@ -149,13 +150,13 @@ impl BnConfig {
         mh_adapter: bool,
         output_adapter: bool,
         reduction_factor: impl Into<ReductionFactor>,
-        non_linearity: impl Into<String>,
+        non_linearity: Activation,
     ) -> Self {
         Self {
             mh_adapter,
             output_adapter,
             reduction_factor: reduction_factor.into(),
-            non_linearity: non_linearity.into(),
+            non_linearity,
             original_ln_before: false,
             original_ln_after: true,
             residual_before_ln: ResidualBeforeLn::Before,
@@ -193,14 +194,14 @@ impl BnConfig {
     pub fn seq_bn() -> Self {
         Self {
             original_ln_before: true,
-            ..Self::new(false, true, 16, "relu")
+            ..Self::new(false, true, 16, Activation::Relu)
         }
     }
 
     /// `double_seq_bn` / `houlsby`: adapters after attention and after the FFN (Houlsby et al., 2019).
     /// swish, reduction factor 16.
     pub fn double_seq_bn() -> Self {
-        Self::new(true, true, 16, "swish")
+        Self::new(true, true, 16, Activation::Silu)
     }
 
     /// `par_bn` / `parallel`: a parallel adapter beside the FFN (He et al., 2021). relu, reduction
@@ -210,7 +211,7 @@ impl BnConfig {
             is_parallel: true,
             init_weights: InitWeights::MamAdapter,
             scaling: Scaling::Fixed(4.0),
-            ..Self::new(false, true, 2, "relu")
+            ..Self::new(false, true, 2, Activation::Relu)
         }
     }
 
@@ -233,15 +234,9 @@ impl BnConfig {
         })
     }
 
-    /// The parsed non-linearity.
-    pub fn activation(&self) -> Result<Activation> {
-        Activation::from_name(&self.non_linearity)
-    }
-
     /// Checks every field's domain and reports features that are parsed but not implemented.
     pub fn validate(&self) -> Result<()> {
         self.reduction_factor.validate()?;
-        self.activation()?;
         super::values::check_probability("dropout", self.dropout)?;
         super::values::check_probability("stochastic_depth", self.stochastic_depth)?;
         if let Scaling::Fixed(s) = self.scaling

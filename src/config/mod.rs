@@ -1,18 +1,26 @@
 //! Adapter configurations, JSON-compatible with AdapterHub's `config` objects.
 //!
-//! [`AdapterConfig`] is the one type the model API takes; it wraps the per-method configs.
+//! [`AdapterConfig`] is the one type the model API takes; it wraps the per-method configs
+//! ([`BnConfig`], [`LoRAConfig`]) and unions of them. [`FusionConfig`] configures AdapterFusion
+//! layers. The placement types ([`SiteLocation`], [`LinearLocation`]) say where a config puts
+//! its modules.
 
+mod activation;
 mod bottleneck;
 mod fusion;
 mod lora;
 mod parse;
+mod placement;
 mod values;
 
+pub use activation::Activation;
 pub use bottleneck::*;
 pub use fusion::*;
 pub use lora::*;
+pub use placement::*;
 pub use values::*;
 
+use std::fmt;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -22,7 +30,7 @@ use crate::error::{Error, Result};
 /// The configuration of one named adapter: a single method or a union of methods.
 ///
 /// `architecture` decides the method, as in AdapterHub: absent/`"bottleneck"` is a bottleneck
-/// adapter, `"union"` a list of configs applied together.
+/// adapter, `"lora"` LoRA or IA3, `"union"` a list of configs applied together.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 // Configs are built once per adapter; boxing the large variant would only add noise to matches.
@@ -30,10 +38,72 @@ use crate::error::{Error, Result};
 pub enum AdapterConfig {
     /// A bottleneck adapter (Pfeiffer, Houlsby, parallel, ...).
     Bottleneck(BnConfig),
-    /// LoRA or IA3 (parsed and validated; not yet buildable in a model).
+    /// LoRA or IA3.
     Lora(LoRAConfig),
     /// Several methods under one adapter name.
     Union(Vec<AdapterConfig>),
+}
+
+/// AdapterHub's `architecture` values: which family of methods a config belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Bottleneck adapters (AdapterHub writes no `architecture` for them).
+    Bottleneck,
+    /// LoRA and its relatives (IA3, DoRA, VeRA).
+    Lora,
+    /// Prefix tuning.
+    PrefixTuning,
+    /// Prompt tuning.
+    PromptTuning,
+    /// Representation fine-tuning (ReFT).
+    Reft,
+    /// A union of other configs.
+    Union,
+}
+
+impl Architecture {
+    /// AdapterHub's string for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Bottleneck => "bottleneck",
+            Architecture::Lora => "lora",
+            Architecture::PrefixTuning => "prefix_tuning",
+            Architecture::PromptTuning => "prompt_tuning",
+            Architecture::Reft => "reft",
+            Architecture::Union => "union",
+        }
+    }
+
+    /// Reads a config's `architecture` value (absent or `null`: a bottleneck).
+    fn of(config: &Map<String, Value>) -> Result<Self> {
+        let name = match config.get("architecture") {
+            None | Some(Value::Null) => return Ok(Architecture::Bottleneck),
+            Some(Value::String(name)) => name.as_str(),
+            Some(other) => return Err(Error::invalid("architecture", other, "must be a string")),
+        };
+        Ok(match name {
+            "bottleneck" => Architecture::Bottleneck,
+            "lora" => Architecture::Lora,
+            "prefix_tuning" => Architecture::PrefixTuning,
+            "prompt_tuning" => Architecture::PromptTuning,
+            "reft" => Architecture::Reft,
+            "union" => Architecture::Union,
+            other => {
+                return Err(Error::invalid(
+                    "architecture",
+                    format!("{other:?}"),
+                    "expected bottleneck, lora, prefix_tuning, prompt_tuning, reft or union",
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl From<LoRAConfig> for AdapterConfig {
@@ -80,9 +150,11 @@ const KNOWN_PRESETS: &[(&str, &str)] = &[
 impl AdapterConfig {
     /// Loads a config the way AdapterHub's `AdapterConfig.load` does.
     ///
-    /// `spec` may be a preset name (`"seq_bn"`, `"pfeiffer"`, `"houlsby"`, ...), a config string
-    /// with overrides and unions (`"seq_bn[reduction_factor=8,non_linearity=gelu]"`), a JSON
-    /// object, or the path of a JSON file (a bare config or an `adapter_config.json`).
+    /// `spec` may be, in the order they are tried (AdapterHub's): a JSON object, a preset name
+    /// (`"seq_bn"`, `"pfeiffer"`, `"houlsby"`, `"lora"`, ...), the path of a JSON file (a bare
+    /// config or an `adapter_config.json`), or a config string with overrides and unions
+    /// (`"seq_bn[reduction_factor=8,non_linearity=gelu]|lora"`). A file called like a preset
+    /// does not shadow the preset.
     ///
     /// ```
     /// use burn_adapters::{AdapterConfig, BnConfig};
@@ -101,11 +173,19 @@ impl AdapterConfig {
             })?;
             return Self::from_json(&value);
         }
+        if is_preset(trimmed) {
+            return Self::from_json(&Value::Object(Self::preset_json(trimmed)?));
+        }
         let path = Path::new(trimmed);
         if !trimmed.is_empty() && path.is_file() {
             return Self::from_file(path);
         }
-        let items = parse::parse_config_string(trimmed)?;
+        Self::from_config_string(trimmed)
+    }
+
+    /// A config string: `name[overrides]` items joined by `|` into a union.
+    fn from_config_string(text: &str) -> Result<Self> {
+        let items = parse::parse_config_string(text)?;
         let mut configs = items
             .into_iter()
             .map(|item| {
@@ -178,57 +258,55 @@ impl AdapterConfig {
                 reason: format!("a config must be a JSON object, found {value}"),
             });
         };
-        let architecture = match map.get("architecture") {
-            None | Some(Value::Null) => "bottleneck",
-            Some(Value::String(s)) => s.as_str(),
-            Some(other) => return Err(Error::invalid("architecture", other, "must be a string")),
+        // The architecture key chooses the type; the type's own fields are the rest.
+        let mut fields = map.clone();
+        let architecture = Architecture::of(map)?;
+        fields.remove("architecture");
+        let fields = Value::Object(fields);
+        let config = match architecture {
+            Architecture::Bottleneck => AdapterConfig::Bottleneck(deserialize_named(&fields)?),
+            Architecture::Lora => AdapterConfig::Lora(deserialize_named(&fields)?),
+            Architecture::Union => Self::union_from_json(&fields)?,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "adapter architecture `{other}`"
+                )));
+            }
         };
-        match architecture {
-            "bottleneck" => {
-                // AdapterHub writes no `architecture` key for bottlenecks but accepts one.
-                let mut fields = map.clone();
-                fields.remove("architecture");
-                let config: BnConfig = deserialize_named(&Value::Object(fields))?;
-                config.validate()?;
-                Ok(AdapterConfig::Bottleneck(config))
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `configs` list of a union.
+    fn union_from_json(fields: &Value) -> Result<Self> {
+        let parts = match fields.get("configs") {
+            Some(Value::Array(parts)) if !parts.is_empty() => parts,
+            Some(Value::Array(_)) => {
+                return Err(Error::invalid(
+                    "configs",
+                    "[]",
+                    "a union needs at least one config",
+                ));
             }
-            "union" => {
-                let Some(Value::Array(parts)) = map.get("configs") else {
-                    return Err(Error::invalid(
-                        "configs",
-                        "missing",
-                        "a union needs a `configs` list",
-                    ));
-                };
-                if parts.is_empty() {
-                    return Err(Error::invalid(
-                        "configs",
-                        "[]",
-                        "a union needs at least one config",
-                    ));
-                }
-                let configs = parts
-                    .iter()
-                    .map(Self::from_json)
-                    .collect::<Result<Vec<_>>>()?;
-                let union = AdapterConfig::Union(configs);
-                union.validate()?;
-                Ok(union)
+            _ => {
+                return Err(Error::invalid(
+                    "configs",
+                    "missing",
+                    "a union needs a `configs` list",
+                ));
             }
-            "lora" => {
-                let config: LoRAConfig = deserialize_named(value)?;
-                config.validate()?;
-                Ok(AdapterConfig::Lora(config))
-            }
-            "prefix_tuning" | "prompt_tuning" | "reft" => Err(Error::Unsupported(format!(
-                "adapter architecture `{architecture}`"
-            ))),
-            other => Err(Error::invalid(
-                "architecture",
-                format!("{other:?}"),
-                "expected bottleneck, lora, prefix_tuning, prompt_tuning, reft or union",
-            )),
+        };
+        if let Some(key) = fields
+            .as_object()
+            .and_then(|map| map.keys().find(|k| *k != "configs"))
+        {
+            return Err(Error::invalid(key, "-", "a union has only `configs`"));
         }
+        parts
+            .iter()
+            .map(Self::from_json)
+            .collect::<Result<Vec<_>>>()
+            .map(AdapterConfig::Union)
     }
 
     /// AdapterHub's JSON form of this config (the `config` object of `adapter_config.json`).
@@ -247,12 +325,28 @@ impl AdapterConfig {
         }
     }
 
-    /// The `architecture` string: `"bottleneck"`, `"union"`, ...
-    pub fn architecture(&self) -> &'static str {
+    /// The config's architecture (AdapterHub's `architecture` key).
+    pub fn architecture(&self) -> Architecture {
         match self {
-            AdapterConfig::Bottleneck(_) => "bottleneck",
-            AdapterConfig::Lora(_) => "lora",
-            AdapterConfig::Union(_) => "union",
+            AdapterConfig::Bottleneck(_) => Architecture::Bottleneck,
+            AdapterConfig::Lora(_) => Architecture::Lora,
+            AdapterConfig::Union(_) => Architecture::Union,
+        }
+    }
+
+    /// The methods of this config: the configs of a union, else the config itself.
+    pub fn parts(&self) -> &[AdapterConfig] {
+        match self {
+            AdapterConfig::Union(configs) => configs,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    /// This config if it is a bottleneck config.
+    fn as_bottleneck(&self) -> Option<&BnConfig> {
+        match self {
+            AdapterConfig::Bottleneck(config) => Some(config),
+            _ => None,
         }
     }
 
@@ -275,7 +369,7 @@ impl AdapterConfig {
                 // As in AdapterHub: two bottlenecks may share a union only at disjoint sites
                 // (undecidable here when either leaves layers out).
                 let bottlenecks: Vec<&BnConfig> =
-                    configs.iter().filter_map(Self::bottleneck).collect();
+                    configs.iter().filter_map(Self::as_bottleneck).collect();
                 for (i, a) in bottlenecks.iter().enumerate() {
                     for b in &bottlenecks[i + 1..] {
                         let decidable = a.leave_out.is_empty() && b.leave_out.is_empty();
@@ -298,39 +392,15 @@ impl AdapterConfig {
 
     /// The first bottleneck part of this config, if any.
     pub fn bottleneck(&self) -> Option<&BnConfig> {
-        match self {
-            AdapterConfig::Bottleneck(config) => Some(config),
-            AdapterConfig::Lora(_) => None,
-            AdapterConfig::Union(configs) => configs.iter().find_map(Self::bottleneck),
-        }
-    }
-
-    /// The bottleneck part placed after attention (`attention = true`) or after the FFN at
-    /// `layer`, if any.
-    pub fn bottleneck_at(&self, attention: bool, layer: usize) -> Option<&BnConfig> {
-        match self {
-            AdapterConfig::Bottleneck(bn) => {
-                let placed = if attention {
-                    bn.mh_adapter
-                } else {
-                    bn.output_adapter
-                };
-                (placed && !bn.leave_out.contains(&layer)).then_some(bn)
-            }
-            AdapterConfig::Lora(_) => None,
-            AdapterConfig::Union(configs) => configs
-                .iter()
-                .find_map(|c| c.bottleneck_at(attention, layer)),
-        }
+        self.parts().iter().find_map(Self::as_bottleneck)
     }
 
     /// The LoRA/IA3 part of this config, if any.
     pub fn lora(&self) -> Option<&LoRAConfig> {
-        match self {
+        self.parts().iter().find_map(|part| match part {
             AdapterConfig::Lora(config) => Some(config),
-            AdapterConfig::Bottleneck(_) => None,
-            AdapterConfig::Union(configs) => configs.iter().find_map(Self::lora),
-        }
+            _ => None,
+        })
     }
 
     /// Layers listed in `leave_out` by any part of the config.
@@ -341,6 +411,11 @@ impl AdapterConfig {
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }
+}
+
+/// Whether `name` is one of AdapterHub's preset names.
+fn is_preset(name: &str) -> bool {
+    KNOWN_PRESETS.iter().any(|(preset, _)| *preset == name)
 }
 
 /// Deserialises `T`, turning serde's message into an error naming the JSON path of the field.

@@ -1,7 +1,6 @@
 //! Small value types shared by the method configs, each serialised exactly as AdapterHub writes it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -241,63 +240,4 @@ pub enum InitWeights {
     MamAdapter,
     /// Truncated normal (std 0.01, ±0.02) weights, zero biases.
     Houlsby,
-}
-
-/// The element-wise non-linearity named by `non_linearity` (looked up lower-cased).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `relu`
-    Relu,
-    /// `gelu`: exact, erf-based.
-    Gelu,
-    /// `gelu_new`: the tanh approximation.
-    GeluNew,
-    /// `swish` / `silu`: `x·sigmoid(x)`.
-    Silu,
-    /// `tanh`
-    Tanh,
-    /// `sigmoid`
-    Sigmoid,
-    /// `leakyrelu` (slope 0.01)
-    LeakyRelu,
-    /// `identity`/`linear`: no non-linearity.
-    Identity,
-}
-
-impl Activation {
-    /// Parses a name as AdapterHub does (case-insensitive, transformers' activation names).
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name.to_ascii_lowercase().as_str() {
-            "relu" => Activation::Relu,
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluNew,
-            "swish" | "silu" => Activation::Silu,
-            "tanh" => Activation::Tanh,
-            "sigmoid" => Activation::Sigmoid,
-            "leakyrelu" => Activation::LeakyRelu,
-            "identity" | "linear" | "none" => Activation::Identity,
-            _ => {
-                return Err(Error::invalid(
-                    "non_linearity",
-                    format!("{name:?}"),
-                    "expected one of relu, gelu, gelu_new, swish, silu, tanh, sigmoid, leakyrelu, identity",
-                ));
-            }
-        })
-    }
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Activation::Relu => "relu",
-            Activation::Gelu => "gelu",
-            Activation::GeluNew => "gelu_new",
-            Activation::Silu => "swish",
-            Activation::Tanh => "tanh",
-            Activation::Sigmoid => "sigmoid",
-            Activation::LeakyRelu => "leakyrelu",
-            Activation::Identity => "identity",
-        })
-    }
 }

@@ -40,7 +40,7 @@ pub enum HeadConfig {
         /// Number of Linear layers (the hidden ones are `hidden → hidden`).
         layers: usize,
         /// Non-linearity after each hidden layer (`None` for none).
-        activation_function: Option<String>,
+        activation_function: Option<Activation>,
         /// Label names to class ids.
         label2id: Option<BTreeMap<String, usize>>,
         /// Read the model's pooler output instead of the first token.
@@ -60,7 +60,7 @@ pub enum HeadConfig {
         /// Number of Linear layers.
         layers: usize,
         /// Non-linearity after each hidden layer.
-        activation_function: Option<String>,
+        activation_function: Option<Activation>,
         /// Label names to class ids.
         label2id: Option<BTreeMap<String, usize>>,
         /// Dropout before each layer (`None`: the model's hidden dropout).
@@ -75,7 +75,7 @@ impl HeadConfig {
         HeadConfig::Classification {
             num_labels,
             layers: 2,
-            activation_function: Some("tanh".into()),
+            activation_function: Some(Activation::Tanh),
             label2id: None,
             use_pooler: false,
             bias: true,
@@ -103,13 +103,13 @@ impl HeadConfig {
         HeadConfig::Tagging {
             num_labels,
             layers: 1,
-            activation_function: Some("tanh".into()),
+            activation_function: Some(Activation::Tanh),
             label2id: None,
             dropout_prob: None,
         }
     }
 
-    fn parts(&self) -> (usize, usize, Option<&String>, Option<f64>) {
+    fn parts(&self) -> (usize, usize, Option<Activation>, Option<f64>) {
         match self {
             HeadConfig::Classification {
                 num_labels,
@@ -124,18 +124,13 @@ impl HeadConfig {
                 activation_function,
                 dropout_prob,
                 ..
-            } => (
-                *num_labels,
-                *layers,
-                activation_function.as_ref(),
-                *dropout_prob,
-            ),
+            } => (*num_labels, *layers, *activation_function, *dropout_prob),
         }
     }
 
-    /// Checks the values and returns the parsed activation.
-    pub fn validate(&self) -> Result<Option<Activation>> {
-        let (num_labels, layers, activation, dropout) = self.parts();
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let (num_labels, layers, _, dropout) = self.parts();
         if num_labels == 0 {
             return Err(Error::invalid(
                 "num_labels",
@@ -159,13 +154,7 @@ impl HeadConfig {
         {
             return Err(Error::Unsupported("use_pooler = true heads".into()));
         }
-        activation
-            .map(|name| {
-                Activation::from_name(name).map_err(|_| {
-                    Error::invalid("activation_function", name, "unsupported activation")
-                })
-            })
-            .transpose()
+        Ok(())
     }
 
     /// Number of classes.
@@ -185,8 +174,6 @@ pub struct PredictionHead {
     /// The head's configuration.
     #[module(skip)]
     pub config: HeadConfig,
-    #[module(skip)]
-    activation: Option<Activation>,
 }
 
 impl PredictionHead {
@@ -197,7 +184,7 @@ impl PredictionHead {
         default_dropout: f64,
         device: &Device,
     ) -> Result<Self> {
-        let activation = config.validate()?;
+        config.validate()?;
         let (num_labels, layers, _, dropout) = config.parts();
         let output_bias = !matches!(config, HeadConfig::Classification { bias: false, .. });
         let mut rng = InitRng::from_device(device);
@@ -222,22 +209,26 @@ impl PredictionHead {
             layers,
             dropout: DropoutConfig::new(dropout.unwrap_or(default_dropout)).init(),
             config,
-            activation,
         })
     }
 
     /// AdapterHub's index of layer `i` in its `nn.Sequential` (dropout, linear, activation, ...).
     pub fn reference_index(&self, i: usize) -> usize {
-        let per_layer = if self.activation.is_some() { 3 } else { 2 };
+        let per_layer = if self.config.parts().2.is_some() {
+            3
+        } else {
+            2
+        };
         per_layer * i + 1
     }
 
     fn mlp<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
         let last = self.layers.len() - 1;
+        let activation = self.config.parts().2;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(dropout(&self.dropout, x));
             if i < last
-                && let Some(act) = self.activation
+                && let Some(act) = activation
             {
                 x = act.forward(x);
             }

@@ -2,7 +2,7 @@
 
 /// How one of our parameters is stored in an AdapterHub file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReferenceName {
+pub(crate) struct ReferenceName {
     /// Tensor names relative to the module's prefix; the first is canonical, the others are
     /// aliases AdapterHub also writes for the same tensor.
     pub names: Vec<String>,
@@ -16,7 +16,7 @@ pub struct ReferenceName {
 /// `adapter_norm_before`).
 ///
 /// [`Bottleneck`]: crate::methods::Bottleneck
-pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
+pub(crate) fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
     let (names, transpose): (Vec<&'static str>, bool) = match (path, ln_before) {
         ("norm_before.gamma", _) => (
             vec!["adapter_down.0.weight", "adapter_norm_before.weight"],
@@ -50,7 +50,7 @@ pub fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
 /// their transposes.
 ///
 /// [`LoRA`]: crate::methods::LoRA
-pub fn lora_name(path: &str) -> Option<ReferenceName> {
+pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
     let (name, transpose) = match path {
         "lora_a" => ("lora_A", true),
         "lora_b" => ("lora_B", true),
@@ -66,7 +66,10 @@ pub fn lora_name(path: &str) -> Option<ReferenceName> {
 
 /// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
 /// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
-pub fn head_name(path: &str, reference_index: impl Fn(usize) -> usize) -> Option<ReferenceName> {
+pub(crate) fn head_name(
+    path: &str,
+    reference_index: impl Fn(usize) -> usize,
+) -> Option<ReferenceName> {
     let rest = path.strip_prefix("layers.")?;
     let (index, field) = rest.split_once('.')?;
     let index: usize = index.parse().ok()?;
@@ -81,8 +84,52 @@ pub fn head_name(path: &str, reference_index: impl Fn(usize) -> usize) -> Option
     })
 }
 
+/// AdapterHub's name of a fusion parameter (`query.weight`, ...): the same path, torch layout.
+pub(crate) fn fusion_name(path: &str) -> Option<ReferenceName> {
+    let (module, field) = path.split_once('.')?;
+    if !matches!(module, "query" | "key" | "value") {
+        return None;
+    }
+    let transpose = match field {
+        "weight" => true,
+        "bias" => false,
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![path.to_string()],
+        transpose,
+    })
+}
+
+/// Where a site's fusion layers sit in AdapterHub's naming: beside its `adapters`
+/// (`encoder.layer.0.output.adapter_fusion_layer`).
+pub(crate) fn fusion_prefix(site_path: &str) -> String {
+    let parent = site_path.strip_suffix(".adapters").unwrap_or(site_path);
+    format!("{parent}.adapter_fusion_layer")
+}
+
+/// PEFT's name of one of our LoRA parameters (PEFT's `lora_A` is `[r, d_input]`, as
+/// AdapterHub's).
+pub(crate) fn peft_name(path: &str) -> Option<ReferenceName> {
+    let name = match path {
+        "lora_a" => "lora_A.weight",
+        "lora_b" => "lora_B.weight",
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.into()],
+        transpose: true,
+    })
+}
+
+/// The module a linear site wraps, in transformers' naming, from the path of its LoRA modules
+/// (`encoder.layer.0.attention.self.query.loras` → `encoder.layer.0.attention.self.query`).
+pub(crate) fn wrapped_module(lora_path: &str) -> &str {
+    lora_path.strip_suffix(".loras").unwrap_or(lora_path)
+}
+
 /// Strips the prefix a model with heads puts before the base model's keys.
-pub fn strip_model_prefix(key: &str) -> &str {
+pub(crate) fn strip_model_prefix(key: &str) -> &str {
     key.strip_prefix("bert.").unwrap_or(key)
 }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// A tensor as stored in a file, converted to f32, in the file's (torch) layout.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
+pub(crate) struct HostTensor {
     /// Dimensions.
     pub shape: Vec<usize>,
     /// Row-major values.
@@ -21,7 +21,7 @@ pub struct HostTensor {
 
 impl HostTensor {
     /// The transpose of a 2-D tensor (torch `[out, in]` ↔ burn `[in, out]`).
-    pub fn transposed(&self) -> Self {
+    pub(crate) fn transposed(&self) -> Self {
         let [rows, cols] = [self.shape[0], self.shape[1]];
         let mut values = vec![0.0; self.values.len()];
         for r in 0..rows {
@@ -37,7 +37,7 @@ impl HostTensor {
 }
 
 /// Named tensors read from one file.
-pub type TensorMap = BTreeMap<String, HostTensor>;
+pub(crate) type TensorMap = BTreeMap<String, HostTensor>;
 
 /// The float encodings adapter files use.
 #[derive(Clone, Copy)]
@@ -75,18 +75,12 @@ fn not_float(path: &Path, key: &str, dtype: impl std::fmt::Debug) -> Error {
 
 /// The checksum a saved config records for each weights file beside it (CRC-32, as zip uses):
 /// a reader that finds another checksum holds files from two different saves.
-pub fn checksum(bytes: &[u8]) -> u32 {
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Reads every tensor of a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_safetensors(path, &bytes)
-}
-
 /// Every tensor of a safetensors file already in memory (`path` names it in errors).
-pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+pub(crate) fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| Error::format(path, e.to_string()))?;
     if let Some(key) = duplicated_header_key(bytes) {
         return Err(Error::format(
@@ -156,7 +150,7 @@ fn duplicated_header_key(bytes: &[u8]) -> Option<String> {
 /// `posix.system` reduce stays an inert placeholder). On top of that only plain tensor archives
 /// are accepted: the root must be a dictionary whose every value is a tensor; any other object
 /// (a number, a string, a placeholder for an arbitrary Python call) is an error naming its key.
-pub fn read_pytorch(path: &Path) -> Result<TensorMap> {
+pub(crate) fn read_pytorch(path: &Path) -> Result<TensorMap> {
     let format = |e: &dyn std::fmt::Display| Error::format(path, e.to_string());
     match PytorchReader::read_pickle_data(path, None).map_err(|e| format(&e))? {
         PickleValue::Dict(entries) => {
@@ -250,7 +244,7 @@ impl safetensors::View for F32View<'_> {
 }
 
 /// Serialises `tensors` as safetensors (f32, torch's `{"format": "pt"}` metadata).
-pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
+pub(crate) fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize(
         tensors.iter().map(|(k, t)| (k.as_str(), F32View(t))),
@@ -266,7 +260,7 @@ pub fn safetensors_bytes(tensors: &TensorMap) -> Result<Vec<u8>> {
 /// (the config), and configs record the checksum of the weights saved with them: a reader that
 /// meets the new weights beside the old config notices, and reads again (see
 /// `read_consistently`).
-pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
     // Temporaries are unique per process and call, so concurrent saves never share one.
     static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let save = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

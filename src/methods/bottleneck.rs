@@ -86,58 +86,21 @@ impl Bottleneck {
             Some(seed) => InitRng::seeded(seed),
             None => InitRng::from_device(device),
         };
-        let (h, d) = (hidden_size, bottleneck);
-        let zeros = |n: usize| vec![0.0f32; n];
-        let linear = |weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize| Linear {
-            weight: param(weight, [d_in, d_out], device),
-            bias: Some(param(bias, [d_out], device)),
-        };
-        // torch's default `nn.Linear` init (kaiming-uniform with a = √5 and the matching bias)
-        let torch_default = |rng: &mut InitRng, d_in: usize, d_out: usize| {
-            let bound = 1.0 / (d_in as f64).sqrt();
-            linear(
-                rng.uniform(d_in * d_out, bound),
-                rng.uniform(d_out, bound),
-                d_in,
-                d_out,
-            )
-        };
-        let (down, up, gate) = match config.init_weights {
-            InitWeights::Bert => (
-                linear(rng.normal(h * d, 0.0, 0.02), zeros(d), h, d),
-                linear(rng.normal(d * h, 0.0, 0.02), zeros(h), d, h),
-                config
-                    .use_gating
-                    .then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
-            ),
-            InitWeights::MamAdapter => (
-                linear(rng.uniform(h * d, 1.0 / (h as f64).sqrt()), zeros(d), h, d),
-                linear(zeros(d * h), zeros(h), d, h),
-                config
-                    .use_gating
-                    .then(|| linear(rng.normal(h, 0.0, 0.02), zeros(1), h, 1)),
-            ),
-            InitWeights::Houlsby => (
-                linear(
-                    rng.truncated_normal(h * d, 0.0, 0.01, -0.02, 0.02),
-                    zeros(d),
-                    h,
-                    d,
-                ),
-                linear(
-                    rng.truncated_normal(d * h, 0.0, 0.01, -0.02, 0.02),
-                    zeros(h),
-                    d,
-                    h,
-                ),
-                config.use_gating.then(|| torch_default(&mut rng, h, 1)),
-            ),
-        };
-        let norm = || LayerNormConfig::new(h).init(device);
+        let [down, up] = projections(
+            config.init_weights,
+            hidden_size,
+            bottleneck,
+            &mut rng,
+            device,
+        );
+        let gate = config
+            .use_gating
+            .then(|| gate(config.init_weights, hidden_size, &mut rng, device));
+        let norm = || LayerNormConfig::new(hidden_size).init(device);
         let (scaling, fixed_scaling) = match config.scaling {
             Scaling::Fixed(s) => (None, s),
             Scaling::Learned => (Some(constant(1.0, [1], device)), 1.0),
-            Scaling::Channel => (Some(constant(1.0, [h], device)), 1.0),
+            Scaling::Channel => (Some(constant(1.0, [hidden_size], device)), 1.0),
         };
         Ok(Self {
             norm_before: config.ln_before.then(norm),
@@ -149,7 +112,7 @@ impl Bottleneck {
             dropout: DropoutConfig::new(config.dropout).init(),
             training: Param::from_bool(true),
             wiring: BottleneckWiring {
-                activation: config.activation()?,
+                activation: config.non_linearity,
                 original_ln_before: config.original_ln_before,
                 original_ln_after: config.original_ln_after,
                 residual_before_ln: config.residual_before_ln,
@@ -326,6 +289,53 @@ impl Bottleneck {
             &up.device(),
         );
         up * keep.div_scalar(1.0 - p)
+    }
+}
+
+/// A `Linear` `[d_in, d_out]` with the given weight and bias values.
+fn dense(weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    Linear {
+        weight: param(weight, [d_in, d_out], device),
+        bias: Some(param(bias, [d_out], device)),
+    }
+}
+
+/// The down (`h → d`) and up (`d → h`) projections, initialised by `scheme`.
+fn projections(
+    scheme: InitWeights,
+    h: usize,
+    d: usize,
+    rng: &mut InitRng,
+    device: &Device,
+) -> [Linear; 2] {
+    let zeros = |n: usize| vec![0.0f32; n];
+    let (down, up) = match scheme {
+        InitWeights::Bert => (rng.normal(h * d, 0.0, 0.02), rng.normal(d * h, 0.0, 0.02)),
+        // kaiming-uniform(a = √5) down, zero up: the adapter starts as an identity
+        InitWeights::MamAdapter => (rng.uniform(h * d, 1.0 / (h as f64).sqrt()), zeros(d * h)),
+        InitWeights::Houlsby => (
+            rng.truncated_normal(h * d, 0.0, 0.01, -0.02, 0.02),
+            rng.truncated_normal(d * h, 0.0, 0.01, -0.02, 0.02),
+        ),
+    };
+    [
+        dense(down, zeros(d), h, d, device),
+        dense(up, zeros(h), d, h, device),
+    ]
+}
+
+/// The gate `h → 1`: N(0, 0.02) weights and a zero bias, except under `houlsby`, which keeps
+/// torch's default `nn.Linear` init (kaiming-uniform with a = √5 and the matching bias).
+fn gate(scheme: InitWeights, h: usize, rng: &mut InitRng, device: &Device) -> Linear {
+    match scheme {
+        InitWeights::Bert | InitWeights::MamAdapter => {
+            dense(rng.normal(h, 0.0, 0.02), vec![0.0], h, 1, device)
+        }
+        InitWeights::Houlsby => {
+            let bound = 1.0 / (h as f64).sqrt();
+            let weight = rng.uniform(h, bound);
+            dense(weight, rng.uniform(1, bound), h, 1, device)
+        }
     }
 }
 

@@ -155,56 +155,80 @@ impl LoRA {
         }
     }
 
-    /// Checks that the update can be folded into the layer's weights.
-    pub fn check_mergeable(&self) -> Result<()> {
+    /// Checks that the update can be folded into the layer's weights and taken out again; the
+    /// error says why not. A gated module depends on its input, so it cannot be folded. IA3 is
+    /// taken out by dividing by its scaling `l·alpha`, so every entry of it must have a finite
+    /// reciprocal (not `alpha = 0`, nor an `l` entry at 0 as `init_weights = "lora"` starts it);
+    /// checking that reads `l` back from the device.
+    pub fn check_mergeable(&self) -> std::result::Result<(), String> {
         if self.gate.is_some() {
-            return Err(Error::InvalidSetup(
+            return Err(
                 "a gated LoRA depends on its input and cannot be merged into weights".into(),
-            ));
+            );
         }
-        Ok(())
+        if self.lora_a.is_some() {
+            return Ok(());
+        }
+        // As the merge computes it: in f32, `l` times the scalar.
+        let alpha = self.scaling as f32;
+        let l = self.lora_b.val().into_data().convert::<f32>();
+        let l = l.as_slice::<f32>().unwrap_or_default();
+        match l.iter().position(|l| !(1.0 / (l * alpha)).is_finite()) {
+            Some(output) => Err(format!(
+                "its IA3 scaling l·alpha is {} at output {output}, so the merge could not be undone \
+                 (reset_adapter divides by it)",
+                l[output] * alpha
+            )),
+            None => Ok(()),
+        }
     }
 
-    /// `linear` with this update folded into its weights, so that `merged(x)` equals the
-    /// unmerged output.
+    /// Undoes [`LoRA::merge_into`](Self::merge_into), up to float rounding: subtracts the
+    /// low-rank update, or divides by the IA3 scaling (which
+    /// [`LoRA::check_mergeable`](Self::check_mergeable) made sure is invertible).
+    pub(crate) fn unmerge_from(&self, linear: Linear) -> Linear {
+        if let Some(delta) = self.low_rank_delta() {
+            return Linear {
+                weight: update(linear.weight, |w| w - delta),
+                bias: linear.bias,
+            };
+        }
+        let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+        Linear {
+            weight: update(linear.weight, |w| w / s.clone()),
+            bias: linear
+                .bias
+                .map(|bias| update(bias, |bias| (bias.unsqueeze_dim(0) / s).squeeze_dim(0))),
+        }
+    }
+
+    /// `A B·scaling` (LoRA only).
+    fn low_rank_delta(&self) -> Option<Tensor<2>> {
+        let a = self.lora_a.as_ref()?;
+        let b = self.lora_b.val().detach().mul_scalar(self.scaling);
+        Some(a.val().detach().matmul(b))
+    }
+
+    /// `linear` with this (ungated, see [`LoRA::check_mergeable`]) update folded into its
+    /// weights, so that `merged(x)` equals the unmerged output: `W + A B·scaling` for LoRA;
+    /// `W ⊙ s` and `b ⊙ s` with `s = l·alpha` for IA3.
     ///
     /// For IA3 the bias is scaled along with the weight: `(W x + b) ⊙ s = (W ⊙ s) x + b ⊙ s`.
     /// (AdapterHub leaves the bias unscaled, so its merged model differs from its unmerged one
     /// whenever the bias is non-zero.)
-    pub fn merge_into(&self, linear: Linear) -> Result<Linear> {
-        self.check_mergeable()?;
-        Ok(self.fold(linear, true))
-    }
-
-    /// Undoes [`LoRA::merge_into`].
-    pub fn unmerge_from(&self, linear: Linear) -> Linear {
-        self.fold(linear, false)
-    }
-
-    /// Adds (`merge`) or removes the update: `W ± A B·scaling` for LoRA, `W ⊙ s`, `b ⊙ s` (or
-    /// `÷ s`) with `s = l·alpha` for IA3.
-    fn fold(&self, linear: Linear, merge: bool) -> Linear {
-        let b = self.lora_b.val().detach().mul_scalar(self.scaling);
-        match &self.lora_a {
-            Some(a) => {
-                let delta = a.val().detach().matmul(b);
-                let weight = update(linear.weight, |w| if merge { w + delta } else { w - delta });
-                Linear {
-                    weight,
-                    bias: linear.bias,
-                }
-            }
-            None => {
-                let apply = |x: Tensor<2>, s: Tensor<2>| if merge { x * s } else { x / s };
-                Linear {
-                    weight: update(linear.weight, |w| apply(w, b.clone())),
-                    bias: linear.bias.map(|bias| {
-                        update(bias, |bias| {
-                            apply(bias.unsqueeze_dim(0), b.clone()).squeeze_dim(0)
-                        })
-                    }),
-                }
-            }
+    pub(crate) fn merge_into(&self, linear: Linear) -> Linear {
+        if let Some(delta) = self.low_rank_delta() {
+            return Linear {
+                weight: update(linear.weight, |w| w + delta),
+                bias: linear.bias,
+            };
+        }
+        let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+        Linear {
+            weight: update(linear.weight, |w| w * s.clone()),
+            bias: linear
+                .bias
+                .map(|bias| update(bias, |bias| (bias.unsqueeze_dim(0) * s).squeeze_dim(0))),
         }
     }
 }

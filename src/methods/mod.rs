@@ -2,12 +2,12 @@
 
 mod activation;
 mod bottleneck;
-mod dropout;
+pub(crate) mod dropout;
 mod fusion;
 pub(crate) mod init;
 mod lora;
 
 pub use bottleneck::*;
-pub use dropout::*;
+pub(crate) use dropout::{dropout, dropout_active};
 pub use fusion::*;
 pub use lora::*;

@@ -1,18 +1,33 @@
-//! Building an adapter's modules for every site of a host, and installing them.
+//! Building an adapter's modules for every site of a host, installing them, removing them, and
+//! activating setups.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use burn::module::Module;
+use burn::tensor::Device;
 
-use super::{AdapterHost, AdapterModel};
+use super::AdapterHost;
+use crate::composition::{ActivePlan, AdapterSetup};
 use crate::config::{AdapterConfig, BnConfig, LoRAConfig};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::methods::{Bottleneck, LoRA};
 
-/// The modules of one adapter, built for each site of a host (in the visiting orders of
-/// [`AdapterHost::visit_sites`] and [`AdapterHost::visit_linear_sites`]).
+/// The modules of one adapter, built for each site of a host (in the orders of
+/// [`AdapterHost::residual_sites`] and [`AdapterHost::linear_sites`]).
 pub(crate) struct AdapterModules {
     pub residual: Vec<Option<Bottleneck>>,
     pub linear: Vec<Option<LoRA>>,
+}
+
+/// The device the model's parameters live on (new adapters are created there).
+pub(crate) fn device_of<M: AdapterHost>(model: &M) -> Result<Device> {
+    model.devices().into_iter().next().ok_or_else(|| {
+        Error::InvalidSetup(
+            "the model has no parameters, so no device to create adapters on".into(),
+        )
+    })
 }
 
 /// Builds the modules `config` places in `model`, without changing it. `seed` overrides the
@@ -22,65 +37,51 @@ pub(crate) fn build_modules<M: AdapterHost>(
     config: &AdapterConfig,
     seed: Option<u64>,
 ) -> Result<AdapterModules> {
-    let device = model.device()?;
+    let device = device_of(model)?;
     let hidden = model.hidden_size();
-    if config.lora().is_some() {
-        let mut sites = 0;
-        model.visit_linear_sites(&mut |_| sites += 1);
-        if sites == 0 {
-            return Err(Error::Unsupported(
-                "LoRA/IA3 on a host without linear sites (see `AdapterHost::visit_linear_sites`)"
-                    .into(),
-            ));
-        }
+    if config.lora().is_some() && model.linear_sites().next().is_none() {
+        return Err(Error::Unsupported(
+            "LoRA/IA3 on a host without linear sites (see `AdapterHost::linear_sites`)".into(),
+        ));
     }
-    let mut failure = None;
-    let mut residual = Vec::new();
-    model.visit_sites(&mut |site| {
-        let built = match (site.placed(config), &failure) {
-            (Some(bn), None) => {
-                let bn = match seed {
-                    Some(seed) => &BnConfig {
-                        init_weights_seed: Some(seed),
-                        ..bn.clone()
-                    },
-                    None => bn,
-                };
-                Bottleneck::new(bn, hidden, site.location().layer, &device)
-                    .map_err(|e| failure = Some(e))
-                    .ok()
-            }
-            _ => None,
-        };
-        residual.push(built);
-    });
-    let mut linear = Vec::new();
-    model.visit_linear_sites(&mut |site| {
-        let built = match (site.placed(config), &failure) {
-            (Some(lora), None) => {
-                let lora = match seed {
-                    Some(seed) => &LoRAConfig {
-                        init_weights_seed: Some(seed),
-                        ..lora.clone()
-                    },
-                    None => lora,
-                };
-                let (d_input, d_output) = site.dims();
-                LoRA::new(lora, d_input, d_output, &device)
-                    .map_err(|e| failure = Some(e))
-                    .ok()
-            }
-            _ => None,
-        };
-        linear.push(built);
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(AdapterModules { residual, linear }),
-    }
+    let residual = model
+        .residual_sites()
+        .map(|site| {
+            let Some(bn) = config.bottleneck_at(site.location()) else {
+                return Ok(None);
+            };
+            let bn = match seed {
+                Some(seed) => Cow::Owned(BnConfig {
+                    init_weights_seed: Some(seed),
+                    ..bn.clone()
+                }),
+                None => Cow::Borrowed(bn),
+            };
+            Bottleneck::new(&bn, hidden, site.location().layer, &device).map(Some)
+        })
+        .collect::<Result<_>>()?;
+    let linear = model
+        .linear_sites()
+        .map(|site| {
+            let Some(lora) = config.lora_at(site.location()) else {
+                return Ok(None);
+            };
+            let lora = match seed {
+                Some(seed) => Cow::Owned(LoRAConfig {
+                    init_weights_seed: Some(seed),
+                    ..lora.clone()
+                }),
+                None => Cow::Borrowed(lora),
+            };
+            let (d_input, d_output) = site.dims();
+            LoRA::new(&lora, d_input, d_output, &device).map(Some)
+        })
+        .collect::<Result<_>>()?;
+    Ok(AdapterModules { residual, linear })
 }
 
-/// Inserts an adapter's modules under `name`, and a head of the same name if given.
+/// Inserts an adapter's modules under `name`, and a head of the same name if given. New
+/// parameters require gradients, as in PyTorch.
 pub(crate) fn install<M: AdapterHost>(
     model: &mut M,
     name: &str,
@@ -88,29 +89,67 @@ pub(crate) fn install<M: AdapterHost>(
     modules: AdapterModules,
     head: Option<PredictionHead>,
 ) {
-    let autodiff = model.device().is_ok_and(|d| d.is_autodiff());
-    let mut residual = modules.residual.into_iter();
-    model.visit_sites_mut(&mut |site| {
-        if let Some(Some(adapter)) = residual.next() {
+    let autodiff = device_of(model).is_ok_and(|d| d.is_autodiff());
+    for (site, adapter) in model.residual_sites_mut().zip(modules.residual) {
+        if let Some(adapter) = adapter {
             site.insert_adapter(name, match_autodiff(adapter, autodiff));
         }
-    });
-    let mut linear = modules.linear.into_iter();
-    model.visit_linear_sites_mut(&mut |site| {
-        if let Some(Some(lora)) = linear.next() {
+    }
+    for (site, lora) in model.linear_sites_mut().zip(modules.linear) {
+        if let Some(lora) = lora {
             site.insert_lora(name, match_autodiff(lora, autodiff));
         }
-    });
+    }
     if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
-        heads.insert(name, match_autodiff(head, autodiff));
+        heads.insert(name.to_string(), match_autodiff(head, autodiff));
     }
     let registry = model.registry_mut();
     registry.adapters.push((name.to_string(), config));
-    // New parameters require gradients, as in PyTorch.
     registry.trainable.adapters.push(name.to_string());
-    // Sites hold the active names; refresh them in case `name` is part of the active setup.
-    let active = model.registry().active.clone();
-    model.broadcast_active(active.as_ref());
+}
+
+/// Removes adapter `name` from every site (undoing its merge first) and from the registry,
+/// with the fusion layers over it; the active setup is dropped if it names the adapter.
+pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
+    for site in model.residual_sites_mut() {
+        site.remove_adapter(name);
+    }
+    for site in model.linear_sites_mut() {
+        site.remove_lora(name);
+    }
+    let fused: Vec<_> = model
+        .registry()
+        .fusions()
+        .filter(|key| key.contains(name))
+        .cloned()
+        .collect();
+    for key in &fused {
+        super::fusion::remove(model, key);
+    }
+    let registry = model.registry_mut();
+    if registry.merged.as_deref() == Some(name) {
+        registry.merged = None;
+    }
+    registry.adapters.retain(|(n, _)| n != name);
+    registry.trainable.adapters.retain(|n| n != name);
+    if registry
+        .active()
+        .is_some_and(|setup| setup.names().contains(&name))
+    {
+        activate(model, None);
+    }
+}
+
+/// Compiles `setup` once and hands the plan to every site (`None` deactivates).
+pub(crate) fn activate<M: AdapterHost>(model: &mut M, setup: Option<AdapterSetup>) {
+    let plan = setup.map(|setup| Arc::new(ActivePlan::new(setup)));
+    for site in model.residual_sites_mut() {
+        site.set_plan(plan.clone());
+    }
+    for site in model.linear_sites_mut() {
+        site.set_plan(plan.clone());
+    }
+    model.registry_mut().active = plan;
 }
 
 /// Puts a freshly built module in training mode when the model lives on an autodiff device, so

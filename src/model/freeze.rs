@@ -1,62 +1,61 @@
-//! Path-aware freezing: which parameters train under `train_adapter`.
+//! Trainability by site identity: which parameters train is decided by which site, adapter,
+//! fusion layer or head holds them, never by their paths.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 
-/// Sets `require_grad` on every float parameter from its path.
-struct PathTrainability<'a, F: Fn(&[String]) -> bool> {
-    path: Vec<String>,
-    trainable: &'a F,
-}
+use super::AdapterHost;
+use super::build::device_of;
+use super::registry::Trainability;
+use crate::error::{Error, Result};
 
-impl<F: Fn(&[String]) -> bool> ModuleMapper for PathTrainability<'_, F> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
+/// Sets `require_grad` on every float parameter.
+struct SetTrainable(bool);
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
+impl ModuleMapper for SetTrainable {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         // A parameter not yet initialised shares its lazy initialiser, and with it the
         // gradient requirement, with every clone of the model: setting it here would reach
         // them all. Initialising it first (once, for every clone) keeps the setting local.
         let _ = param.val();
-        param.set_require_grad((self.trainable)(&self.path))
+        param.set_require_grad(self.0)
     }
 }
 
-/// Whether `path` lies inside the adapter or head called `name`.
-pub(crate) fn belongs_to(path: &[String], name: &str) -> bool {
-    belongs_to_adapter(path, name) || path.windows(2).any(|w| w[0] == "heads" && w[1] == name)
+/// `module` with every float parameter requiring gradients (`true`) or none.
+pub(crate) fn trainable<M: Module>(module: M, trainable: bool) -> M {
+    module.map(&mut SetTrainable(trainable))
 }
 
-/// Whether `path` lies inside the adapter called `name`: a segment `adapters` (or `*_adapters`,
-/// or a linear site's `loras`) followed by `name`.
-pub(crate) fn belongs_to_adapter(path: &[String], name: &str) -> bool {
-    path.windows(2).any(|w| {
-        (w[0] == "adapters" || w[0].ends_with("_adapters") || w[0] == "loras") && w[1] == name
-    })
-}
-
-fn remap<M: Module>(model: &mut M, trainable: impl Fn(&[String]) -> bool) {
-    let mut mapper = PathTrainability {
-        path: Vec::new(),
-        trainable: &trainable,
-    };
+/// Makes exactly what `plan` names trainable: the whole model when `plan.base`, else only the
+/// named adapters (at every site), fusion layers and heads. Records the plan in the registry.
+pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
     // Module maps consume the module; parameters are reference-counted, so the clone is shallow.
-    *model = model.clone().map(&mut mapper);
+    *model = trainable(model.clone(), plan.base);
+    if !plan.base {
+        let named = |name: &String| plan.adapters.contains(name);
+        for site in model.residual_sites_mut() {
+            site.map_modules(
+                |name, adapter| trainable(adapter, named(name)),
+                |key, fusion| trainable(fusion, plan.fusions.contains(key)),
+            );
+        }
+        for site in model.linear_sites_mut() {
+            site.map_loras(|name, lora| trainable(lora, named(name)));
+        }
+        if let Some(heads) = model.heads_mut() {
+            let all = std::mem::take(heads);
+            *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));
+        }
+    }
+    model.registry_mut().trainable = plan;
 }
 
-/// Only the parameters of the named adapters/heads require gradients.
-pub(crate) fn set_trainable<M: Module>(model: &mut M, names: &[String]) {
-    remap(model, |path| {
-        names.iter().any(|name| belongs_to(path, name))
-    });
-}
-
-/// Every parameter requires gradients (`true`) or none does.
-pub(crate) fn set_trainable_all<M: Module>(model: &mut M, trainable: bool) {
-    remap(model, |_| trainable);
+/// Fails unless the model's device records gradients: training on it would panic in burn's
+/// `backward`.
+pub(crate) fn check_trainable<M: AdapterHost>(model: &M) -> Result<()> {
+    match device_of(model)?.is_autodiff() {
+        true => Ok(()),
+        false => Err(Error::NoAutodiff),
+    }
 }

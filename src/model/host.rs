@@ -4,42 +4,28 @@ use burn::module::Module;
 
 use super::AdapterRegistry;
 use crate::heads::PredictionHead;
-use crate::sites::{LinearPosition, LinearSite, NamedModules, ResidualSite};
-
-/// Identity of a host model, recorded in saved `adapter_config.json` files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// transformers' `model_type` (`"bert"`).
-    pub model_type: String,
-    /// transformers' class name (`"BertModel"`).
-    pub model_class: String,
-    /// The checkpoint name, if known.
-    pub model_name: Option<String>,
-}
-
-impl ModelInfo {
-    /// The class name AdapterHub records for the same model with heads (`BertAdapterModel`).
-    pub fn model_class_with_heads(&self) -> String {
-        format!("{}AdapterModel", self.model_class.trim_end_matches("Model"))
-    }
-}
+use crate::io::ModelInfo;
+use crate::sites::{
+    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
+    SitePosition,
+};
 
 /// A transformer that carries adapter sites.
 ///
 /// Implement this for your own burn model to get the whole [`AdapterModel`](super::AdapterModel)
 /// API (`add_adapter`, `train_adapter`, `set_active_adapters`, `save_adapter`, ...). A host:
 /// - holds one [`ResidualSite`] per residual block it wants adapted, each created with its
-///   [`SiteLocation`](crate::sites::SiteLocation) and called in place of
-///   `layer_norm(hidden + residual)`; store each site in a field named `adapters` or
-///   `<something>_adapters`, so that parameter paths read `...adapters.<name>...` (this is how
-///   `train_adapter` and `adapter_summary` recognise adapter parameters);
+///   [`SiteLocation`] and called in place of `layer_norm(hidden + residual)`, and lists them in
+///   [`AdapterHost::residual_sites`];
 /// - optionally wraps its attention and feed-forward projections in [`LinearSite`]s (drop-ins
-///   for burn's `Linear`) and enumerates them in [`AdapterHost::visit_linear_sites`], which
-///   makes LoRA and IA3 available;
+///   for burn's `Linear`) and lists them in [`AdapterHost::linear_sites`], which makes LoRA and
+///   IA3 available;
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
-/// - enumerates its sites in a fixed order.
+/// - lists its sites in a fixed order, the same for the `_mut` variants.
 ///
-/// See `docs/guide.md` and `examples/custom_host.rs` for a complete small host.
+/// The model API finds adapters through the sites, never through parameter paths, so the
+/// fields may be called anything. See `docs/guide.md` and `examples/custom_host.rs` for a
+/// complete small host.
 pub trait AdapterHost: Module + Sized {
     /// Width of the hidden states at the sites.
     fn hidden_size(&self) -> usize;
@@ -47,22 +33,21 @@ pub trait AdapterHost: Module + Sized {
     /// Number of transformer layers (the range of `leave_out` and per-layer reduction factors).
     fn num_layers(&self) -> usize;
 
-    /// Calls `f` on every site, in a fixed order.
-    fn visit_sites(&self, f: &mut dyn FnMut(&ResidualSite));
+    /// Every residual site, in a fixed order.
+    fn residual_sites(&self) -> impl Iterator<Item = &ResidualSite>;
 
-    /// Calls `f` on every site mutably, in the same order as [`AdapterHost::visit_sites`].
-    fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite));
+    /// Every residual site mutably, in the order of [`AdapterHost::residual_sites`].
+    fn residual_sites_mut(&mut self) -> impl Iterator<Item = &mut ResidualSite>;
 
-    /// Calls `f` on every linear site (the layers LoRA and IA3 wrap), in a fixed order. Hosts
-    /// without linear sites keep the default and cannot take LoRA/IA3 adapters.
-    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
-        let _ = f;
+    /// Every linear site (the layers LoRA and IA3 wrap), in a fixed order. Hosts without linear
+    /// sites keep the default and cannot take LoRA/IA3 adapters.
+    fn linear_sites(&self) -> impl Iterator<Item = &LinearSite> {
+        std::iter::empty()
     }
 
-    /// Calls `f` on every linear site mutably, in the same order as
-    /// [`AdapterHost::visit_linear_sites`].
-    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
-        let _ = f;
+    /// Every linear site mutably, in the order of [`AdapterHost::linear_sites`].
+    fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
+        std::iter::empty()
     }
 
     /// The adapter registry stored in the host.
@@ -71,7 +56,7 @@ pub trait AdapterHost: Module + Sized {
     /// The adapter registry stored in the host, mutably.
     fn registry_mut(&mut self) -> &mut AdapterRegistry;
 
-    /// The prediction heads, for hosts that carry them (in a field named `heads`).
+    /// The prediction heads, for hosts that carry them.
     fn heads(&self) -> Option<&NamedModules<PredictionHead>> {
         None
     }
@@ -92,29 +77,28 @@ pub trait AdapterHost: Module + Sized {
         0.1
     }
 
-    /// How saved adapters describe this model.
+    /// How saved adapters describe this model (transformers' `model_type` and class). The
+    /// default names nothing (`null` in the files); hosts that mirror a transformers model say
+    /// which.
     fn model_info(&self) -> ModelInfo {
-        ModelInfo {
-            model_type: "bert".into(),
-            model_class: "BertModel".into(),
-            model_name: None,
-        }
+        ModelInfo::default()
     }
 
-    /// Prefix of this host's site paths relative to the AdapterHub `BertModel` root, used when
-    /// mapping parameter paths to AdapterHub tensor names (empty for hosts whose paths already
-    /// start at `encoder.layer.{i}`).
-    fn site_path(&self, location: crate::sites::SiteLocation) -> String {
+    /// Where the adapters of a residual site sit in the tensor names of AdapterHub's files.
+    /// The default is the layout of AdapterHub's encoders (`encoder.layer.{i}.output.adapters`,
+    /// `encoder.layer.{i}.attention.output.adapters`), so adapters move between encoder hosts.
+    fn site_path(&self, location: SiteLocation) -> String {
         let block = match location.position {
-            crate::sites::SitePosition::Attention => "attention.output",
-            crate::sites::SitePosition::Output => "output",
+            SitePosition::Attention => "attention.output",
+            SitePosition::Output => "output",
         };
         format!("encoder.layer.{}.{block}.adapters", location.layer)
     }
 
-    /// Path of a linear site's modules in AdapterHub's `BertModel` naming
-    /// (`encoder.layer.{i}.attention.self.query.loras`), used for tensor names in files.
-    fn linear_site_path(&self, location: crate::sites::LinearLocation) -> String {
+    /// Where the modules of a linear site sit in the tensor names of AdapterHub's files
+    /// (`encoder.layer.{i}.attention.self.query.loras` by default); without the `.loras`, the
+    /// wrapped module's path in PEFT's files.
+    fn linear_site_path(&self, location: LinearLocation) -> String {
         let layer = match location.position {
             LinearPosition::Query => "attention.self.query",
             LinearPosition::Key => "attention.self.key",

@@ -1,31 +1,36 @@
 //! The model-level adapter API, written once for every [`AdapterHost`].
 
+mod average;
 mod build;
-mod compose;
 mod freeze;
+mod fusion;
 mod host;
+mod merge;
+mod peft;
+mod persist;
 mod registry;
+mod setup;
 mod summary;
+mod transfer;
 
-pub use compose::AverageStrategy;
-pub use host::*;
+pub use average::AverageStrategy;
+pub use host::AdapterHost;
 pub use registry::AdapterRegistry;
-pub use summary::*;
+pub use summary::{AdapterSummary, AdapterSummaryRow};
 
-pub(crate) use build::{AdapterModules, build_modules, install, match_autodiff};
-use registry::Trainability;
-
-pub(crate) use compose::build_fusions;
+pub use crate::io::ModelInfo;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
-use crate::composition::AdapterSetup;
+use crate::composition::{AdapterSetup, IntoAdapterSetup, IntoFusionKey};
 use crate::config::{AdapterConfig, FusionConfig};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
+use crate::names::{FusionKey, validate_name};
+use build::{activate, build_modules, device_of, install, match_autodiff};
+use registry::Trainability;
 
 /// Options of [`AdapterModel::add_adapter_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,45 +41,17 @@ pub struct AddAdapterOptions {
     pub set_active: bool,
 }
 
-/// Characters that would break parameter paths, config strings or the composition text form.
-const FORBIDDEN_IN_NAMES: &[char] = &['.', ',', '[', ']', '(', ')', '|', '=', '/', '\\'];
-
-/// The longest name in bytes: `save_all_adapters` uses names as directory names.
-const MAX_NAME_BYTES: usize = 255;
-
-/// Checks that `name` can be used as an adapter name.
-pub(crate) fn validate_name(name: &str) -> Result<()> {
-    let invalid = |reason: String| Error::InvalidName {
-        name: crate::error::shorten(name, 0),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("names must not be empty".into()));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(invalid(format!(
-            "names are at most {MAX_NAME_BYTES} bytes (they name directories), this one has {}",
-            name.len()
-        )));
-    }
-    match name
-        .chars()
-        .find(|c| FORBIDDEN_IN_NAMES.contains(c) || c.is_whitespace() || c.is_control())
-    {
-        Some(c) => Err(invalid(format!("names must not contain {c:?}"))),
-        None => Ok(()),
-    }
-}
-
 /// The AdapterHub model API, available on every [`AdapterHost`].
+///
+/// Every fallible call leaves the model unchanged when it fails.
 ///
 /// ```
 /// use burn::tensor::Device;
 /// use burn_adapters::prelude::*;
 /// use burn_adapters::models::bert::{BertConfig, BertModel};
 ///
-/// let device = Device::flex();
-/// let mut model = BertModel::new(&BertConfig::tiny(), &device);
+/// let device = Device::flex().autodiff();
+/// let mut model = BertConfig::tiny().init(&device)?;
 /// model.add_adapter("sst", AdapterConfig::load("pfeiffer[reduction_factor=8]")?)?;
 /// model.train_adapter("sst")?;
 /// assert_eq!(model.active_adapters().map(|s| s.to_string()), Some("sst".into()));
@@ -114,49 +91,22 @@ pub trait AdapterModel: AdapterHost {
         // Build every module first so that a failure leaves the model untouched.
         let modules = build_modules(self, &config, None)?;
         if self.has_adapter(name) {
-            self.delete_adapter(name)?;
+            build::remove(self, name);
         }
         install(self, name, config, modules, None);
         if options.set_active {
-            self.set_active_adapters(name)?;
+            activate(self, Some(AdapterSetup::Name(name.to_string())));
         }
         Ok(())
     }
 
-    /// Removes adapter `name` from every site; it leaves the active setup if it was part of it.
+    /// Removes adapter `name` from every site, with the fusion layers over it; the active setup
+    /// is deactivated if it names the adapter.
     fn delete_adapter(&mut self, name: &str) -> Result<()> {
         if !self.has_adapter(name) {
             return Err(Error::UnknownAdapter(name.to_string()));
         }
-        self.visit_sites_mut(&mut |site| {
-            site.delete_adapter(name);
-        });
-        // A merged LoRA is taken out of the weights before it goes.
-        self.visit_linear_sites_mut(&mut |site| {
-            site.delete_lora(name);
-        });
-        let fused: Vec<String> = self
-            .registry()
-            .fusions
-            .iter()
-            .filter(|f| f.adapters.iter().any(|a| a == name))
-            .map(|f| f.name.clone())
-            .collect();
-        for fusion in fused {
-            compose::remove_fusion(self, &fusion);
-        }
-        let registry = self.registry_mut();
-        if registry.merged.as_deref() == Some(name) {
-            registry.merged = None;
-        }
-        registry.adapters.retain(|(n, _)| n != name);
-        registry.trainable.adapters.retain(|n| n != name);
-        if self
-            .active_adapters()
-            .is_some_and(|s| s.names().contains(&name))
-        {
-            self.deactivate_adapters();
-        }
+        build::remove(self, name);
         Ok(())
     }
 
@@ -177,21 +127,21 @@ pub trait AdapterModel: AdapterHost {
             .ok_or_else(|| Error::UnknownAdapter(name.to_string()))
     }
 
-    /// Activates `setup` (an adapter name or a composition) for the following forward passes.
+    /// Activates `setup` for the following forward passes: an [`AdapterSetup`] or its text
+    /// (`"sst"`, `"Stack[a, b]"`, `"Fuse[a, b]"`).
     ///
-    /// Fails, leaving the previous setup active, if it names an unknown adapter.
-    fn set_active_adapters(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
-        let setup = setup.into();
-        compose::check_setup(self, &setup)?;
-        self.broadcast_active(Some(&setup));
-        self.registry_mut().active = Some(setup);
+    /// Fails, leaving the previous setup active, if the text does not parse, the setup names an
+    /// unknown adapter, or a `Fuse` block has no fusion layer.
+    fn set_active_adapters(&mut self, setup: impl IntoAdapterSetup) -> Result<()> {
+        let setup = setup.into_setup()?;
+        setup::check(self, &setup)?;
+        activate(self, Some(setup));
         Ok(())
     }
 
     /// Deactivates all adapters: the model computes its base function again.
     fn deactivate_adapters(&mut self) {
-        self.broadcast_active(None);
-        self.registry_mut().active = None;
+        activate(self, None);
     }
 
     /// The active setup, if any.
@@ -201,8 +151,11 @@ pub trait AdapterModel: AdapterHost {
 
     /// Prepares `setup` for training: freezes every parameter of the model, unfreezes the
     /// parameters of the named adapters (and heads of the same names), and activates `setup`.
-    fn train_adapter(&mut self, setup: impl Into<AdapterSetup>) -> Result<()> {
-        let setup = setup.into();
+    ///
+    /// Fails, changing nothing, if the model's device has no autodiff (create the model on
+    /// `device.autodiff()`), the setup is invalid, or it names a merged adapter.
+    fn train_adapter(&mut self, setup: impl IntoAdapterSetup) -> Result<()> {
+        let setup = setup.into_setup()?;
         if let Some(merged) = self.merged_adapter()
             && setup.names().contains(&merged)
         {
@@ -210,43 +163,56 @@ pub trait AdapterModel: AdapterHost {
                 "`{merged}` is merged into the weights; call `reset_adapter` before training it"
             )));
         }
-        self.set_active_adapters(setup.clone())?;
+        setup::check(self, &setup)?;
+        freeze::check_trainable(self)?;
         let names: Vec<String> = setup.names().into_iter().map(str::to_string).collect();
-        freeze::set_trainable(self, &names);
-        self.registry_mut().trainable = Trainability {
-            base: false,
-            adapters: names,
-        };
+        activate(self, Some(setup));
+        freeze::apply(
+            self,
+            Trainability {
+                base: false,
+                heads: names.clone(),
+                adapters: names,
+                fusions: Vec::new(),
+            },
+        );
         Ok(())
     }
 
     /// Prepares head `name` for training over a frozen model (a linear probe): freezes every
-    /// parameter except the head's (and those of an adapter of the same name, as
-    /// `train_adapter` would); the active adapter setup is left as it is.
+    /// parameter except the head's. The active adapter setup is left as it is.
     fn train_head(&mut self, name: &str) -> Result<()> {
         if !self.has_head(name) {
             return Err(Error::UnknownHead(name.to_string()));
         }
-        freeze::set_trainable(self, &[name.to_string()]);
-        self.registry_mut().trainable = Trainability {
-            base: false,
-            adapters: Vec::new(),
-        };
+        freeze::check_trainable(self)?;
+        freeze::apply(
+            self,
+            Trainability {
+                base: false,
+                heads: vec![name.to_string()],
+                ..Trainability::default()
+            },
+        );
         Ok(())
     }
 
-    /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters included.
+    /// Freezes (`true`) or unfreezes (`false`) every parameter of the model, adapters, fusion
+    /// layers and heads included.
     fn freeze_model(&mut self, freeze: bool) {
-        freeze::set_trainable_all(self, !freeze);
-        let adapters = if freeze {
-            Vec::new()
-        } else {
-            self.adapter_names()
+        let plan = match freeze {
+            true => Trainability::default(),
+            false => Trainability {
+                base: true,
+                adapters: self.adapter_names(),
+                fusions: self.registry().fusions().cloned().collect(),
+                heads: self
+                    .heads()
+                    .map(|heads| heads.iter().map(|(name, _)| name.clone()).collect())
+                    .unwrap_or_default(),
+            },
         };
-        self.registry_mut().trainable = Trainability {
-            base: !freeze,
-            adapters,
-        };
+        freeze::apply(self, plan);
     }
 
     /// A table of the adapters: architecture, parameter count, share of the base model, active,
@@ -256,10 +222,11 @@ pub trait AdapterModel: AdapterHost {
     }
 
     /// Saves adapter `name` into `dir` as AdapterHub does: `adapter_config.json` and
-    /// `adapter.safetensors` with AdapterHub's tensor names and torch layouts. The files are
-    /// written to temporaries and renamed into place, so readers never see a partial adapter.
+    /// `adapter.safetensors` with AdapterHub's tensor names and torch layouts, and the head of
+    /// the same name if there is one. The files are written to temporaries and renamed into
+    /// place, so readers never see a partial adapter.
     fn save_adapter(&self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
-        crate::io::adapterhub::save_adapter(self, dir.as_ref(), name)
+        persist::save_adapter(self, dir.as_ref(), name)
     }
 
     /// Saves every adapter into `dir/<name>/`.
@@ -276,28 +243,20 @@ pub trait AdapterModel: AdapterHost {
     /// Every file problem is a typed error naming the file and key; on any error the model is
     /// unchanged.
     fn load_adapter(&mut self, dir: impl AsRef<Path>) -> Result<String> {
-        self.load_adapter_impl(dir.as_ref(), None)
+        persist::load_adapter(self, dir.as_ref(), None)
     }
 
     /// [`AdapterModel::load_adapter`] under a new name.
     fn load_adapter_as(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<String> {
-        self.load_adapter_impl(dir.as_ref(), Some(name))
+        persist::load_adapter(self, dir.as_ref(), Some(name))
     }
 
     /// Loads every adapter directory below `dir` (as written by
     /// [`AdapterModel::save_all_adapters`]), all or nothing. Returns the names, sorted.
     fn load_all_adapters(&mut self, dir: impl AsRef<Path>) -> Result<Vec<String>> {
-        let dir = dir.as_ref();
-        let mut subdirs = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let path = entry.map_err(|e| Error::io(dir, e))?.path();
-            if path.join(crate::io::CONFIG_FILE).is_file() {
-                subdirs.push(path);
-            }
-        }
-        subdirs.sort();
+        let dirs = crate::io::adapterhub::adapter_dirs(dir.as_ref())?;
         let mut candidate = self.clone();
-        let names = subdirs
+        let names = dirs
             .iter()
             .map(|sub| candidate.load_adapter(sub))
             .collect::<Result<Vec<_>>>()?;
@@ -305,47 +264,22 @@ pub trait AdapterModel: AdapterHost {
         Ok(names)
     }
 
-    #[doc(hidden)]
-    fn load_adapter_impl(&mut self, dir: &Path, load_as: Option<&str>) -> Result<String> {
-        if let Some(name) = load_as {
-            validate_name(name)?;
-        }
-        let device = self.device()?;
-        let loaded = crate::io::adapterhub::read_adapter(self, dir, load_as, &device)?;
-        validate_name(&loaded.name)?;
-        if self.has_adapter(&loaded.name) {
-            return Err(Error::DuplicateAdapter(loaded.name));
-        }
-        if loaded.head.is_some() && self.has_head(&loaded.name) {
-            return Err(Error::DuplicateHead(loaded.name));
-        }
-        let name = loaded.name.clone();
-        install(self, &name, loaded.config, loaded.modules, loaded.head);
-        Ok(name)
-    }
-
     /// Loads a Hugging Face PEFT LoRA (`adapter_config.json` with `peft_type: "LORA"` and
     /// `adapter_model.safetensors`) as adapter `name`.
     ///
-    /// The wrapped modules must be ones AdapterHub's LoRA can describe (attention query, key,
-    /// value and the feed-forward projections, the same in every layer not left out); PEFT's
-    /// `lora_alpha / r` and rsLoRA's `lora_alpha / √r` scaling carry over exactly. On any error
-    /// the model is unchanged.
+    /// The wrapped modules must be linear sites of this host, placed as AdapterHub's LoRA can
+    /// describe (attention query, key, value and the feed-forward projections, the same in
+    /// every layer not left out); PEFT's `lora_alpha / r` and rsLoRA's `lora_alpha / √r`
+    /// scaling carry over exactly. On any error the model is unchanged.
     fn load_peft_adapter(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
-        validate_name(name)?;
-        if self.has_adapter(name) {
-            return Err(Error::DuplicateAdapter(name.to_string()));
-        }
-        let loaded = crate::io::peft::read_peft(self, dir.as_ref())?;
-        install(self, name, loaded.config, loaded.modules, None);
-        Ok(())
+        peft::load(self, dir.as_ref(), name)
     }
 
     /// Saves LoRA adapter `name` in Hugging Face PEFT's format, loadable with
     /// `PeftModel.from_pretrained` on the same base model. Gated LoRA, IA3 and unions have no
     /// PEFT LoRA equivalent and are refused.
     fn save_peft_adapter(&self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
-        crate::io::peft::save_peft(self, dir.as_ref(), name)
+        peft::save(self, dir.as_ref(), name)
     }
 
     /// Adds a prediction head `name` (see [`HeadConfig`]). A head named like an adapter trains
@@ -358,11 +292,11 @@ pub trait AdapterModel: AdapterHost {
         if self.has_head(name) {
             return Err(Error::DuplicateHead(name.to_string()));
         }
-        let device = self.device()?;
+        let device = device_of(self)?;
         let head = PredictionHead::new(config, self.hidden_size(), self.head_dropout(), &device)?;
         let head = match_autodiff(head, device.is_autodiff());
         if let Some(heads) = self.heads_mut() {
-            heads.insert(name, head);
+            heads.insert(name.to_string(), head);
         }
         Ok(())
     }
@@ -387,94 +321,77 @@ pub trait AdapterModel: AdapterHost {
             .ok_or_else(|| Error::UnknownHead(name.to_string()))
     }
 
-    /// The device the model's parameters live on (new adapters are created there).
-    #[doc(hidden)]
-    fn device(&self) -> Result<Device> {
-        self.devices().into_iter().next().ok_or_else(|| {
-            Error::InvalidSetup(
-                "the model has no parameters, so no device to create adapters on".into(),
-            )
-        })
-    }
-
-    #[doc(hidden)]
-    fn broadcast_active(&mut self, setup: Option<&AdapterSetup>) {
-        let shared: Option<Arc<AdapterSetup>> = setup.map(|s| Arc::new(s.clone()));
-        self.visit_sites_mut(&mut |site| site.set_active(shared.clone()));
-        self.visit_linear_sites_mut(&mut |site| site.set_active(shared.clone()));
-    }
-
-    /// Adds an AdapterFusion layer over `adapters` (`Fuse[a, b]`, or `"a,b"`) at every site that
-    /// holds all of them, with `config` (`FusionConfig::load("dynamic")`). Activate it with
-    /// `set_active_adapters(Fuse[a, b])`.
+    /// Adds an AdapterFusion layer over `adapters` (`"Fuse[a, b]"`, `"a,b"`, a `Fuse` block or a
+    /// [`FusionKey`]) at every site that holds all of them, with `config`
+    /// (`FusionConfig::load("dynamic")`). Activate it with `set_active_adapters("Fuse[a, b]")`.
+    ///
+    /// A `Fuse` block names its layer as AdapterHub's `Fuse.name` does, by the last adapter of
+    /// each child: `Fuse[Stack[a, b], c]` uses (and here adds) the layer `b,c`.
     fn add_adapter_fusion(
         &mut self,
-        adapters: impl Into<AdapterSetup>,
+        adapters: impl IntoFusionKey,
         config: FusionConfig,
     ) -> Result<()> {
-        let adapters = compose::fusion_adapters(&adapters.into())?;
-        let name = adapters.join(",");
-        if self.registry().fusions.iter().any(|f| f.name == name) {
-            return Err(Error::InvalidSetup(format!(
-                "a fusion of {name} exists already"
-            )));
-        }
-        let fusions = compose::build_fusions(self, &adapters, &config)?;
-        compose::install_fusions(self, adapters, config, fusions);
+        let key = adapters.into_fusion_key()?;
+        fusion::check_absent(self, &key)?;
+        let fusions = fusion::build(self, &key, &config)?;
+        fusion::install(self, key, config, fusions);
         Ok(())
     }
 
-    /// Removes the fusion layer over `adapters`.
-    fn delete_adapter_fusion(&mut self, adapters: impl Into<AdapterSetup>) -> Result<()> {
-        let name = compose::fusion_adapters(&adapters.into())?.join(",");
-        if !self.registry().fusions.iter().any(|f| f.name == name) {
-            return Err(Error::InvalidSetup(format!("no fusion of {name}")));
+    /// Removes the fusion layer over `adapters`; the active setup is deactivated if one of its
+    /// `Fuse` blocks runs that layer.
+    fn delete_adapter_fusion(&mut self, adapters: impl IntoFusionKey) -> Result<()> {
+        let key = adapters.into_fusion_key()?;
+        if self.registry().fusion_config(&key).is_none() {
+            return Err(Error::UnknownFusion(key.to_string()));
         }
-        if self.active_adapters().is_some_and(|s| {
-            s.to_string()
-                .contains(&format!("Fuse[{}]", name.replace(',', ", ")))
-        }) {
+        if self
+            .active_adapters()
+            .is_some_and(|setup| setup.fusion_keys().contains(&key))
+        {
             self.deactivate_adapters();
         }
-        compose::remove_fusion(self, &name);
+        fusion::remove(self, &key);
         Ok(())
     }
 
     /// Prepares `setup` (holding a `Fuse` block) for training: freezes everything, unfreezes
-    /// its fusion layers (and, with `unfreeze_adapters`, the fused adapters), activates it.
+    /// its fusion layers (and, with `unfreeze_adapters`, the fused adapters and heads of their
+    /// names), activates it.
     fn train_adapter_fusion(
         &mut self,
-        setup: impl Into<AdapterSetup>,
+        setup: impl IntoAdapterSetup,
         unfreeze_adapters: bool,
     ) -> Result<()> {
-        let setup = setup.into();
-        let mut names = Vec::new();
-        fn fusions_in(setup: &AdapterSetup, out: &mut Vec<String>) {
-            if let Some(name) = setup.fusion_name() {
-                out.push(name);
-            }
-            setup.children().iter().for_each(|c| fusions_in(c, out));
-        }
-        fusions_in(&setup, &mut names);
-        if names.is_empty() {
+        let setup = setup.into_setup()?;
+        let fusions = setup.fusion_keys();
+        if fusions.is_empty() {
             return Err(Error::InvalidSetup(format!("`{setup}` has no Fuse block")));
         }
-        self.set_active_adapters(setup.clone())?;
-        if unfreeze_adapters {
-            names.extend(setup.names().into_iter().map(str::to_string));
-        }
-        freeze::set_trainable(self, &names);
-        self.registry_mut().trainable = Trainability {
-            base: false,
-            adapters: names,
+        setup::check(self, &setup)?;
+        freeze::check_trainable(self)?;
+        let adapters: Vec<String> = match unfreeze_adapters {
+            true => setup.names().into_iter().map(str::to_string).collect(),
+            false => Vec::new(),
         };
+        activate(self, Some(setup));
+        freeze::apply(
+            self,
+            Trainability {
+                base: false,
+                heads: adapters.clone(),
+                adapters,
+                fusions,
+            },
+        );
         Ok(())
     }
 
     /// The value regularisation of the training fusion layers, `Σ 0.01·‖I − W_v‖²`, to add to
     /// the loss as AdapterHub's trainer does (`None` when no such layer trains).
     fn fusion_regularization_loss(&self) -> Option<Tensor<1>> {
-        compose::fusion_regularization_loss(self)
+        fusion::regularization_loss(self)
     }
 
     /// Saves the fusion layer over `adapters` as AdapterHub does: `adapter_fusion_config.json`
@@ -482,24 +399,15 @@ pub trait AdapterModel: AdapterHost {
     fn save_adapter_fusion(
         &self,
         dir: impl AsRef<Path>,
-        adapters: impl Into<AdapterSetup>,
+        adapters: impl IntoFusionKey,
     ) -> Result<()> {
-        let name = compose::fusion_adapters(&adapters.into())?.join(",");
-        crate::io::fusion::save_fusion(self, dir.as_ref(), &name)
+        fusion::save(self, dir.as_ref(), &adapters.into_fusion_key()?)
     }
 
     /// Loads a fusion layer saved by AdapterHub or [`AdapterModel::save_adapter_fusion`]; the
-    /// fused adapters must be loaded already. Returns the fusion's name (`"a,b"`).
-    fn load_adapter_fusion(&mut self, dir: impl AsRef<Path>) -> Result<String> {
-        let (adapters, config, fusions) = crate::io::fusion::read_fusion(self, dir.as_ref())?;
-        let name = adapters.join(",");
-        if self.registry().fusions.iter().any(|f| f.name == name) {
-            return Err(Error::InvalidSetup(format!(
-                "a fusion of {name} exists already"
-            )));
-        }
-        compose::install_fusions(self, adapters, config, fusions);
-        Ok(name)
+    /// fused adapters must be loaded already. Returns the fusion's key (`a,b`).
+    fn load_adapter_fusion(&mut self, dir: impl AsRef<Path>) -> Result<FusionKey> {
+        fusion::load(self, dir.as_ref())
     }
 
     /// Adds adapter `name` combining `sources` (`(name, weight)`, all of one config) with
@@ -510,20 +418,27 @@ pub trait AdapterModel: AdapterHost {
         sources: &[(&str, f64)],
         strategy: AverageStrategy,
     ) -> Result<()> {
-        let sources: Vec<(String, f64)> =
-            sources.iter().map(|(n, w)| (n.to_string(), *w)).collect();
-        compose::average_adapter(self, name, &sources, strategy)
+        average::average_adapter(self, name, sources, strategy)
     }
 
-    /// Splits a model output computed under a `Parallel` setup into one tensor per branch
-    /// (the batch is `branches × original batch`); without `Parallel`, the tensor itself.
-    fn split_parallel<const D: usize>(&self, output: Tensor<D>) -> Vec<Tensor<D>> {
+    /// Splits a model output computed under a `Parallel` setup into one tensor per branch (the
+    /// batch is `branches × original batch`); without `Parallel`, the tensor itself. Fails if the
+    /// output's batch is not a multiple of the branches (an output of another setup).
+    fn split_parallel<const D: usize>(&self, output: Tensor<D>) -> Result<Vec<Tensor<D>>> {
         let channels = self.registry().parallel_channels();
         let batch = output.dims()[0];
-        if channels <= 1 || !batch.is_multiple_of(channels) {
-            return vec![output];
+        if channels <= 1 {
+            return Ok(vec![output]);
         }
-        output.chunk(channels, 0)
+        if !batch.is_multiple_of(channels) {
+            return Err(Error::input(
+                "output",
+                format!(
+                    "its batch of {batch} rows is not a multiple of the {channels} branches of the active Parallel setup"
+                ),
+            ));
+        }
+        Ok(output.chunk(channels, 0))
     }
 
     /// Folds LoRA/IA3 adapter `name` into the weights of the layers it wraps, so that inference
@@ -531,58 +446,16 @@ pub trait AdapterModel: AdapterHost {
     /// applied again on top of its merged weights; other active LoRAs still are.
     ///
     /// Fails without changing the model if `name` is unknown, has no LoRA/IA3 part, is gated
-    /// (its update depends on the input), or another adapter is merged already.
+    /// (its update depends on its input), is an IA3 whose scaling has a zero entry (the merge
+    /// could not be undone), or another adapter is merged already.
     fn merge_adapter(&mut self, name: &str) -> Result<()> {
-        let config = self.adapter_config(name)?;
-        let not_mergeable = |reason: String| Error::NotMergeable {
-            name: name.to_string(),
-            reason,
-        };
-        if config.lora().is_none() {
-            return Err(not_mergeable(format!(
-                "it is a `{}` adapter; only LoRA and IA3 fold into weights",
-                config.architecture()
-            )));
-        }
-        if let Some(merged) = self.merged_adapter() {
-            if merged == name {
-                return Ok(());
-            }
-            return Err(not_mergeable(format!(
-                "`{merged}` is merged already; call `reset_adapter` first"
-            )));
-        }
-        let mut problem = None;
-        self.visit_linear_sites(&mut |site| {
-            if let Some(Err(e)) = site.loras().get(name).map(|lora| lora.check_mergeable()) {
-                problem.get_or_insert(e.to_string());
-            }
-        });
-        if let Some(reason) = problem {
-            return Err(not_mergeable(reason));
-        }
-        let mut failure = None;
-        self.visit_linear_sites_mut(&mut |site| {
-            if failure.is_none()
-                && let Err(e) = site.merge(name)
-            {
-                failure = Some(e);
-            }
-        });
-        if let Some(e) = failure {
-            // Only reachable if a site disagrees with the registry; undo what was merged.
-            self.visit_linear_sites_mut(&mut |site| site.reset());
-            return Err(not_mergeable(e.to_string()));
-        }
-        self.registry_mut().merged = Some(name.to_string());
-        Ok(())
+        merge::merge(self, name)
     }
 
     /// Undoes [`AdapterModel::merge_adapter`]: the base weights come back (up to float rounding
     /// of the subtraction or division).
     fn reset_adapter(&mut self) {
-        self.visit_linear_sites_mut(&mut |site| site.reset());
-        self.registry_mut().merged = None;
+        merge::reset(self);
     }
 
     /// The adapter currently merged into the weights, if any.

@@ -1,29 +1,35 @@
-//! The registry a host keeps: adapter names and configs, the active setup, trainability,
-//! merged adapter and fusion layers.
+//! The registry a host keeps: adapter names and configs, the active setup, trainability, the
+//! merged adapter and the fusion layers.
 
-use super::compose::FusionEntry;
-use crate::composition::AdapterSetup;
+use std::sync::Arc;
+
+use crate::composition::{ActivePlan, AdapterSetup};
 use crate::config::{AdapterConfig, FusionConfig};
+use crate::names::FusionKey;
 
-/// Names and configs of a model's adapters, and its active setup. Hosts store one in a
-/// `#[module(skip)]` field.
+/// Names and configs of a model's adapters and fusion layers, and the active setup. Hosts store
+/// one in a `#[module(skip)]` field; the model API keeps it.
 #[derive(Debug, Clone)]
 pub struct AdapterRegistry {
     pub(super) adapters: Vec<(String, AdapterConfig)>,
-    pub(super) active: Option<AdapterSetup>,
+    /// The active setup, compiled; the sites share it.
+    pub(super) active: Option<Arc<ActivePlan>>,
     /// Configured trainability, kept here because burn only reports the effective state (always
     /// "no gradients" on a device without autodiff).
     pub(super) trainable: Trainability,
     /// The LoRA/IA3 adapter folded into the weights.
     pub(super) merged: Option<String>,
     /// AdapterFusion layers.
-    pub(super) fusions: Vec<FusionEntry>,
+    pub(super) fusions: Vec<(FusionKey, FusionConfig)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What trains: the base model, and the adapters, fusion layers and heads named here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Trainability {
-    pub(super) base: bool,
-    pub(super) adapters: Vec<String>,
+    pub base: bool,
+    pub adapters: Vec<String>,
+    pub fusions: Vec<FusionKey>,
+    pub heads: Vec<String>,
 }
 
 impl Default for AdapterRegistry {
@@ -33,7 +39,7 @@ impl Default for AdapterRegistry {
             active: None,
             trainable: Trainability {
                 base: true,
-                adapters: Vec::new(),
+                ..Trainability::default()
             },
             merged: None,
             fusions: Vec::new(),
@@ -57,11 +63,11 @@ impl AdapterRegistry {
 
     /// The active setup.
     pub fn active(&self) -> Option<&AdapterSetup> {
-        self.active.as_ref()
+        self.active.as_deref().map(ActivePlan::setup)
     }
 
-    /// Whether adapter `name` is configured to train (set by `add_adapter`, `train_adapter` and
-    /// `freeze_model`).
+    /// Whether adapter `name` is configured to train (set by `add_adapter`, `train_adapter`,
+    /// `train_adapter_fusion` and `freeze_model`).
     pub fn is_trainable(&self, name: &str) -> bool {
         self.trainable.adapters.iter().any(|n| n == name)
     }
@@ -71,24 +77,24 @@ impl AdapterRegistry {
         self.trainable.base
     }
 
-    /// A fusion's fused adapters and config.
-    pub(crate) fn fusion(&self, name: &str) -> Option<(&str, &[String], &FusionConfig)> {
-        self.fusions
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| (f.name.as_str(), f.adapters.as_slice(), &f.config))
+    /// The keys of the AdapterFusion layers, in the order they were added.
+    pub fn fusions(&self) -> impl Iterator<Item = &FusionKey> {
+        self.fusions.iter().map(|(key, _)| key)
     }
 
-    /// Names of the fusion layers (`"a,b"`).
-    pub fn fusion_names(&self) -> impl Iterator<Item = &str> {
-        self.fusions.iter().map(|f| f.name.as_str())
+    /// The config of the fusion layer `key`.
+    pub fn fusion_config(&self, key: &FusionKey) -> Option<&FusionConfig> {
+        self.fusions
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, config)| config)
     }
 
     /// Copies of the input batch the active setup runs (its `Parallel` block's children, else
     /// 1). Hosts repeat their input this many times along the batch.
     pub fn parallel_channels(&self) -> usize {
         self.active
-            .as_ref()
-            .map_or(1, AdapterSetup::parallel_channels)
+            .as_deref()
+            .map_or(1, ActivePlan::parallel_channels)
     }
 }

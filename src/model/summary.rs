@@ -2,18 +2,18 @@
 
 use std::fmt;
 
-use burn::module::{ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::Module;
 
-use super::{AdapterHost, freeze::belongs_to_adapter};
+use super::AdapterHost;
+use crate::config::Architecture;
 
 /// One adapter's row of [`AdapterSummary`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterSummaryRow {
     /// Adapter name.
     pub name: String,
-    /// Config architecture (`"bottleneck"`, `"union"`, ...).
-    pub architecture: String,
+    /// Config architecture.
+    pub architecture: Architecture,
     /// Number of parameters of the adapter (all sites).
     pub num_params: usize,
     /// `num_params` as a percentage of the base model's parameters.
@@ -37,65 +37,52 @@ pub struct AdapterSummary {
     pub base_trainable: bool,
 }
 
-struct Counter<'a> {
-    path: Vec<String>,
-    names: &'a [String],
-    per_adapter: Vec<usize>,
-    base: usize,
+/// Parameters of adapter `name` at every site.
+fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
+    let residual: usize = model
+        .residual_sites()
+        .filter_map(|site| site.adapters().get(name))
+        .map(Module::num_params)
+        .sum();
+    let linear: usize = model
+        .linear_sites()
+        .filter_map(|site| site.loras().get(name))
+        .map(Module::num_params)
+        .sum();
+    residual + linear
 }
 
-impl ModuleVisitor for Counter<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let n = param.lazy_shape().num_elements();
-        // Heads and fusion layers (`...adapters.a,b...`) count neither as adapter nor as base
-        // parameters, as in AdapterHub.
-        let is_head = self.path.first().is_some_and(|s| s == "heads")
-            || self.path.iter().any(|s| s.contains(','));
-        match self
-            .names
-            .iter()
-            .position(|name| belongs_to_adapter(&self.path, name))
-        {
-            Some(i) => self.per_adapter[i] += n,
-            None if is_head => {}
-            None => self.base += n,
-        }
-    }
+/// Parameters of the fusion layers and heads, which count neither as adapter nor as base
+/// parameters, as in AdapterHub.
+fn other_params<M: AdapterHost>(model: &M) -> usize {
+    let fusions: usize = model
+        .residual_sites()
+        .flat_map(|site| site.fusions().iter())
+        .map(|(_, fusion)| fusion.num_params())
+        .sum();
+    let heads = model.heads().map_or(0, Module::num_params);
+    fusions + heads
 }
 
 pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
     let registry = model.registry();
-    let names: Vec<String> = registry.names().map(str::to_string).collect();
-    let mut counter = Counter {
-        path: Vec::new(),
-        names: &names,
-        per_adapter: vec![0; names.len()],
-        base: 0,
-    };
-    model.visit(&mut counter);
+    let counts: Vec<(&str, usize)> = registry
+        .names()
+        .map(|name| (name, adapter_params(model, name)))
+        .collect();
+    let adapters_total: usize = counts.iter().map(|(_, n)| n).sum();
+    let base = model.num_params() - adapters_total - other_params(model);
     let active: Vec<&str> = registry.active().map(|s| s.names()).unwrap_or_default();
-    let base = counter.base;
-    let adapters = names
+    let adapters = counts
         .iter()
-        .zip(&counter.per_adapter)
         .map(|(name, num_params)| AdapterSummaryRow {
-            name: name.clone(),
+            name: name.to_string(),
             architecture: registry
                 .config(name)
-                .map(|c| c.architecture())
-                .unwrap_or("?")
-                .to_string(),
+                .map_or(Architecture::Bottleneck, |c| c.architecture()),
             num_params: *num_params,
             percent_of_base: *num_params as f64 / base.max(1) as f64 * 100.0,
-            active: active.contains(&name.as_str()),
+            active: active.contains(name),
             trainable: registry.is_trainable(name),
         })
         .collect();
@@ -136,7 +123,7 @@ impl fmt::Display for AdapterSummary {
                 f,
                 "{:<25}{:<15}{:>12}{:>12.3}{:>8}{:>8}",
                 row.name,
-                row.architecture,
+                row.architecture.name(),
                 thousands(row.num_params),
                 row.percent_of_base,
                 flag(row.active),

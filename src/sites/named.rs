@@ -1,21 +1,25 @@
-//! A name-keyed container of modules whose parameters appear under their names.
+//! A keyed container of modules whose parameters appear under their keys.
+
+use std::fmt::{Debug, Display};
 
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
 };
 use burn::tensor::Device;
 
-/// Modules keyed by adapter name, in insertion order.
+/// Modules keyed by name (adapter names; [`FusionKey`](crate::names::FusionKey)s for fusion
+/// layers), in insertion order.
 ///
 /// burn's derive does not support maps, so this implements [`Module`] by hand: each entry is
 /// visited as a sub-module named after its key, which gives paths such as
-/// `adapters.sst.up.weight`.
+/// `adapters.sst.up.weight`. The model API fills and empties it; hosts create it empty
+/// (`NamedModules::default()`).
 #[derive(Debug, Clone)]
-pub struct NamedModules<M> {
-    entries: Vec<(String, M)>,
+pub struct NamedModules<M, K = String> {
+    entries: Vec<(K, M)>,
 }
 
-impl<M> Default for NamedModules<M> {
+impl<M, K> Default for NamedModules<M, K> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
@@ -23,35 +27,28 @@ impl<M> Default for NamedModules<M> {
     }
 }
 
-impl<M> NamedModules<M> {
-    /// The module registered under `name`.
-    pub fn get(&self, name: &str) -> Option<&M> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, m)| m)
+impl<M, K: PartialEq> NamedModules<M, K> {
+    /// The module registered under `key`.
+    pub fn get<Q>(&self, key: &Q) -> Option<&M>
+    where
+        K: PartialEq<Q>,
+        Q: ?Sized,
+    {
+        self.position(key).map(|i| &self.entries[i].1)
     }
 
-    /// Whether `name` is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+    /// Whether `key` is present.
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: PartialEq<Q>,
+        Q: ?Sized,
+    {
+        self.position(key).is_some()
     }
 
-    /// Inserts or replaces `name`.
-    pub fn insert(&mut self, name: impl Into<String>, module: M) {
-        let name = name.into();
-        match self.entries.iter_mut().find(|(n, _)| *n == name) {
-            Some(entry) => entry.1 = module,
-            None => self.entries.push((name, module)),
-        }
-    }
-
-    /// Removes and returns `name`.
-    pub fn remove(&mut self, name: &str) -> Option<M> {
-        let index = self.entries.iter().position(|(n, _)| n == name)?;
-        Some(self.entries.remove(index).1)
-    }
-
-    /// `(name, module)` pairs in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &M)> {
-        self.entries.iter().map(|(n, m)| (n.as_str(), m))
+    /// `(key, module)` pairs in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &M)> {
+        self.entries.iter().map(|(k, m)| (k, m))
     }
 
     /// Number of entries.
@@ -64,14 +61,47 @@ impl<M> NamedModules<M> {
         self.entries.is_empty()
     }
 
-    fn map_entries(self, mut f: impl FnMut(&str, M) -> M) -> Self {
+    /// The index of `key` in insertion order.
+    pub(crate) fn position<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: PartialEq<Q>,
+        Q: ?Sized,
+    {
+        self.entries.iter().position(|(k, _)| k == key)
+    }
+
+    /// The module at `index` (from [`NamedModules::position`]).
+    pub(crate) fn at(&self, index: usize) -> &M {
+        &self.entries[index].1
+    }
+
+    /// Inserts or replaces `key`.
+    pub(crate) fn insert(&mut self, key: K, module: M) {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = module,
+            None => self.entries.push((key, module)),
+        }
+    }
+
+    /// Removes and returns `key`.
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<M>
+    where
+        K: PartialEq<Q>,
+        Q: ?Sized,
+    {
+        let index = self.position(key)?;
+        Some(self.entries.remove(index).1)
+    }
+
+    /// Replaces every module by `f(key, module)`.
+    pub(crate) fn map_entries(self, mut f: impl FnMut(&K, M) -> M) -> Self {
         Self {
             entries: self
                 .entries
                 .into_iter()
-                .map(|(name, m)| {
-                    let m = f(&name, m);
-                    (name, m)
+                .map(|(key, m)| {
+                    let m = f(&key, m);
+                    (key, m)
                 })
                 .collect(),
         }
@@ -80,7 +110,11 @@ impl<M> NamedModules<M> {
 
 const CONTAINER: &str = "NamedModules";
 
-impl<M: Module> Module for NamedModules<M> {
+impl<M, K> Module for NamedModules<M, K>
+where
+    M: Module,
+    K: Clone + Debug + Display + PartialEq + Send,
+{
     fn collect_devices(&self, devices: Devices) -> Devices {
         self.entries
             .iter()
@@ -104,7 +138,7 @@ impl<M: Module> Module for NamedModules<M> {
             entries: self
                 .entries
                 .iter()
-                .map(|(n, m)| (n.clone(), m.valid()))
+                .map(|(k, m)| (k.clone(), m.valid()))
                 .collect(),
         }
     }
@@ -114,31 +148,44 @@ impl<M: Module> Module for NamedModules<M> {
     }
 
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        for (name, module) in &self.entries {
-            visitor.enter_module(name, CONTAINER);
+        for (key, module) in &self.entries {
+            let name = key.to_string();
+            visitor.enter_module(&name, CONTAINER);
             module.visit(visitor);
-            visitor.exit_module(name, CONTAINER);
+            visitor.exit_module(&name, CONTAINER);
         }
     }
 
     fn map<Mapper: ModuleMapper>(self, mapper: &mut Mapper) -> Self {
-        self.map_entries(|name, m| {
-            mapper.enter_module(name, CONTAINER);
+        self.map_entries(|key, m| {
+            let name = key.to_string();
+            mapper.enter_module(&name, CONTAINER);
             let m = m.map(mapper);
-            mapper.exit_module(name, CONTAINER);
+            mapper.exit_module(&name, CONTAINER);
             m
         })
     }
 }
 
-impl<M: ModuleDisplay> ModuleDisplayDefault for NamedModules<M> {
+impl<M, K> ModuleDisplayDefault for NamedModules<M, K>
+where
+    M: ModuleDisplay,
+    K: Clone + Debug + Display + PartialEq + Send,
+{
     fn content(&self, content: Content) -> Option<Content> {
         self.entries
             .iter()
-            .fold(content, |acc, (name, module)| acc.add(name, module))
+            .fold(content, |acc, (key, module)| {
+                acc.add(&key.to_string(), module)
+            })
             .set_top_level_type(CONTAINER)
             .optional()
     }
 }
 
-impl<M: ModuleDisplay> ModuleDisplay for NamedModules<M> {}
+impl<M, K> ModuleDisplay for NamedModules<M, K>
+where
+    M: ModuleDisplay,
+    K: Clone + Debug + Display + PartialEq + Send,
+{
+}

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod one_site;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -57,15 +58,35 @@ pub fn fixture_inputs(device: &Device) -> BertInput {
     inputs(&fixtures().join("inputs.safetensors"), device)
 }
 
-/// The fixture cases below `tests/fixtures/<group>`: directories with an `adapter_config.json`,
-/// sorted.
+/// The fixture cases below `tests/fixtures/<group>`, sorted: exactly the cases the generator
+/// listed in `<group>/cases.json` (a missing or an extra directory fails), so a loop over them
+/// runs every case or fails.
 pub fn case_dirs(group: &str) -> Vec<PathBuf> {
-    let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join(group))
+    let root = fixtures().join(group);
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
+    let mut want: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| case["name"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.join("adapter_config.json").is_file())
+        .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
+    let found: Vec<String> = dirs
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        found, want,
+        "tests/fixtures/{group} differs from its cases.json"
+    );
+    assert!(!dirs.is_empty(), "tests/fixtures/{group} has no cases");
     dirs
 }
 
@@ -99,11 +120,36 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// max |a - b| over two equally long slices.
+/// The values widened to f64, as [`max_abs_diff`] compares them.
+pub fn as_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|x| f64::from(*x)).collect()
+}
+
+/// max |a - b| over two equally long slices; panics on a non-finite value on either side, so
+/// that a comparison can never pass because NaN dropped out of a `max`.
 pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
+    if let Some(i) = a.iter().position(|x| !x.is_finite()) {
+        panic!(
+            "non-finite value {} at index {i} of the computed output",
+            a[i]
+        );
+    }
+    if let Some(i) = b.iter().position(|y| !y.is_finite()) {
+        panic!(
+            "non-finite value {} at index {i} of the expected output",
+            b[i]
+        );
+    }
     a.iter()
         .zip(b)
         .map(|(x, y)| (*x as f64 - y).abs())
         .fold(0.0, f64::max)
+}
+
+/// max |a - b| of two tensors of the same shape, failing on non-finite values (see
+/// [`max_abs_diff`]).
+pub fn max_abs_diff_tensors<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    max_abs_diff(&values(a), &as_f64(&values(b)))
 }

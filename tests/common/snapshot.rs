@@ -79,7 +79,7 @@ impl ModelState {
             trainable: trainable(model),
             adapters: model.adapter_names(),
             active: model.active_adapters().map(|s| s.to_string()),
-            fusions: model.registry().fusion_names().map(String::from).collect(),
+            fusions: model.registry().fusions().map(|k| k.to_string()).collect(),
             heads: model
                 .heads()
                 .map(|heads| heads.iter().map(|(name, _)| name.to_string()).collect())

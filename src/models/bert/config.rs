@@ -4,6 +4,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use burn::tensor::Device;
+use serde_json::Value;
+
+use super::BertModel;
 use crate::config::{Activation, check_probability};
 use crate::error::{Error, Result};
 
@@ -20,9 +24,9 @@ pub struct BertConfig {
     pub num_attention_heads: usize,
     /// Width of the feed-forward block.
     pub intermediate_size: usize,
-    /// Feed-forward non-linearity (`"gelu"` is the exact erf form).
+    /// Feed-forward non-linearity (`"gelu"` is the exact erf form; an unknown name is an error).
     #[serde(default = "default_act")]
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     /// Dropout on hidden states.
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
@@ -47,8 +51,8 @@ pub struct BertConfig {
     pub name_or_path: Option<String>,
 }
 
-fn default_act() -> String {
-    "gelu".into()
+fn default_act() -> Activation {
+    Activation::Gelu
 }
 fn default_dropout() -> f64 {
     0.1
@@ -98,17 +102,31 @@ impl BertConfig {
         Self::new(30522, 768, 12, 12, 3072)
     }
 
-    /// Reads a Hugging Face `config.json`.
+    /// Reads a Hugging Face `config.json` of a BERT model (`model_type` `"bert"`, or absent as in
+    /// old checkpoints); other model types are refused, as their weights would load into the
+    /// wrong computation.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
-                .map_err(|e| Error::Json {
-                    path: path.into(),
-                    field: e.path().to_string(),
-                    reason: e.into_inner().to_string(),
-                })?;
+        let json_error = |field: String, reason: String| Error::Json {
+            path: path.into(),
+            field,
+            reason,
+        };
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| json_error(".".into(), e.to_string()))?;
+        match value.get("model_type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(model_type)) if model_type == "bert" => {}
+            Some(other) => {
+                return Err(json_error(
+                    "model_type".into(),
+                    format!("{other} is not a BERT model (\"bert\")"),
+                ));
+            }
+        }
+        let config: Self = serde_path_to_error::deserialize(&value)
+            .map_err(|e| json_error(e.path().to_string(), e.into_inner().to_string()))?;
         config.validate().map_err(|e| match e {
             Error::InvalidConfig {
                 field,
@@ -124,10 +142,15 @@ impl BertConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<()> {
-        Activation::from_name(&self.hidden_act).map_err(|_| {
-            Error::invalid("hidden_act", &self.hidden_act, "unsupported activation")
-        })?;
+    /// Builds a randomly initialised model (with a pooler) after checking every field.
+    pub fn init(&self, device: &Device) -> Result<BertModel> {
+        self.validate()?;
+        Ok(BertModel::build(self, device))
+    }
+
+    /// Checks every field: sizes at least 1, heads dividing the hidden size, probabilities in
+    /// `[0, 1)`, a positive `layer_norm_eps`. The error names the field.
+    pub fn validate(&self) -> Result<()> {
         if self.hidden_size == 0
             || self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)

@@ -107,14 +107,11 @@ pub(super) struct Padding {
 }
 
 impl Padding {
-    /// The padding of `attention_mask` (`[batch, seq]`, 0 = padding) for scores of `dtype`, or
-    /// `None` when nothing is padded (as transformers drops an all-ones mask).
-    pub(super) fn new(attention_mask: Tensor<2, Int>, dtype: DType) -> Option<Self> {
+    /// The padding of `attention_mask` (`[batch, seq]`, 0 = padding) for scores of `dtype`.
+    /// Built on the device without reading the mask back: a batch without padding adds zeros.
+    pub(super) fn new(attention_mask: Tensor<2, Int>, dtype: DType) -> Self {
         let [batch, seq] = attention_mask.dims();
         let padded = attention_mask.equal_elem(0);
-        if !padded.clone().any().into_scalar::<bool>() {
-            return None;
-        }
         let lowest = match dtype {
             DType::F16 => half::f16::MIN.to_f64(),
             DType::BF16 => half::bf16::MIN.to_f64(),
@@ -124,7 +121,7 @@ impl Padding {
         let bias = Tensor::<4>::zeros([batch, 1, 1, seq], &mask.device())
             .cast(dtype)
             .mask_fill(mask.clone(), lowest);
-        Some(Self { mask, bias, lowest })
+        Self { mask, bias, lowest }
     }
 }
 

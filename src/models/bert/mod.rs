@@ -2,9 +2,11 @@
 //! model directory.
 
 mod config;
+mod input;
 mod layers;
 
 pub use config::*;
+pub use input::*;
 pub use layers::*;
 
 use std::path::Path;
@@ -12,9 +14,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{DropoutConfig, EmbeddingConfig, LayerNormConfig, LinearConfig};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 
-use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
@@ -24,36 +25,6 @@ use crate::sites::{
 };
 use layers::Padding;
 
-/// Token ids and masks for one batch.
-#[derive(Debug, Clone)]
-pub struct BertInput {
-    /// Token ids, `[batch, seq]`.
-    pub input_ids: Tensor<2, Int>,
-    /// 1 for real tokens, 0 for padding, `[batch, seq]` (all ones if absent).
-    pub attention_mask: Option<Tensor<2, Int>>,
-    /// Segment ids, `[batch, seq]` (zeros if absent).
-    pub token_type_ids: Option<Tensor<2, Int>>,
-}
-
-impl BertInput {
-    /// Input ids with a padding mask and no token types.
-    pub fn new(input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Self {
-        Self {
-            input_ids,
-            attention_mask: Some(attention_mask),
-            token_type_ids: None,
-        }
-    }
-}
-
-/// Outputs of [`BertModel::forward`].
-#[derive(Debug, Clone)]
-pub struct BertModelOutput {
-    /// Hidden states of the last layer, `[batch, seq, hidden]`.
-    pub last_hidden_state: Tensor<3>,
-    /// `tanh(dense(h[CLS]))` if the model has a pooler, `[batch, hidden]`.
-    pub pooler_output: Option<Tensor<2>>,
-}
 /// A BERT encoder with adapter sites after each attention and FFN block.
 ///
 /// Parameter paths follow transformers' `BertModel` (with `LayerNorm` spelled `layer_norm` and
@@ -76,8 +47,8 @@ pub struct BertModel {
 }
 
 impl BertModel {
-    /// A randomly initialised model (with a pooler).
-    pub fn new(config: &BertConfig, device: &Device) -> Self {
+    /// A randomly initialised model (with a pooler) for a validated config.
+    pub(crate) fn build(config: &BertConfig, device: &Device) -> Self {
         let h = config.hidden_size;
         let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
         let norm = || {
@@ -86,7 +57,7 @@ impl BertModel {
                 .init(device)
         };
         let dropout = |p: f64| DropoutConfig::new(p).init();
-        let activation = Activation::from_name(&config.hidden_act).unwrap_or(Activation::Gelu);
+        let activation = config.hidden_act;
         let layer = (0..config.num_hidden_layers)
             .map(|i| {
                 let site = |i_dim: usize, o_dim: usize, position| {
@@ -160,7 +131,7 @@ impl BertModel {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
-        let mut model = Self::new(&config, device);
+        let mut model = config.init(device)?;
         let remap = KeyRemapper::new()
             .add_pattern(r"^bert\.", "")
             .and_then(|r| r.add_pattern(r"\.LayerNorm\.", ".layer_norm."))
@@ -192,7 +163,8 @@ impl BertModel {
         Ok(model)
     }
 
-    /// Logits of head `head` for `input` (`[batch, num_labels]` for sequence heads).
+    /// Logits of head `head` for `input` (`[batch, num_labels]` for sequence heads). The input
+    /// is checked as [`BertModel::try_forward`] does.
     ///
     /// # Shapes
     ///
@@ -208,10 +180,12 @@ impl BertModel {
             ));
         }
         let mask = input.attention_mask.clone();
-        Ok(head.forward_sequence(self.forward(input).last_hidden_state, mask))
+        let hidden = self.try_forward(input)?.last_hidden_state;
+        Ok(head.forward_sequence(hidden, mask))
     }
 
-    /// Per-token logits of tagging head `head` for `input`.
+    /// Per-token logits of tagging head `head` for `input`, checked as
+    /// [`BertModel::try_forward`] does.
     ///
     /// # Shapes
     ///
@@ -221,7 +195,15 @@ impl BertModel {
             .heads
             .get(head)
             .ok_or_else(|| Error::UnknownHead(head.to_string()))?;
-        Ok(head.forward_tokens(self.forward(input).last_hidden_state))
+        Ok(head.forward_tokens(self.try_forward(input)?.last_hidden_state))
+    }
+
+    /// [`BertModel::forward`] after checking `input` against the model ([`BertInput::check`]):
+    /// an input it cannot run is an [`Error::InvalidInput`] instead of a panic. The check reads
+    /// the smallest and largest ids back from the device.
+    pub fn try_forward(&self, input: BertInput) -> Result<BertModelOutput> {
+        input.check(&self.config)?;
+        Ok(self.forward(input))
     }
 
     /// The config the model was built from.
@@ -230,6 +212,13 @@ impl BertModel {
     }
 
     /// Runs the encoder with the active adapters.
+    ///
+    /// # Panics
+    ///
+    /// On an input [`BertInput::check`] refuses (a mask or token types of another shape, a
+    /// sequence longer than `max_position_embeddings`, ids outside the vocabulary), burn may panic
+    /// (on flex, out-of-range ids index out of bounds) or compute garbage.
+    /// [`BertModel::try_forward`] checks first.
     ///
     /// # Shapes
     ///
@@ -256,7 +245,7 @@ impl BertModel {
             .forward(input.input_ids, input.token_type_ids);
         let padding = input
             .attention_mask
-            .and_then(|mask| Padding::new(mask, x.dtype()));
+            .map(|mask| Padding::new(mask, x.dtype()));
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref());
         }
@@ -283,40 +272,46 @@ impl AdapterHost for BertModel {
         self.encoder.layer.len()
     }
 
-    fn visit_sites(&self, f: &mut dyn FnMut(&ResidualSite)) {
-        for layer in &self.encoder.layer {
-            f(&layer.attention.output.adapters);
-            f(&layer.output.adapters);
-        }
+    fn residual_sites(&self) -> impl Iterator<Item = &ResidualSite> {
+        self.encoder
+            .layer
+            .iter()
+            .flat_map(|layer| [&layer.attention.output.adapters, &layer.output.adapters])
     }
 
-    fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite)) {
-        for layer in &mut self.encoder.layer {
-            f(&mut layer.attention.output.adapters);
-            f(&mut layer.output.adapters);
-        }
+    fn residual_sites_mut(&mut self) -> impl Iterator<Item = &mut ResidualSite> {
+        self.encoder.layer.iter_mut().flat_map(|layer| {
+            [
+                &mut layer.attention.output.adapters,
+                &mut layer.output.adapters,
+            ]
+        })
     }
 
-    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
-        for layer in &self.encoder.layer {
+    fn linear_sites(&self) -> impl Iterator<Item = &LinearSite> {
+        self.encoder.layer.iter().flat_map(|layer| {
             let attention = &layer.attention.self_attention;
-            f(&attention.query);
-            f(&attention.key);
-            f(&attention.value);
-            f(&layer.intermediate.dense);
-            f(&layer.output.dense);
-        }
+            [
+                &attention.query,
+                &attention.key,
+                &attention.value,
+                &layer.intermediate.dense,
+                &layer.output.dense,
+            ]
+        })
     }
 
-    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
-        for layer in &mut self.encoder.layer {
+    fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
+        self.encoder.layer.iter_mut().flat_map(|layer| {
             let attention = &mut layer.attention.self_attention;
-            f(&mut attention.query);
-            f(&mut attention.key);
-            f(&mut attention.value);
-            f(&mut layer.intermediate.dense);
-            f(&mut layer.output.dense);
-        }
+            [
+                &mut attention.query,
+                &mut attention.key,
+                &mut attention.value,
+                &mut layer.intermediate.dense,
+                &mut layer.output.dense,
+            ]
+        })
     }
 
     fn registry(&self) -> &AdapterRegistry {
@@ -345,8 +340,8 @@ impl AdapterHost for BertModel {
 
     fn model_info(&self) -> ModelInfo {
         ModelInfo {
-            model_type: "bert".into(),
-            model_class: "BertModel".into(),
+            model_type: Some("bert".into()),
+            model_class: Some("BertModel".into()),
             model_name: self.config.name_or_path.clone(),
         }
     }

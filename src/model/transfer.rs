@@ -1,24 +1,39 @@
-//! Moving parameters between modules and named file tensors, through a naming rule.
+//! Moving parameters between modules and the tensors of files, through a naming rule
+//! (`io::keys`): our parameter path inside a module ↔ AdapterHub's key and layout.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::keys::ReferenceName;
-use super::tensors::{HostTensor, TensorMap};
 use crate::error::{Error, Result};
+use crate::io::WeightsFile;
+use crate::io::keys::ReferenceName;
+use crate::io::tensors::{HostTensor, TensorMap};
 
 /// Maps a parameter path inside a module to its AdapterHub names.
 pub(crate) type Naming<'a> = &'a dyn Fn(&str) -> Option<ReferenceName>;
 
-/// Collects a module's parameters under `prefix.<name>`, in torch layout.
-pub(crate) struct Collect<'a> {
-    pub path: Vec<String>,
-    pub prefix: String,
-    pub naming: Naming<'a>,
-    pub out: &'a mut TensorMap,
+/// Adds `module`'s parameters to `out` under `prefix.<name>`, in torch layout.
+pub(crate) fn collect<M: Module>(
+    module: &M,
+    prefix: String,
+    naming: Naming<'_>,
+    out: &mut TensorMap,
+) {
+    module.visit(&mut Collect {
+        path: Vec::new(),
+        prefix,
+        naming,
+        out,
+    });
+}
+
+struct Collect<'a> {
+    path: Vec<String>,
+    prefix: String,
+    naming: Naming<'a>,
+    out: &'a mut TensorMap,
 }
 
 impl ModuleVisitor for Collect<'_> {
@@ -49,49 +64,62 @@ impl ModuleVisitor for Collect<'_> {
     }
 }
 
-/// Replaces a freshly built module's parameters by file tensors named `prefix.<name>`, checking
-/// presence, shape and finiteness; records which file keys were used.
-pub(crate) struct Fill<'a> {
-    pub path: Vec<String>,
-    pub prefix: String,
-    pub naming: Naming<'a>,
-    pub file: &'a Path,
-    pub tensors: &'a TensorMap,
-    pub used: &'a mut BTreeSet<String>,
-    pub device: &'a Device,
-    pub error: Option<Error>,
+/// Fills freshly built modules with the tensors of one file and checks, at the end, that every
+/// tensor of the file was used.
+pub(crate) struct Filler<'a> {
+    file: &'a WeightsFile,
+    device: &'a Device,
+    used: BTreeSet<String>,
 }
 
-impl<'a> Fill<'a> {
-    pub fn new(
-        prefix: String,
-        naming: Naming<'a>,
-        file: &'a Path,
-        tensors: &'a TensorMap,
-        used: &'a mut BTreeSet<String>,
-        device: &'a Device,
-    ) -> Self {
+impl<'a> Filler<'a> {
+    pub fn new(file: &'a WeightsFile, device: &'a Device) -> Self {
         Self {
-            path: Vec::new(),
-            prefix,
-            naming,
             file,
-            tensors,
-            used,
             device,
-            error: None,
+            used: BTreeSet::new(),
         }
     }
 
-    /// `module` with every parameter replaced by its file tensor, or the first problem found.
-    pub fn fill<M: burn::module::Module>(&mut self, module: M) -> Result<M> {
-        let filled = module.map(self);
-        match self.error.take() {
+    /// `module` with every parameter replaced by the file's tensor `prefix.<name>`, checking
+    /// presence, shape and finiteness; or the first problem found.
+    pub fn fill<M: Module>(&mut self, module: M, prefix: String, naming: Naming<'_>) -> Result<M> {
+        let mut fill = Fill {
+            path: Vec::new(),
+            prefix,
+            naming,
+            filler: self,
+            error: None,
+        };
+        let filled = module.map(&mut fill);
+        match fill.error {
             Some(e) => Err(e),
             None => Ok(filled),
         }
     }
 
+    /// Fails on the first tensor of the file no module used.
+    pub fn finish(self) -> Result<()> {
+        match self.file.tensors.keys().find(|k| !self.used.contains(*k)) {
+            Some(key) => Err(Error::UnexpectedTensor {
+                path: self.file.path.clone(),
+                key: key.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Replaces one module's parameters (see [`Filler::fill`]).
+struct Fill<'f, 'a> {
+    path: Vec<String>,
+    prefix: String,
+    naming: Naming<'f>,
+    filler: &'f mut Filler<'a>,
+    error: Option<Error>,
+}
+
+impl Fill<'_, '_> {
     fn lookup(&mut self, path: &str, dims: &[usize]) -> Result<TensorData> {
         let name = (self.naming)(path).ok_or_else(|| {
             Error::Unsupported(format!("parameter `{path}` has no AdapterHub name"))
@@ -101,19 +129,20 @@ impl<'a> Fill<'a> {
             .iter()
             .map(|n| format!("{}.{n}", self.prefix))
             .collect();
+        let file = self.filler.file;
         let found = keys
             .iter()
-            .find(|k| self.tensors.contains_key(*k))
+            .find(|k| file.tensors.contains_key(*k))
             .ok_or_else(|| Error::MissingTensor {
-                path: self.file.to_path_buf(),
+                path: file.path.clone(),
                 key: keys[0].clone(),
             })?;
         for key in &keys {
-            if self.tensors.contains_key(key) {
-                self.used.insert(key.clone());
+            if file.tensors.contains_key(key) {
+                self.filler.used.insert(key.clone());
             }
         }
-        let tensor = &self.tensors[found];
+        let tensor = &file.tensors[found];
         let expected: Vec<usize> = if name.transpose {
             dims.iter().rev().copied().collect()
         } else {
@@ -121,7 +150,7 @@ impl<'a> Fill<'a> {
         };
         if tensor.shape != expected || tensor.values.len() != expected.iter().product::<usize>() {
             return Err(Error::ShapeMismatch {
-                path: self.file.to_path_buf(),
+                path: file.path.clone(),
                 key: found.clone(),
                 expected,
                 found: tensor.shape.clone(),
@@ -129,7 +158,7 @@ impl<'a> Fill<'a> {
         }
         if let Some(bad) = tensor.values.iter().find(|v| !v.is_finite()) {
             return Err(Error::format(
-                self.file,
+                &file.path,
                 format!("tensor `{found}` holds a non-finite value ({bad})"),
             ));
         }
@@ -142,7 +171,7 @@ impl<'a> Fill<'a> {
     }
 }
 
-impl ModuleMapper for Fill<'_> {
+impl ModuleMapper for Fill<'_, '_> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -157,7 +186,7 @@ impl ModuleMapper for Fill<'_> {
         let dims = param.lazy_shape().to_vec();
         match self.lookup(&path, &dims) {
             Ok(data) => {
-                let device = self.device.clone();
+                let device = self.filler.device.clone();
                 param.map(|_| Tensor::from_data(data, &device))
             }
             Err(e) => {

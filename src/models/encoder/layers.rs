@@ -1,21 +1,15 @@
-//! burn's [`TransformerEncoder`] with adapter sites.
-//!
-//! burn's encoder layer has a closed forward but public fields, so the adapter-ready layer keeps
-//! the very same sub-modules (and parameter paths: `layers.{i}.mha.query.weight`,
-//! `layers.{i}.norm_1...`) and re-implements the forward, calling a [`ResidualSite`] where each
-//! residual block adds its residual and [`LinearSite`]s for the attention and feed-forward
-//! projections (LoRA/IA3). With no active adapter the result equals burn's own forward.
+//! The layers of the adapter-ready encoder: burn's attention, feed-forward block and encoder
+//! layer with the same sub-modules (and parameter paths), re-implemented forwards, and sites.
 
 use burn::module::Module;
 use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
-use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
+use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoderLayer};
 use burn::nn::{Dropout, Gelu, LayerNorm, Linear};
 use burn::tensor::activation::{quiet_softmax, softmax};
 use burn::tensor::{Bool, Tensor};
 
 use crate::methods::dropout;
-use crate::model::{AdapterHost, AdapterRegistry};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
 };
@@ -48,7 +42,7 @@ pub struct AdapterAttention {
 }
 
 impl AdapterAttention {
-    fn from_mha(mha: MultiHeadAttention, layer: usize) -> Self {
+    pub(super) fn from_mha(mha: MultiHeadAttention, layer: usize) -> Self {
         let site = |linear, position| LinearSite::new(linear, LinearLocation { layer, position });
         Self {
             query: site(mha.query, LinearPosition::Query),
@@ -65,7 +59,7 @@ impl AdapterAttention {
         }
     }
 
-    fn into_mha(self) -> MultiHeadAttention {
+    pub(super) fn into_mha(self) -> MultiHeadAttention {
         MultiHeadAttention {
             query: self.query.into_linear(),
             key: self.key.into_linear(),
@@ -185,7 +179,7 @@ pub struct AdapterEncoderLayer {
 }
 
 impl AdapterEncoderLayer {
-    fn from_layer(layer: TransformerEncoderLayer, index: usize) -> Self {
+    pub(super) fn from_layer(layer: TransformerEncoderLayer, index: usize) -> Self {
         let site = |position| {
             ResidualSite::new(SiteLocation {
                 layer: index,
@@ -204,7 +198,7 @@ impl AdapterEncoderLayer {
         }
     }
 
-    fn into_layer(self) -> TransformerEncoderLayer {
+    pub(super) fn into_layer(self) -> TransformerEncoderLayer {
         TransformerEncoderLayer {
             mha: self.mha.into_mha(),
             pwff: self.pwff.into_pwff(),
@@ -217,9 +211,10 @@ impl AdapterEncoderLayer {
 
     /// # Shapes
     ///
-    /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]` (true = padding)
+    /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]` (true = padding), mask_attn:
+    ///   `[batch, seq, seq]` (true = masked)
     /// - output: `[batch, seq, d_model]`
-    fn forward(
+    pub(super) fn forward(
         &self,
         x: Tensor<3>,
         mask_pad: Option<Tensor<2, Bool>>,
@@ -248,134 +243,5 @@ impl AdapterEncoderLayer {
         let h = dropout(&self.dropout, self.pwff.forward(ffn_input));
         self.output_adapters
             .forward(h, x, (!self.norm_first).then_some(&self.norm_2))
-    }
-}
-
-/// burn's [`TransformerEncoder`] made adapter-ready, keeping its weights and parameter paths.
-///
-/// ```
-/// use burn::nn::transformer::TransformerEncoderConfig;
-/// use burn::tensor::{Device, Tensor};
-/// use burn_adapters::models::encoder::AdapterTransformerEncoder;
-/// use burn_adapters::prelude::*;
-///
-/// let device = Device::flex();
-/// let encoder = TransformerEncoderConfig::new(32, 64, 4, 2).init(&device);
-/// let mut model = AdapterTransformerEncoder::from_encoder(encoder);
-/// model.add_adapter("task", AdapterConfig::load("houlsby[reduction_factor=8]")?)?;
-/// model.set_active_adapters("task")?;
-/// let y = model.forward(Tensor::zeros([2, 5, 32], &device), None);
-/// assert_eq!(y.dims(), [2, 5, 32]);
-/// # Ok::<(), burn_adapters::Error>(())
-/// ```
-#[derive(Module, Debug)]
-pub struct AdapterTransformerEncoder {
-    /// The layers, at burn's paths `layers.{i}`.
-    pub layers: Vec<AdapterEncoderLayer>,
-    /// Model width.
-    pub d_model: usize,
-    #[module(skip)]
-    registry: AdapterRegistry,
-}
-
-impl AdapterTransformerEncoder {
-    /// Wraps `encoder`, moving its sub-modules (no copy of the weights).
-    pub fn from_encoder(encoder: TransformerEncoder) -> Self {
-        Self {
-            d_model: encoder.d_model,
-            layers: encoder
-                .layers
-                .into_iter()
-                .enumerate()
-                .map(|(i, layer)| AdapterEncoderLayer::from_layer(layer, i))
-                .collect(),
-            registry: AdapterRegistry::default(),
-        }
-    }
-
-    /// Drops the adapters and gives back burn's encoder, with `template`'s settings.
-    pub fn into_encoder(self, template: TransformerEncoder) -> TransformerEncoder {
-        TransformerEncoder {
-            layers: self
-                .layers
-                .into_iter()
-                .map(AdapterEncoderLayer::into_layer)
-                .collect(),
-            ..template
-        }
-    }
-
-    /// Runs the encoder with the active adapters.
-    ///
-    /// # Shapes
-    ///
-    /// - x: `[batch, seq, d_model]`, mask_pad: `[batch, seq]` (true = padding)
-    /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<3>, mask_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        // A Parallel setup runs the batch once per branch.
-        let channels = self.registry.parallel_channels();
-        let (x, mask_pad) = if channels > 1 {
-            (
-                x.repeat_dim(0, channels),
-                mask_pad.map(|m| m.repeat_dim(0, channels)),
-            )
-        } else {
-            (x, mask_pad)
-        };
-        self.layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x, mask_pad.clone(), None))
-    }
-}
-
-impl AdapterHost for AdapterTransformerEncoder {
-    fn hidden_size(&self) -> usize {
-        self.d_model
-    }
-
-    fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn visit_sites(&self, f: &mut dyn FnMut(&ResidualSite)) {
-        for layer in &self.layers {
-            f(&layer.attention_adapters);
-            f(&layer.output_adapters);
-        }
-    }
-
-    fn visit_sites_mut(&mut self, f: &mut dyn FnMut(&mut ResidualSite)) {
-        for layer in &mut self.layers {
-            f(&mut layer.attention_adapters);
-            f(&mut layer.output_adapters);
-        }
-    }
-
-    fn visit_linear_sites(&self, f: &mut dyn FnMut(&LinearSite)) {
-        for layer in &self.layers {
-            f(&layer.mha.query);
-            f(&layer.mha.key);
-            f(&layer.mha.value);
-            f(&layer.pwff.linear_inner);
-            f(&layer.pwff.linear_outer);
-        }
-    }
-
-    fn visit_linear_sites_mut(&mut self, f: &mut dyn FnMut(&mut LinearSite)) {
-        for layer in &mut self.layers {
-            f(&mut layer.mha.query);
-            f(&mut layer.mha.key);
-            f(&mut layer.mha.value);
-            f(&mut layer.pwff.linear_inner);
-            f(&mut layer.pwff.linear_outer);
-        }
-    }
-
-    fn registry(&self) -> &AdapterRegistry {
-        &self.registry
-    }
-
-    fn registry_mut(&mut self) -> &mut AdapterRegistry {
-        &mut self.registry
     }
 }

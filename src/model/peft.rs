@@ -1,0 +1,191 @@
+//! Hugging Face PEFT's LoRA files on a host: the placement read off which linear sites the
+//! file's keys name, and back.
+//!
+//! A PEFT LoRA is accepted when its placement is one AdapterHub's `LoRAConfig` can express (the
+//! same projections in every layer that is not left out). PEFT's scaling is `lora_alpha / r`
+//! (`lora_alpha / √r` with `use_rslora`); it is carried over exactly.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::build::{build_modules, device_of, install};
+use super::transfer::{Filler, collect};
+use super::{AdapterHost, AdapterModel};
+use crate::config::{
+    AdapterConfig, AttnMatrix, CompositionMode, LinearLocation, LinearPosition, LoRAConfig,
+    LoRAInit,
+};
+use crate::error::{Error, Result};
+use crate::io::WeightsFile;
+use crate::io::keys::{peft_name, wrapped_module};
+use crate::io::peft::{PeftRecord, PeftSettings, SavedPeft, read_peft, write_peft};
+use crate::io::tensors::TensorMap;
+use crate::names::validate_name;
+
+/// The module a linear site wraps, in the host's transformers naming.
+fn module_path<M: AdapterHost>(model: &M, location: LinearLocation) -> String {
+    wrapped_module(&model.linear_site_path(location)).to_string()
+}
+
+/// Loads the PEFT LoRA in `dir` as adapter `name`, all or nothing.
+pub(crate) fn load<M: AdapterModel>(model: &mut M, dir: &Path, name: &str) -> Result<()> {
+    validate_name(name)?;
+    if model.has_adapter(name) {
+        return Err(Error::DuplicateAdapter(name.to_string()));
+    }
+    let saved = read_peft(dir)?;
+    let config = AdapterConfig::Lora(derive_config(model, &saved)?);
+    config.validate()?;
+    let mut modules = build_modules(model, &config, Some(0))?;
+    let device = device_of(model)?;
+    let mut filler = Filler::new(&saved.weights, &device);
+    modules.linear = modules
+        .linear
+        .into_iter()
+        .zip(model.linear_sites())
+        .map(|(lora, site)| {
+            let prefix = module_path(model, site.location());
+            lora.map(|lora| filler.fill(lora, prefix, &peft_name))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    filler.finish()?;
+    install(model, name, config, modules, None);
+    Ok(())
+}
+
+/// The LoRA config that places modules exactly where the file has them.
+fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRAConfig> {
+    let wrapped = wrapped_sites(model, &saved.weights)?;
+    let layers: BTreeSet<usize> = wrapped.iter().map(|l| l.layer).collect();
+    let has = |position| wrapped.iter().any(|l| l.position == position);
+    let attn_matrices: Vec<AttnMatrix> = [
+        (LinearPosition::Query, AttnMatrix::Q),
+        (LinearPosition::Key, AttnMatrix::K),
+        (LinearPosition::Value, AttnMatrix::V),
+    ]
+    .into_iter()
+    .filter(|(p, _)| has(*p))
+    .map(|(_, m)| m)
+    .collect();
+    let PeftSettings {
+        r,
+        lora_alpha,
+        dropout,
+        rslora,
+    } = saved.settings;
+    let config = LoRAConfig {
+        selfattn_lora: !attn_matrices.is_empty(),
+        intermediate_lora: has(LinearPosition::Intermediate),
+        output_lora: has(LinearPosition::Output),
+        leave_out: (0..model.num_layers())
+            .filter(|l| !layers.contains(l))
+            .collect(),
+        r,
+        // rsLoRA scales by lora_alpha/√r; with alpha' = lora_alpha·√r, alpha'/r is the same.
+        alpha: if rslora {
+            lora_alpha * (r as f64).sqrt()
+        } else {
+            lora_alpha
+        },
+        dropout,
+        attn_matrices: if attn_matrices.is_empty() {
+            LoRAConfig::lora().attn_matrices
+        } else {
+            attn_matrices
+        },
+        composition_mode: CompositionMode::Add,
+        init_weights: LoRAInit::Lora,
+        ..LoRAConfig::lora()
+    };
+    let placed = model
+        .linear_sites()
+        .map(|site| site.location())
+        .filter(|location| config.places_at(*location));
+    for location in placed {
+        if !wrapped.contains(&location) {
+            return Err(Error::Unsupported(format!(
+                "PEFT LoRA that wraps a projection in some layers but not in others ({}: no \
+                 tensors for `{}`)",
+                saved.weights.path.display(),
+                module_path(model, location)
+            )));
+        }
+    }
+    Ok(config)
+}
+
+/// The linear sites the file's keys (`<module>.lora_{A,B}.weight`) name.
+fn wrapped_sites<M: AdapterHost>(
+    model: &M,
+    file: &WeightsFile,
+) -> Result<BTreeSet<LinearLocation>> {
+    let sites: Vec<(LinearLocation, String)> = model
+        .linear_sites()
+        .map(|site| (site.location(), module_path(model, site.location())))
+        .collect();
+    let mut wrapped = BTreeSet::new();
+    for key in file.tensors.keys() {
+        let module = key
+            .strip_suffix(".lora_A.weight")
+            .or_else(|| key.strip_suffix(".lora_B.weight"))
+            .ok_or_else(|| Error::UnexpectedTensor {
+                path: file.path.clone(),
+                key: key.clone(),
+            })?;
+        let (location, _) = sites.iter().find(|(_, m)| m == module).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "PEFT LoRA on `{module}` ({}): AdapterHub's LoRA wraps only the attention \
+                 query/key/value and the feed-forward projections",
+                file.path.display()
+            ))
+        })?;
+        wrapped.insert(*location);
+    }
+    if wrapped.is_empty() {
+        return Err(Error::format(&file.path, "no LoRA tensors"));
+    }
+    Ok(wrapped)
+}
+
+/// Writes LoRA adapter `name` of `model` as a PEFT LoRA into `dir`.
+pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<()> {
+    let config = model
+        .registry()
+        .config(name)
+        .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
+    let unsupported =
+        |what: &str| Error::Unsupported(format!("saving `{name}` in PEFT format: {what}"));
+    let AdapterConfig::Lora(lora) = config else {
+        return Err(unsupported(
+            "PEFT's LoRA format holds plain LoRA adapters only",
+        ));
+    };
+    if lora.composition_mode != CompositionMode::Add {
+        return Err(unsupported("IA3 is a different PEFT type"));
+    }
+    if lora.use_gating {
+        return Err(unsupported("PEFT has no gated LoRA"));
+    }
+    let mut tensors = TensorMap::new();
+    let mut targets = Vec::new();
+    for site in model.linear_sites() {
+        if let Some(module) = site.loras().get(name) {
+            let path = module_path(model, site.location());
+            collect(module, path.clone(), &peft_name, &mut tensors);
+            targets.push(path);
+        }
+    }
+    let record = PeftRecord {
+        settings: PeftSettings {
+            r: lora.r,
+            lora_alpha: lora.alpha,
+            dropout: lora.dropout,
+            rslora: false,
+        },
+        targets,
+        info: model.model_info(),
+        tensors,
+    };
+    write_peft(dir, record)
+}

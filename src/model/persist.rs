@@ -1,0 +1,150 @@
+//! Saving and loading adapters (and their heads) in AdapterHub's files: the host's modules to
+//! tensors by AdapterHub key and back. `io` reads and writes the files; this builds the modules
+//! from what it read and installs them.
+
+use std::path::Path;
+
+use super::build::{AdapterModules, build_modules, device_of, install};
+use super::transfer::{Filler, collect};
+use super::{AdapterHost, AdapterModel};
+use crate::error::{Error, Result};
+use crate::heads::PredictionHead;
+use crate::io::adapterhub::{
+    AdapterRecord, HeadRecord, SavedAdapter, SavedHead, read_adapter, write_adapter,
+};
+use crate::io::in_file;
+use crate::io::keys::{bottleneck_name, head_name, lora_name};
+use crate::io::tensors::TensorMap;
+use crate::names::validate_name;
+
+/// Writes adapter `name` of `model` (and its head, if it has one) into `dir`.
+pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<()> {
+    let config = model
+        .registry()
+        .config(name)
+        .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
+    let head = model.heads().and_then(|heads| heads.get(name));
+    let record = AdapterRecord {
+        name,
+        config,
+        hidden_size: model.hidden_size(),
+        info: model.model_info(),
+        tensors: adapter_tensors(model, name),
+        head: head.map(|head| HeadRecord {
+            config: &head.config,
+            tensors: head_tensors(head, name),
+        }),
+    };
+    write_adapter(dir, record)
+}
+
+/// The tensors of adapter `name` by AdapterHub key, torch layout.
+fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
+    let mut tensors = TensorMap::new();
+    for site in model.residual_sites() {
+        if let Some(adapter) = site.adapters().get(name) {
+            let ln_before = adapter.norm_before.is_some();
+            let naming = |path: &str| bottleneck_name(path, ln_before);
+            let prefix = format!("{}.{name}", model.site_path(site.location()));
+            collect(adapter, prefix, &naming, &mut tensors);
+        }
+    }
+    for site in model.linear_sites() {
+        if let Some(lora) = site.loras().get(name) {
+            let prefix = format!("{}.{name}", model.linear_site_path(site.location()));
+            collect(lora, prefix, &lora_name, &mut tensors);
+        }
+    }
+    tensors
+}
+
+/// A head's tensors by AdapterHub key (`heads.<name>.<index>.weight`), torch layout.
+fn head_tensors(head: &PredictionHead, name: &str) -> TensorMap {
+    let mut tensors = TensorMap::new();
+    let naming = |path: &str| head_name(path, |i| head.reference_index(i));
+    collect(head, format!("heads.{name}"), &naming, &mut tensors);
+    tensors
+}
+
+/// Loads the adapter in `dir` as `load_as` (default: its saved name), all or nothing, and
+/// returns the name.
+pub(crate) fn load_adapter<M: AdapterModel>(
+    model: &mut M,
+    dir: &Path,
+    load_as: Option<&str>,
+) -> Result<String> {
+    if let Some(name) = load_as {
+        validate_name(name)?;
+    }
+    let saved = read_adapter(dir, model.heads().is_some())?;
+    saved.envelope.check_hidden_size(model.hidden_size())?;
+    let name = load_as.unwrap_or(&saved.envelope.name).to_string();
+    validate_name(&name)?;
+    if model.has_adapter(&name) {
+        return Err(Error::DuplicateAdapter(name));
+    }
+    if saved.head.is_some() && model.has_head(&name) {
+        return Err(Error::DuplicateHead(name));
+    }
+    let modules = adapter_modules(model, &saved)?;
+    let head = saved
+        .head
+        .as_ref()
+        .map(|head| build_head(model, head))
+        .transpose()?;
+    install(model, &name, saved.config, modules, head);
+    Ok(name)
+}
+
+/// The adapter's modules for `model`, filled with the saved tensors; every tensor must be used.
+fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<AdapterModules> {
+    // The initial values are overwritten; a fixed seed avoids drawing from the device.
+    let AdapterModules { residual, linear } = build_modules(model, &saved.config, Some(0))?;
+    let device = device_of(model)?;
+    let mut filler = Filler::new(&saved.weights, &device);
+    // The file records the adapter under the name it was saved with.
+    let saved_name = &saved.envelope.name;
+    let residual = residual
+        .into_iter()
+        .zip(model.residual_sites())
+        .map(|(adapter, site)| {
+            let Some(adapter) = adapter else {
+                return Ok(None);
+            };
+            let ln_before = adapter.norm_before.is_some();
+            let naming = move |path: &str| bottleneck_name(path, ln_before);
+            let prefix = format!("{}.{saved_name}", model.site_path(site.location()));
+            filler.fill(adapter, prefix, &naming).map(Some)
+        })
+        .collect::<Result<_>>()?;
+    let linear = linear
+        .into_iter()
+        .zip(model.linear_sites())
+        .map(|(lora, site)| {
+            let prefix = format!("{}.{saved_name}", model.linear_site_path(site.location()));
+            lora.map(|lora| filler.fill(lora, prefix, &lora_name))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    filler.finish()?;
+    Ok(AdapterModules { residual, linear })
+}
+
+/// The saved head, built for `model` and filled.
+fn build_head<M: AdapterHost>(model: &M, saved: &SavedHead) -> Result<PredictionHead> {
+    saved.envelope.check_hidden_size(model.hidden_size())?;
+    let device = device_of(model)?;
+    let head = PredictionHead::new(
+        saved.config.clone(),
+        model.hidden_size(),
+        model.head_dropout(),
+        &device,
+    )
+    .map_err(|e| in_file(&saved.envelope.path, e))?;
+    let mut filler = Filler::new(&saved.weights, &device);
+    let naming = |path: &str| head_name(path, |i| head.reference_index(i));
+    let prefix = format!("heads.{}", saved.envelope.name);
+    let filled = filler.fill(head.clone(), prefix, &naming)?;
+    filler.finish()?;
+    Ok(filled)
+}

@@ -1,0 +1,90 @@
+//! A batch for [`BertModel`](super::BertModel), its checks, and the model's outputs.
+
+use burn::tensor::{Int, Tensor};
+
+use super::BertConfig;
+use crate::error::{Error, Result};
+
+/// Token ids and masks for one batch.
+#[derive(Debug, Clone)]
+pub struct BertInput {
+    /// Token ids, `[batch, seq]`.
+    pub input_ids: Tensor<2, Int>,
+    /// 1 for real tokens, 0 for padding, `[batch, seq]` (all ones if absent).
+    pub attention_mask: Option<Tensor<2, Int>>,
+    /// Segment ids, `[batch, seq]` (zeros if absent).
+    pub token_type_ids: Option<Tensor<2, Int>>,
+}
+
+/// Outputs of [`BertModel::forward`](super::BertModel::forward).
+#[derive(Debug, Clone)]
+pub struct BertModelOutput {
+    /// Hidden states of the last layer, `[batch, seq, hidden]`.
+    pub last_hidden_state: Tensor<3>,
+    /// `tanh(dense(h[CLS]))` if the model has a pooler, `[batch, hidden]`.
+    pub pooler_output: Option<Tensor<2>>,
+}
+
+impl BertInput {
+    /// Input ids with a padding mask and no token types.
+    pub fn new(input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Self {
+        Self {
+            input_ids,
+            attention_mask: Some(attention_mask),
+            token_type_ids: None,
+        }
+    }
+
+    /// Checks that a model built from `config` can run this batch: at least one row and one
+    /// position, at most `max_position_embeddings` positions, a mask and token types of the
+    /// ids' shape, ids below `vocab_size` and token types below `type_vocab_size` (neither
+    /// negative). The value checks read the smallest and largest ids back from the device.
+    pub fn check(&self, config: &BertConfig) -> Result<()> {
+        let [batch, seq] = self.input_ids.dims();
+        if batch == 0 || seq == 0 {
+            return Err(Error::input(
+                "input_ids",
+                format!("shape [{batch}, {seq}] is empty"),
+            ));
+        }
+        if seq > config.max_position_embeddings {
+            return Err(Error::input(
+                "input_ids",
+                format!(
+                    "{seq} positions, but the model has {} position embeddings",
+                    config.max_position_embeddings
+                ),
+            ));
+        }
+        let same_shape = |name: &str, t: &Option<Tensor<2, Int>>| match t {
+            Some(t) if t.dims() != [batch, seq] => Err(Error::input(
+                name,
+                format!("shape {:?}, but input_ids has [{batch}, {seq}]", t.dims()),
+            )),
+            _ => Ok(()),
+        };
+        same_shape("attention_mask", &self.attention_mask)?;
+        same_shape("token_type_ids", &self.token_type_ids)?;
+        check_range("input_ids", &self.input_ids, config.vocab_size)?;
+        match &self.token_type_ids {
+            Some(types) => check_range("token_type_ids", types, config.type_vocab_size),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks that every value of `ids` lies in `0..bound`.
+fn check_range(name: &str, ids: &Tensor<2, Int>, bound: usize) -> Result<()> {
+    let extremes = Tensor::cat(vec![ids.clone().min(), ids.clone().max()], 0)
+        .into_data()
+        .convert::<i64>();
+    let extremes = extremes.as_slice::<i64>().unwrap_or_default();
+    match extremes {
+        [min, max] if *min >= 0 && (*max as u64) < bound as u64 => Ok(()),
+        [min, max] => Err(Error::input(
+            name,
+            format!("values from {min} to {max}, outside 0..{bound}"),
+        )),
+        _ => Err(Error::input(name, "its values could not be read")),
+    }
+}

@@ -1,0 +1,281 @@
+//! The linear site: a drop-in for burn's `Linear` that carries named LoRA/IA3 modules.
+
+mod program;
+
+use std::sync::Arc;
+
+use burn::module::{
+    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor};
+
+use super::NamedModules;
+use super::rows::run_row_groups;
+use crate::composition::ActivePlan;
+use crate::config::LinearLocation;
+use crate::error::{Error, Result};
+use crate::methods::LoRA;
+use program::{Modules, Program, Runner};
+
+/// A linear layer with named LoRA/IA3 modules, at most one of them merged into its weights, and
+/// what the active setup runs here.
+///
+/// Its parameters appear where the wrapped `Linear`'s would (`weight`, `bias`), with the
+/// modules under `loras.<name>`, as in AdapterHub's `LoRALinear`. With no active module the
+/// output is exactly the wrapped layer's.
+#[derive(Debug, Clone)]
+pub struct LinearSite {
+    location: LinearLocation,
+    linear: Linear,
+    loras: NamedModules<LoRA>,
+    merged: Option<String>,
+    /// The active setup, shared by every site of the host.
+    plan: Option<Arc<ActivePlan>>,
+    /// What each of the plan's variants runs here; `None` when none runs a module here.
+    programs: Option<Arc<[Option<Program>]>>,
+}
+
+impl LinearSite {
+    /// Wraps `linear` at `location`.
+    pub fn new(linear: Linear, location: LinearLocation) -> Self {
+        Self {
+            location,
+            linear,
+            loras: NamedModules::default(),
+            merged: None,
+            plan: None,
+            programs: None,
+        }
+    }
+
+    /// Where this site sits.
+    pub fn location(&self) -> LinearLocation {
+        self.location
+    }
+
+    /// The wrapped layer (with a merged module folded in, if any).
+    pub fn linear(&self) -> &Linear {
+        &self.linear
+    }
+
+    /// Gives back the wrapped layer, first undoing any merge.
+    pub fn into_linear(mut self) -> Linear {
+        self.reset();
+        self.linear
+    }
+
+    /// `(d_input, d_output)` of the wrapped layer.
+    pub fn dims(&self) -> (usize, usize) {
+        let [d_input, d_output] = self.linear.weight.lazy_shape().dims();
+        (d_input, d_output)
+    }
+
+    /// The modules held here.
+    pub fn loras(&self) -> &NamedModules<LoRA> {
+        &self.loras
+    }
+
+    /// The module folded into the weights, if any.
+    pub fn merged(&self) -> Option<&str> {
+        self.merged.as_deref()
+    }
+
+    /// Stores `lora` under `name`.
+    pub(crate) fn insert_lora(&mut self, name: &str, lora: LoRA) {
+        self.loras.insert(name.to_string(), lora);
+        self.compile();
+    }
+
+    /// Removes the module `name` (undoing its merge first), if present here.
+    pub(crate) fn remove_lora(&mut self, name: &str) {
+        if self.merged.as_deref() == Some(name) {
+            self.reset();
+        }
+        if self.loras.remove(name).is_some() {
+            self.compile();
+        }
+    }
+
+    /// Activates `plan` (`None` deactivates).
+    pub(crate) fn set_plan(&mut self, plan: Option<Arc<ActivePlan>>) {
+        self.plan = plan;
+        self.compile();
+    }
+
+    /// Replaces every module by `f(name, module)`; `f` must keep their structure.
+    pub(crate) fn map_loras(&mut self, f: impl Fn(&String, LoRA) -> LoRA) {
+        let loras = std::mem::take(&mut self.loras);
+        self.loras = loras.map_entries(f);
+    }
+
+    /// Folds module `name` into the weights (a no-op if it is not held here or already merged).
+    /// The caller checked it with [`LoRA::check_mergeable`].
+    pub(crate) fn merge(&mut self, name: &str) -> Result<()> {
+        let Some(lora) = self.loras.get(name) else {
+            return Ok(());
+        };
+        match self.merged.as_deref() {
+            Some(merged) if merged == name => return Ok(()),
+            Some(merged) => {
+                return Err(Error::NotMergeable {
+                    name: name.to_string(),
+                    reason: format!("`{merged}` is already merged at {}", self.location),
+                });
+            }
+            None => {}
+        }
+        self.linear = lora.merge_into(self.linear.clone());
+        self.merged = Some(name.to_string());
+        self.compile();
+        Ok(())
+    }
+
+    /// Undoes the merge, if any.
+    pub(crate) fn reset(&mut self) {
+        if let Some(name) = self.merged.take() {
+            if let Some(lora) = self.loras.get(name.as_str()) {
+                self.linear = lora.unmerge_from(self.linear.clone());
+            }
+            self.compile();
+        }
+    }
+
+    /// Resolves the active plan's variants against the unmerged modules held here.
+    fn compile(&mut self) {
+        let modules = Modules {
+            loras: &self.loras,
+            merged: self.merged.as_deref(),
+        };
+        self.programs = self.plan.as_ref().and_then(|plan| {
+            let programs: Arc<[Option<Program>]> =
+                plan.variants().iter().map(|v| modules.compile(v)).collect();
+            programs.iter().any(Option::is_some).then_some(programs)
+        });
+    }
+
+    /// The wrapped layer's output, adapted by the active modules.
+    ///
+    /// Composition follows AdapterHub's `LoRALinear`: in a `Stack` each module takes the
+    /// previous one's contribution as its input and the last one combines the result with the
+    /// layer output; `Average` weights the children's contributions; `Split`, `BatchSplit`,
+    /// `Parallel` and `PerRow` give each slice its own setup. A merged module is already in the
+    /// weights and is skipped.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq, d_input]`
+    /// - output: `[batch, seq, d_output]`
+    pub fn forward(&self, input: Tensor<3>) -> Tensor<3> {
+        let (Some(plan), Some(programs)) = (&self.plan, &self.programs) else {
+            return self.linear.forward(input);
+        };
+        let runner = Runner {
+            loras: &self.loras,
+            linear: &self.linear,
+        };
+        let run = |variant: usize, [input]: [Tensor<3>; 1]| match &programs[variant] {
+            Some(program) => runner.run(program, input),
+            None => self.linear.forward(input),
+        };
+        if !plan.routes_rows() {
+            return run(0, [input]);
+        }
+        let [batch, _, _] = input.dims();
+        run_row_groups(&plan.routing(batch), [input], run)
+    }
+}
+
+const LORAS: &str = "loras";
+const CONTAINER: &str = "LinearSite";
+
+impl Module for LinearSite {
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        self.loras
+            .collect_devices(self.linear.collect_devices(devices))
+    }
+
+    fn fork(self, device: &Device) -> Self {
+        Self {
+            linear: self.linear.fork(device),
+            loras: self.loras.fork(device),
+            ..self
+        }
+    }
+
+    fn to_device(self, device: &Device) -> Self {
+        Self {
+            linear: self.linear.to_device(device),
+            loras: self.loras.to_device(device),
+            ..self
+        }
+    }
+
+    fn train(self) -> Self {
+        Self {
+            linear: self.linear.train(),
+            loras: self.loras.train(),
+            ..self
+        }
+    }
+
+    fn valid(&self) -> Self {
+        Self {
+            location: self.location,
+            linear: self.linear.valid(),
+            loras: self.loras.valid(),
+            merged: self.merged.clone(),
+            plan: self.plan.clone(),
+            programs: self.programs.clone(),
+        }
+    }
+
+    fn materialize(self) -> Self {
+        Self {
+            linear: self.linear.materialize(),
+            loras: self.loras.materialize(),
+            ..self
+        }
+    }
+
+    // The wrapped layer's parameters appear directly under the site (`query.weight`), so
+    // checkpoints of the plain model load unchanged; the modules sit under `loras`.
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        self.linear.visit(visitor);
+        if !self.loras.is_empty() {
+            visitor.enter_module(LORAS, CONTAINER);
+            self.loras.visit(visitor);
+            visitor.exit_module(LORAS, CONTAINER);
+        }
+    }
+
+    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
+        let linear = self.linear.map(mapper);
+        let loras = if self.loras.is_empty() {
+            self.loras
+        } else {
+            mapper.enter_module(LORAS, CONTAINER);
+            let loras = self.loras.map(mapper);
+            mapper.exit_module(LORAS, CONTAINER);
+            loras
+        };
+        Self {
+            linear,
+            loras,
+            ..self
+        }
+    }
+}
+
+impl ModuleDisplayDefault for LinearSite {
+    fn content(&self, content: Content) -> Option<Content> {
+        let content = self.linear.content(content)?;
+        if self.loras.is_empty() {
+            Some(content)
+        } else {
+            Some(content.add(LORAS, &self.loras))
+        }
+    }
+}
+
+impl ModuleDisplay for LinearSite {}
