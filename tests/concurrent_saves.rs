@@ -8,8 +8,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use burn_adapters::models::bert::BertModel;
 use burn_adapters::config::Activation;
+use burn_adapters::models::bert::BertModel;
 use burn_adapters::prelude::*;
 use common::snapshot::snapshot;
 use common::*;

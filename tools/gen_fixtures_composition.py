@@ -6,7 +6,8 @@
 Adapters shared by all cases (created once, perturbed, saved; each case dir holds copies of the ones it uses):
     a, b, c    seq_bn[reduction_factor=8]   every parameter + 0.1 * N(0,1)
     la, lb     lora[r=4,alpha=8]            every parameter + 0.3 * N(0,1)
-Fusion layers (fuse_* and nested_stack_fuse cases) are created per case on Fuse("a","b") and get + 0.3 * N(0,1).
+Fusion layers (fuse_*, nested_stack_fuse and fuse_nested_stack cases) are created per case under the case's Fuse
+block's name (AdapterHub's `Fuse.name`: "a,b", or "b,c" for Fuse(Stack("a", "b"), "c")) and get + 0.3 * N(0,1).
 
 Layout:
     OUT/composition/cases.json                 [{"name", "setup", "files", ...same keys as setup.json}, ...]
@@ -83,6 +84,10 @@ CASES = [
      "child Stack applies c's pre_forward again to row 0, so row 0 != Stack(c,a) alone (see row_checks)"),
     ("batchsplit_bn_lora", 'BatchSplit("a", "la", batch_sizes=[1, 1])', None, "row 0 -> a, row 1 -> la"),
     ("parallel_lora_bn", 'Parallel("la", "a")', None, "rows 0..1 -> la, rows 2..3 -> a"),
+    ("fuse_nested_stack", 'Fuse(Stack("a", "b"), "c")', "dynamic",
+     "the fusion layer is Fuse.name = \"b,c\" (each child's last adapter; add_adapter_fusion cannot take the "
+     "nested block itself). z = LN(h+r) (c's pre_forward), residual h; the Stack child: o_a = f_a(LN(z+r)) + z, "
+     "u_b = f_b(LN(o_a+r)); u_c = f_c(z); o = fusion(z; u_b, u_c) + h; y = LN(o+r)"),
 ]
 
 # average_adapter cases: name -> (new adapter name, kwargs of model.average_adapter)
@@ -117,6 +122,17 @@ def flatten(setup):
 
 def has_fuse(setup):
     return not isinstance(setup, str) and (isinstance(setup, Fuse) or any(has_fuse(c) for c in setup))
+
+
+def fuse_block(setup):
+    """The outermost Fuse block of a setup."""
+    if isinstance(setup, Fuse):
+        return setup
+    for child in [] if isinstance(setup, str) else setup:
+        found = fuse_block(child)
+        if found is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +173,12 @@ def bn_site(case, mod, x, r, fusion_cfg):
         o_a = f_adapter(A["a"], LN(h + r)) + h
         o_b = f_adapter(A["b"], LN(o_a + r)) + o_a
         return LN(o_b + r)
+    if case == "fuse_nested_stack":
+        z = LN(h + r)
+        o_a = f_adapter(A["a"], LN(z + r)) + z
+        u_b = f_adapter(A["b"], LN(o_a + r))
+        o = fusion_formula(mod.adapter_fusion_layer["b,c"], fusion_cfg, z, h, [u_b, f_adapter(A["c"], z)])
+        return LN(o + r)
     if case.startswith("fuse_"):
         z = LN(h + r)
         o = fusion_formula(mod.adapter_fusion_layer["a,b"], fusion_cfg, z, h, [f_adapter(A["a"], z), f_adapter(A["b"], z)])
@@ -300,10 +322,11 @@ def build_case(idx, name, text, fusion_cfg, notes, base_dir, pool_dir, out_dir, 
     setup = parse_setup(text)
     names = flatten(setup)
     model = case_model(base_dir, pool_dir, names)
+    fusion_name = fuse_block(setup).name if fusion_cfg else None
     if fusion_cfg:
-        model.add_adapter_fusion(Fuse("a", "b"), fusion_cfg)
+        model.add_adapter_fusion(fusion_name, fusion_cfg)
         torch.manual_seed(SEED + 100 + idx)
-        fparams = C.fusion_params(model, "a,b")
+        fparams = C.fusion_params(model, fusion_name)
         assert fparams
         C.perturb(fparams, FUSION_NOISE)
     info = {
@@ -349,7 +372,7 @@ def build_case(idx, name, text, fusion_cfg, notes, base_dir, pool_dir, out_dir, 
     for n in names:
         model.save_adapter(os.path.join(case_dir, n), n, with_head=False, use_safetensors=True)
     if fusion_cfg:
-        model.save_adapter_fusion(os.path.join(case_dir, "fusion"), "a,b", use_safetensors=True)
+        model.save_adapter_fusion(os.path.join(case_dir, "fusion"), fusion_name, use_safetensors=True)
         info["fusion_files"] = sorted(os.listdir(os.path.join(case_dir, "fusion")))
         info["fusion_tensors"] = C.manifest(os.path.join(case_dir, "fusion", "model_adapter_fusion.safetensors"))
     C.save_expected(os.path.join(case_dir, "expected.safetensors"), out)
