@@ -36,9 +36,16 @@ pub fn device_by_name(name: &str) -> Result<Device> {
 /// Whether `device` is burn-flex, with or without autodiff (burn's device equality ignores
 /// autodiff). The places where burn-flex's own kernel is slow enough to do the work on the host
 /// ask this.
-#[cfg(feature = "flex")]
 pub(crate) fn is_flex(device: &Device) -> bool {
-    *device == Device::flex()
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// Names accepted by [`device_by_name`] in this build.

@@ -28,7 +28,8 @@ pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D>
     if !dropout_active(dropout, &device) {
         return input;
     }
-    if !draws_on_host(&device) {
+    // burn-flex's tensors live in host memory and its `random` is per-element: draw there.
+    if !crate::backend::is_flex(&device) {
         return dropout.forward(input);
     }
     let shape = input.shape();
@@ -46,20 +47,6 @@ pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D>
 /// with a non-zero probability (burn's rule).
 pub fn dropout_active(dropout: &Dropout, device: &Device) -> bool {
     dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0
-}
-
-/// Whether masks for `device` are cheaper to draw on the host: burn-flex, whose tensors live in
-/// host memory and whose `random` is per-element.
-fn draws_on_host(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        crate::backend::is_flex(device)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
 }
 
 /// `n` values, each `1/keep` with probability `keep` and `0` otherwise.

@@ -6,6 +6,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor, activation::softmax};
 
+use crate::backend::is_flex;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::sites::{LinearSite, ResidualSite};
@@ -107,11 +108,19 @@ pub(super) struct Padding {
 }
 
 impl Padding {
-    /// The padding of `attention_mask` (`[batch, seq]`, 0 = padding) for scores of `dtype`.
-    /// Built on the device without reading the mask back: a batch without padding adds zeros.
-    pub(super) fn new(attention_mask: Tensor<2, Int>, dtype: DType) -> Self {
+    /// The padding of `attention_mask` (`[batch, seq]`, 0 = padding) for scores of `dtype`, or
+    /// `None` for a batch without padding where that is known for free.
+    ///
+    /// The mask is not read back from a device (that would make the forward wait for it): a
+    /// batch without padding then adds a bias of zeros. On flex the mask already is host memory,
+    /// so an all-ones mask is dropped as transformers drops it, which spares the attention its
+    /// bias (docs/PERFORMANCE.md).
+    pub(super) fn new(attention_mask: Tensor<2, Int>, dtype: DType) -> Option<Self> {
         let [batch, seq] = attention_mask.dims();
         let padded = attention_mask.equal_elem(0);
+        if is_flex(&padded.device()) && !padded.clone().any().into_scalar::<bool>() {
+            return None;
+        }
         let lowest = match dtype {
             DType::F16 => half::f16::MIN.to_f64(),
             DType::BF16 => half::bf16::MIN.to_f64(),
@@ -121,7 +130,7 @@ impl Padding {
         let bias = Tensor::<4>::zeros([batch, 1, 1, seq], &mask.device())
             .cast(dtype)
             .mask_fill(mask.clone(), lowest);
-        Self { mask, bias, lowest }
+        Some(Self { mask, bias, lowest })
     }
 }
 

@@ -245,7 +245,7 @@ impl BertModel {
             .forward(input.input_ids, input.token_type_ids);
         let padding = input
             .attention_mask
-            .map(|mask| Padding::new(mask, x.dtype()));
+            .and_then(|mask| Padding::new(mask, x.dtype()));
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref());
         }
