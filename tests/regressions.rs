@@ -125,16 +125,33 @@ fn an_ia3_merge_that_could_not_be_undone_is_refused() {
     }
 }
 
-#[test]
-fn an_unknown_hidden_act_is_an_error() {
-    // BertModel silently used GELU for an activation it did not know.
+/// The error of loading the fixture BERT with `config.json`'s `key` set to `value`.
+fn load_base_with(key: &str, value: &str) -> Error {
     let (_tmp, dir) = copy_fixture("base");
     let path = dir.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["hidden_act"] = "wiggle".into();
+    config[key] = value.into();
     std::fs::write(&path, config.to_string()).unwrap();
-    let error = BertModel::from_pretrained(&dir, &device()).unwrap_err();
+    BertModel::from_pretrained(&dir, &device()).unwrap_err()
+}
+
+#[test]
+fn an_unknown_hidden_act_is_an_error() {
+    // A config holding an activation BertModel did not know built a model with GELU instead
+    // (only `from_file` checked the name); the activation is now typed, so such a config does
+    // not come into being.
+    let mut json = serde_json::to_value(BertConfig::tiny()).unwrap();
+    json["hidden_act"] = "wiggle".into();
+    let error = serde_json::from_value::<BertConfig>(json.clone()).unwrap_err();
+    assert!(error.to_string().contains("wiggle"), "{error}");
+    json["hidden_act"] = "gelu_new".into();
+    let config: BertConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        config.hidden_act,
+        burn_adapters::config::Activation::GeluNew
+    );
+    let error = load_base_with("hidden_act", "wiggle");
     assert!(
         matches!(&error, Error::Json { field, .. } if field == "hidden_act"),
         "{error}"
@@ -144,13 +161,7 @@ fn an_unknown_hidden_act_is_an_error() {
 #[test]
 fn other_model_types_are_refused() {
     // A RoBERTa directory loaded as BERT and gave wrong outputs (max |Δ| 2.8 on a tiny one).
-    let (_tmp, dir) = copy_fixture("base");
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["model_type"] = "roberta".into();
-    std::fs::write(&path, config.to_string()).unwrap();
-    let error = BertModel::from_pretrained(&dir, &device()).unwrap_err();
+    let error = load_base_with("model_type", "roberta");
     assert!(
         matches!(&error, Error::Json { field, .. } if field == "model_type"),
         "{error}"

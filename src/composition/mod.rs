@@ -204,6 +204,29 @@ impl AdapterSetup {
         keys
     }
 
+    /// An `Average` block's children, each with the factor its output is multiplied by: its weight,
+    /// divided by the weights' sum when they are normalised. Empty for other blocks.
+    pub(crate) fn weighted_children(&self) -> Vec<(&AdapterSetup, f64)> {
+        let AdapterSetup::Average {
+            children,
+            weights,
+            normalize_weights,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let total: f64 = if *normalize_weights {
+            weights.iter().sum()
+        } else {
+            1.0
+        };
+        children
+            .iter()
+            .zip(weights)
+            .map(|(c, w)| (c, w / total))
+            .collect()
+    }
+
     /// Checks the nesting rules of AdapterHub's `ALLOWED_NESTINGS`, block arguments, and names;
     /// the error names the offending block.
     pub fn validate(&self) -> Result<()> {

@@ -28,6 +28,23 @@ pub(crate) fn check_probability(field: &str, p: f64) -> Result<()> {
     }
 }
 
+/// Checks that `value` is positive and finite (an epsilon, a scale); the error names `field`.
+pub(crate) fn check_positive(field: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, value, "must be positive and finite"))
+    }
+}
+
+/// Checks that every `(field, size)` is at least 1; the error names the first that is not.
+pub(crate) fn check_sizes(sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, size)| *size == 0) {
+        Some((field, _)) => Err(Error::invalid(*field, 0, "must be at least 1")),
+        None => Ok(()),
+    }
+}
+
 /// Hidden size divided by this gives the bottleneck size: a single number, or one per layer.
 ///
 /// The per-layer form is keyed by the layer index as a string, with an optional `"default"`

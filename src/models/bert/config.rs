@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use serde_json::Value;
 
 use super::BertModel;
-use crate::config::{Activation, check_probability};
+use crate::config::{Activation, check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
 
 /// The fields of a Hugging Face `config.json` that define a BERT encoder.
@@ -168,21 +168,12 @@ impl BertConfig {
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
         ];
-        if let Some((field, _)) = sizes.iter().find(|(_, size)| *size == 0) {
-            return Err(Error::invalid(*field, 0, "must be at least 1"));
-        }
+        check_sizes(&sizes)?;
         check_probability("hidden_dropout_prob", self.hidden_dropout_prob)?;
         check_probability(
             "attention_probs_dropout_prob",
             self.attention_probs_dropout_prob,
         )?;
-        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
-            return Err(Error::invalid(
-                "layer_norm_eps",
-                self.layer_norm_eps,
-                "must be positive and finite",
-            ));
-        }
-        Ok(())
+        check_positive("layer_norm_eps", self.layer_norm_eps)
     }
 }

@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::tensor::{Bool, Device, Tensor};
 
-use crate::config::check_probability;
+use crate::config::{check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
 use crate::model::{AdapterHost, AdapterRegistry};
 use crate::sites::{LinearSite, ResidualSite};
@@ -51,15 +51,11 @@ impl AdapterTransformerEncoderConfig {
     /// `layer_norm_eps`. The error names the field.
     pub fn validate(&self) -> Result<()> {
         let c = &self.encoder;
-        for (field, size) in [
+        check_sizes(&[
             ("d_model", c.d_model),
             ("d_ff", c.d_ff),
             ("n_heads", c.n_heads),
-        ] {
-            if size == 0 {
-                return Err(Error::invalid(field, 0, "must be at least 1"));
-            }
-        }
+        ])?;
         if !c.d_model.is_multiple_of(c.n_heads) {
             return Err(Error::invalid(
                 "n_heads",
@@ -68,14 +64,7 @@ impl AdapterTransformerEncoderConfig {
             ));
         }
         check_probability("dropout", c.dropout)?;
-        if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
-            return Err(Error::invalid(
-                "layer_norm_eps",
-                c.layer_norm_eps,
-                "must be positive and finite",
-            ));
-        }
-        Ok(())
+        check_positive("layer_norm_eps", c.layer_norm_eps)
     }
 
     /// Builds the encoder (burn's initialisation) after [`validate`](Self::validate).

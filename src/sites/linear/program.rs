@@ -70,20 +70,11 @@ impl Modules<'_> {
                     _ => Some(Update::Stack(steps)),
                 }
             }
-            AdapterSetup::Average {
-                children,
-                weights,
-                normalize_weights,
-            } => {
-                let total: f64 = if *normalize_weights {
-                    weights.iter().sum()
-                } else {
-                    1.0
-                };
-                let terms: Vec<(Update, f64)> = children
-                    .iter()
-                    .zip(weights)
-                    .filter_map(|(c, w)| Some((self.update(c)?, w / total)))
+            AdapterSetup::Average { .. } => {
+                let terms: Vec<(Update, f64)> = setup
+                    .weighted_children()
+                    .into_iter()
+                    .filter_map(|(c, factor)| Some((self.update(c)?, factor)))
                     .collect();
                 (!terms.is_empty()).then_some(Update::Average(terms))
             }

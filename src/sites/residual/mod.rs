@@ -24,7 +24,19 @@ use program::{Modules, Runner, Step};
 /// A transformer layer calls [`ResidualSite::forward`] in place of `layer_norm(hidden + residual)`
 /// (or `hidden + residual` in pre-norm layers); with no active adapter the result is exactly that
 /// expression. The model API ([`AdapterModel`](crate::AdapterModel)) fills the site and
-/// activates setups on it.
+/// activates setups on it; a site cannot be filled around it (which would skip what the model
+/// API does, such as putting new modules in training mode on autodiff devices):
+///
+/// ```compile_fail
+/// use burn::tensor::Device;
+/// use burn_adapters::config::{AdapterConfig, BnConfig};
+/// use burn_adapters::sites::{ResidualSite, SiteLocation, SitePosition};
+///
+/// let location = SiteLocation { layer: 0, position: SitePosition::Output };
+/// let mut site = ResidualSite::new(location);
+/// let config = AdapterConfig::Bottleneck(BnConfig::seq_bn());
+/// site.add_adapter("a", &config, 8, &Device::flex()).unwrap(); // not part of the API
+/// ```
 #[derive(Debug, Clone)]
 pub struct ResidualSite {
     location: SiteLocation,

@@ -78,25 +78,14 @@ impl Modules<'_> {
                 children: children.iter().map(|c| self.compile_block(c)).collect(),
                 splits: splits.clone(),
             }),
-            AdapterSetup::Average {
-                children,
-                weights,
-                normalize_weights,
-            } => {
-                let total: f64 = if *normalize_weights {
-                    weights.iter().sum()
-                } else {
-                    1.0
-                };
-                Some(Step::Average {
-                    first: self.first(setup)?,
-                    children: children
-                        .iter()
-                        .zip(weights)
-                        .map(|(c, w)| (self.compile_block(c), w / total))
-                        .collect(),
-                })
-            }
+            AdapterSetup::Average { .. } => Some(Step::Average {
+                first: self.first(setup)?,
+                children: setup
+                    .weighted_children()
+                    .into_iter()
+                    .map(|(c, factor)| (self.compile_block(c), factor))
+                    .collect(),
+            }),
             // Row blocks are resolved into variants before compiling.
             AdapterSetup::Parallel(_)
             | AdapterSetup::BatchSplit { .. }
