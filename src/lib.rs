@@ -79,6 +79,14 @@ pub use names::FusionKey;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::methods::dropout::dropout;
+
+    /// The batch rows the plan of `setup` routes, in the order the groups run them (each row
+    /// once when the routing is right), with `Parallel`'s copies counted in `batch`.
+    pub fn route_rows(setup: &crate::AdapterSetup, batch: usize) -> Vec<usize> {
+        let plan = crate::composition::ActivePlan::new(setup.clone());
+        let routing = plan.routing(batch);
+        routing.groups.iter().flat_map(|g| g.rows.iter()).collect()
+    }
 }
 
 /// The types most programs import.
