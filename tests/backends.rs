@@ -1,10 +1,14 @@
 //! Backend conformance: the same checks on whichever device `BURN_ADAPTERS_TEST_DEVICE` names
 //! (`flex` by default; `wgpu`, `tch`, `cuda` when the crate feature is on), compared with the
-//! flex results and the reference fixtures.
+//! results on a second device (flex, or without the `flex` feature another compiled-in backend)
+//! and with the reference fixtures.
 //!
 //! ```text
 //! BURN_ADAPTERS_TEST_DEVICE=wgpu cargo test --features wgpu --test backends
 //! ```
+//!
+//! CI builds it without `flex` (`--no-default-features --features wgpu,tch`), which also checks
+//! that the library builds for a user without the default feature.
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_adapters::backend::device_by_name;
+use burn_adapters::backend::{available_backends, device_by_name};
 use burn_adapters::models::bert::BertModel;
 use burn_adapters::prelude::*;
 use common::snapshot::snapshot;
@@ -26,12 +30,30 @@ fn test_device() -> Device {
     device_by_name(&device_name()).expect("the backend's crate feature is enabled")
 }
 
+/// The device results are compared with: flex when it is compiled in, else another compiled-in
+/// backend than the one under test; and the tolerance between the two.
+fn reference_device() -> (Device, f64) {
+    let name = available_backends()
+        .into_iter()
+        .find(|b| *b == "flex" || *b != device_name())
+        .expect("a second backend to compare with");
+    (
+        device_by_name(name).unwrap(),
+        tolerance().max(tolerance_of(name)),
+    )
+}
+
 /// GPU-style backends reorder float sums more freely than CPU ones.
-fn tolerance() -> f64 {
-    match device_name().as_str() {
+fn tolerance_of(device: &str) -> f64 {
+    match device {
         "wgpu" | "cuda" => 1e-4,
         _ => 1e-5,
     }
+}
+
+/// The tolerance of the device under test against the reference.
+fn tolerance() -> f64 {
+    tolerance_of(&device_name())
 }
 
 fn load(device: &Device) -> BertModel {
@@ -58,29 +80,26 @@ fn hidden(model: &BertModel, device: &Device) -> Vec<f32> {
 }
 
 #[test]
-fn adapters_compute_the_same_on_this_device_as_on_flex_and_in_the_reference() {
-    let (device, flex) = (test_device(), Device::flex());
-    let (base, flex_base) = (load(&device), load(&flex));
+fn adapters_compute_the_same_on_this_device_as_on_another_and_in_the_reference() {
+    let (device, (other, between)) = (test_device(), reference_device());
+    let (base, other_base) = (load(&device), load(&other));
     for case in cases() {
         let label = case.strip_prefix(fixtures()).unwrap().display().to_string();
         let mut model = base.clone();
         let name = model.load_adapter(&case).unwrap();
         model.set_active_adapters(name.as_str()).unwrap();
-        let mut reference = flex_base.clone();
+        let mut reference = other_base.clone();
         reference.load_adapter(&case).unwrap();
         reference.set_active_adapters(name.as_str()).unwrap();
         let got = hidden(&model, &device);
-        let vs_flex = max_abs_diff(&got, &as_f64(&hidden(&reference, &flex)));
+        let vs_other = max_abs_diff(&got, &as_f64(&hidden(&reference, &other)));
         let (_, want) = read_tensor(&case.join("expected.safetensors"), "last_hidden_state");
         let vs_python = max_abs_diff(&got, &want);
         println!(
-            "{} {label:<28} vs flex {vs_flex:.2e}, vs AdapterHub {vs_python:.2e}",
+            "{} {label:<28} vs {other:?} {vs_other:.2e}, vs AdapterHub {vs_python:.2e}",
             device_name()
         );
-        assert!(
-            vs_flex <= tolerance() && vs_python <= tolerance(),
-            "{label}"
-        );
+        assert!(vs_other <= between && vs_python <= tolerance(), "{label}");
     }
 }
 
@@ -115,31 +134,31 @@ fn training_a_lora_and_a_bottleneck_leaves_the_base_untouched() {
 
 #[test]
 fn adapters_move_between_devices_through_files() {
-    let (device, flex) = (test_device(), Device::flex());
+    let (device, (other, between)) = (test_device(), reference_device());
     let scratch = tempfile::tempdir().unwrap();
     let case = fixtures().join("lora/union_seq_bn_lora");
-    // saved on this device, loaded on flex
+    // saved on this device, loaded on the other
     let mut model = load(&device);
     let name = model.load_adapter(&case).unwrap();
     model
         .save_adapter(scratch.path().join("here"), &name)
         .unwrap();
-    let mut there = load(&flex);
+    let mut there = load(&other);
     there.load_adapter(scratch.path().join("here")).unwrap();
     there.set_active_adapters(name.as_str()).unwrap();
     model.set_active_adapters(name.as_str()).unwrap();
-    let delta = max_abs_diff(&hidden(&model, &device), &as_f64(&hidden(&there, &flex)));
-    assert!(delta <= tolerance(), "{delta:e}");
-    // saved on flex, loaded here: the saved tensors are identical
+    let delta = max_abs_diff(&hidden(&model, &device), &as_f64(&hidden(&there, &other)));
+    assert!(delta <= between, "{delta:e}");
+    // saved on the other, loaded here: the saved tensors are identical
     there
-        .save_adapter(scratch.path().join("flex"), &name)
+        .save_adapter(scratch.path().join("other"), &name)
         .unwrap();
     let mut back = load(&device);
-    back.load_adapter(scratch.path().join("flex")).unwrap();
+    back.load_adapter(scratch.path().join("other")).unwrap();
     back.save_adapter(scratch.path().join("again"), &name)
         .unwrap();
     assert_eq!(
-        std::fs::read(scratch.path().join("flex/adapter.safetensors")).unwrap(),
+        std::fs::read(scratch.path().join("other/adapter.safetensors")).unwrap(),
         std::fs::read(scratch.path().join("again/adapter.safetensors")).unwrap()
     );
 }

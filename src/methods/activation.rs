@@ -98,7 +98,7 @@ mod host {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use burn::tensor::{Device, Distribution, Tensor, activation};
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_adapters::models::bert::{BertInput, BertModel};
 
+#[cfg(feature = "flex")]
 pub fn device() -> Device {
     Device::flex()
 }
