@@ -45,12 +45,14 @@
 //! 10. `model`: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
 //!     it builds modules from what `io` reads and installs them in the sites.
 //! 11. `train`: a small training helper on top of burn's optimizers.
-//! 12. `models`: reference hosts (BERT, burn's `TransformerEncoder`).
+//! 12. `generation`: text generation for any causal language model ([`generation::CausalLm`]).
+//! 13. `models`: reference hosts (BERT, Llama-family decoders, burn's `TransformerEncoder`).
 
 pub mod backend;
 pub mod composition;
 pub mod config;
 mod error;
+pub mod generation;
 pub mod heads;
 pub mod io;
 pub mod methods;

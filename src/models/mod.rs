@@ -1,4 +1,8 @@
-//! Reference hosts: a Hugging Face BERT and burn's `TransformerEncoder`, both adapter-ready.
+//! Reference hosts: Hugging Face BERT and Llama-family decoders, and burn's `TransformerEncoder`,
+//! all adapter-ready.
 
 pub mod bert;
 pub mod encoder;
+mod hf_config;
+mod input_checks;
+pub mod llama;

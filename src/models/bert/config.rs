@@ -5,11 +5,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use burn::tensor::Device;
-use serde_json::Value;
 
 use super::BertModel;
 use crate::config::{Activation, check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
+use crate::models::hf_config::read_hf_config;
 
 /// The fields of a Hugging Face `config.json` that define a BERT encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,40 +106,7 @@ impl BertConfig {
     /// old checkpoints); other model types are refused, as their weights would load into the
     /// wrong computation.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json_error = |field: String, reason: String| Error::Json {
-            path: path.into(),
-            field,
-            reason,
-        };
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| json_error(".".into(), e.to_string()))?;
-        match value.get("model_type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(model_type)) if model_type == "bert" => {}
-            Some(other) => {
-                return Err(json_error(
-                    "model_type".into(),
-                    format!("{other} is not a BERT model (\"bert\")"),
-                ));
-            }
-        }
-        let config: Self = serde_path_to_error::deserialize(&value)
-            .map_err(|e| json_error(e.path().to_string(), e.into_inner().to_string()))?;
-        config.validate().map_err(|e| match e {
-            Error::InvalidConfig {
-                field,
-                value,
-                reason,
-            } => Error::Json {
-                path: path.into(),
-                field,
-                reason: format!("{value}: {reason}"),
-            },
-            other => other,
-        })?;
-        Ok(config)
+        read_hf_config(path.as_ref(), &["bert"], true, Self::validate)
     }
 
     /// Builds a randomly initialised model (with a pooler) after checking every field.

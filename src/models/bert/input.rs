@@ -4,6 +4,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::BertConfig;
 use crate::error::{Error, Result};
+use crate::models::input_checks::check_range;
 
 /// Token ids and masks for one batch.
 #[derive(Debug, Clone)]
@@ -70,21 +71,5 @@ impl BertInput {
             Some(types) => check_range("token_type_ids", types, config.type_vocab_size),
             None => Ok(()),
         }
-    }
-}
-
-/// Checks that every value of `ids` lies in `0..bound`.
-fn check_range(name: &str, ids: &Tensor<2, Int>, bound: usize) -> Result<()> {
-    let extremes = Tensor::cat(vec![ids.clone().min(), ids.clone().max()], 0)
-        .into_data()
-        .convert::<i64>();
-    let extremes = extremes.as_slice::<i64>().unwrap_or_default();
-    match extremes {
-        [min, max] if *min >= 0 && (*max as u64) < bound as u64 => Ok(()),
-        [min, max] => Err(Error::input(
-            name,
-            format!("values from {min} to {max}, outside 0..{bound}"),
-        )),
-        _ => Err(Error::input(name, "its values could not be read")),
     }
 }

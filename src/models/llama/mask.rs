@@ -1,0 +1,76 @@
+//! The additive attention bias of a causal batch: future positions, padding and, for sliding
+//! layers, positions outside the window get the dtype's lowest value, as in transformers.
+
+use burn::tensor::{Bool, DType, Int, Tensor};
+
+/// The bias of one forward, per distinct window of the model's layers.
+#[derive(Debug, Clone)]
+pub(crate) struct AttentionBias {
+    biases: Vec<(Option<usize>, Tensor<4>)>,
+}
+
+impl AttentionBias {
+    /// The bias for queries at positions `past..past + seq` of keys `0..past + seq`, whose
+    /// padding `key_mask` marks (`[batch, past + seq]`, 0 = padding), for each of `windows`.
+    pub(crate) fn new(
+        key_mask: Tensor<2, Int>,
+        past: usize,
+        seq: usize,
+        windows: impl IntoIterator<Item = Option<usize>>,
+        dtype: DType,
+    ) -> Self {
+        let [batch, keys] = key_mask.dims();
+        let device = key_mask.device();
+        let lowest = match dtype {
+            DType::F16 => half::f16::MIN.to_f64(),
+            DType::BF16 => half::bf16::MIN.to_f64(),
+            _ => f32::MIN as f64,
+        };
+        let query_pos = Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
+            .reshape([seq, 1])
+            .expand([seq, keys]);
+        let key_pos = Tensor::<1, Int>::arange(0..keys as i64, &device)
+            .reshape([1, keys])
+            .expand([seq, keys]);
+        let future = key_pos.clone().greater(query_pos.clone());
+        let padded = key_mask
+            .equal_elem(0)
+            .reshape([batch, 1, 1, keys])
+            .expand([batch, 1, seq, keys]);
+        let mut biases: Vec<(Option<usize>, Tensor<4>)> = Vec::new();
+        for window in windows {
+            if biases.iter().any(|(w, _)| *w == window) {
+                continue;
+            }
+            let mut masked: Tensor<2, Bool> = future.clone();
+            if let Some(window) = window {
+                let outside =
+                    (query_pos.clone() - key_pos.clone()).greater_equal_elem(window as i64);
+                masked = masked.bool_or(outside);
+            }
+            let masked = masked
+                .reshape([1, 1, seq, keys])
+                .expand([batch, 1, seq, keys])
+                .bool_or(padded.clone());
+            let bias = Tensor::<4>::zeros([batch, 1, seq, keys], &device)
+                .cast(dtype)
+                .mask_fill(masked, lowest);
+            biases.push((window, bias));
+        }
+        Self { biases }
+    }
+
+    /// The bias of a layer with `window`.
+    ///
+    /// # Panics
+    ///
+    /// If `window` was not among the windows the bias was built for (the model builds it from
+    /// its own layers).
+    pub(crate) fn for_window(&self, window: Option<usize>) -> Tensor<4> {
+        self.biases
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, bias)| bias.clone())
+            .expect("the bias is built for every layer's window")
+    }
+}

@@ -1,0 +1,312 @@
+//! Llama-family causal language models (Hugging Face `LlamaForCausalLM`, `MistralForCausalLM`,
+//! `Qwen2ForCausalLM`) with adapter sites, loadable from a Hugging Face model directory.
+//!
+//! RMSNorm, rotary positions (`rope_scaling` `"linear"` and `"llama3"`), grouped-query
+//! attention, Mistral's sliding window, Qwen2's q/k/v biases, tied or separate output
+//! embeddings, causal and padding masks, and a [`KvCache`] for incremental decoding.
+//!
+//! ```
+//! use burn::tensor::{Device, Int, Tensor};
+//! use burn_adapters::prelude::*;
+//! use burn_adapters::models::llama::{KvCache, LlamaConfig, LlamaInput};
+//!
+//! let device = Device::flex();
+//! let mut model = LlamaConfig::tiny().init(&device)?;
+//! model.add_adapter("lora", AdapterConfig::load("lora[r=4]")?)?;
+//! model.set_active_adapters("lora")?;
+//!
+//! let prompt = Tensor::<2, Int>::from_ints([[1, 7, 9, 3]], &device);
+//! let mut cache = KvCache::new();
+//! let logits = model.try_forward_cached(LlamaInput::ids(prompt), &mut cache)?;
+//! assert_eq!(logits.dims(), [1, 4, 61]);
+//! let next = Tensor::<2, Int>::from_ints([[5]], &device);
+//! let logits = model.try_forward_cached(LlamaInput::ids(next), &mut cache)?;
+//! assert_eq!((logits.dims(), cache.len()), ([1, 1, 61], 5));
+//! # Ok::<(), burn_adapters::Error>(())
+//! ```
+
+mod cache;
+mod config;
+mod input;
+mod layers;
+mod load;
+mod mask;
+mod rope;
+
+pub use cache::KvCache;
+pub use config::*;
+pub use input::LlamaInput;
+pub use layers::*;
+pub use rope::RopeScaling;
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::module::linear;
+use burn::tensor::{Int, Tensor};
+
+use crate::error::Result;
+use crate::generation::CausalLm;
+use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
+use crate::sites::{
+    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+};
+use mask::AttentionBias;
+use rope::Rope;
+
+/// A Llama-family decoder with a language-model head and adapter sites after each attention
+/// and feed-forward block.
+///
+/// Parameter paths follow transformers' `LlamaModel` (`embed_tokens`, `layers.{i}.self_attn.q_proj`,
+/// `norm`, with `lm_head` beside them); adapters are saved under the causal LM's names
+/// (`model.layers.{i}.attention_adapters.adapters.{name}.*`), as AdapterHub saves them.
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// Token embeddings.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<LlamaDecoderLayer>,
+    /// The final RMSNorm.
+    pub norm: RmsNorm,
+    /// The output projection; `None` when it is the token embeddings (`tie_word_embeddings`).
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    config: LlamaConfig,
+    #[module(skip)]
+    rope: Rope,
+    #[module(skip)]
+    registry: AdapterRegistry,
+}
+
+impl LlamaModel {
+    /// The config the model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Next-token logits of every position, with the active adapters.
+    ///
+    /// # Panics
+    ///
+    /// On an input [`LlamaInput::check`] refuses, burn may panic or compute garbage;
+    /// [`LlamaModel::try_forward`] checks first.
+    ///
+    /// # Shapes
+    ///
+    /// - input_ids, attention_mask, position_ids: `[batch, seq]`
+    /// - output: `[batch, seq, vocab]` (with a `Parallel` setup of `n` branches, `n·batch` rows)
+    pub fn forward(&self, input: LlamaInput) -> Tensor<3> {
+        self.logits(self.decode(input, None))
+    }
+
+    /// [`LlamaModel::forward`] after checking the input ([`LlamaInput::check`]).
+    pub fn try_forward(&self, input: LlamaInput) -> Result<Tensor<3>> {
+        input.check(&self.config, 0, 0)?;
+        Ok(self.forward(input))
+    }
+
+    /// The logits of `input`'s positions after those in `cache`, adding them to the cache.
+    /// Equal to running the whole sequence at once (up to float rounding).
+    ///
+    /// # Panics
+    ///
+    /// As [`LlamaModel::forward`]; [`LlamaModel::try_forward_cached`] checks first.
+    ///
+    /// # Shapes
+    ///
+    /// - input_ids: `[batch, seq]` (the cached batch's rows), output: `[batch, seq, vocab]`
+    pub fn forward_cached(&self, input: LlamaInput, cache: &mut KvCache) -> Tensor<3> {
+        self.logits(self.decode(input, Some(cache)))
+    }
+
+    /// [`LlamaModel::forward_cached`] after checking the input against the model and the
+    /// cache; a refused input leaves the cache as it was.
+    pub fn try_forward_cached(&self, input: LlamaInput, cache: &mut KvCache) -> Result<Tensor<3>> {
+        let channels = self.registry.parallel_channels();
+        input.check(&self.config, cache.len(), cache.batch / channels.max(1))?;
+        Ok(self.forward_cached(input, cache))
+    }
+
+    /// The hidden states after the final norm, without the language-model head.
+    ///
+    /// # Shapes
+    ///
+    /// - input_ids: `[batch, seq]`, output: `[batch, seq, hidden]`
+    pub fn last_hidden_state(&self, input: LlamaInput) -> Tensor<3> {
+        self.decode(input, None)
+    }
+
+    /// Runs the decoder over `input`'s positions after the cached ones.
+    fn decode(&self, input: LlamaInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let input = self.repeat_for_parallel(input);
+        let [batch, seq] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let past = cache.as_ref().map_or(0, |cache| cache.len());
+        let mask = input
+            .attention_mask
+            .unwrap_or_else(|| Tensor::ones([batch, seq], &device));
+        let key_mask = match cache.as_mut() {
+            Some(cache) => {
+                let key_mask = match cache.mask.take() {
+                    Some(cached) => Tensor::cat(vec![cached, mask], 1),
+                    None => mask,
+                };
+                cache.mask = Some(key_mask.clone());
+                cache.batch = batch;
+                cache
+                    .layers
+                    .resize_with(self.layers.len(), Default::default);
+                key_mask
+            }
+            None => mask,
+        };
+        let positions = input.position_ids.unwrap_or_else(|| {
+            Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
+                .reshape([1, seq])
+                .expand([batch, seq])
+        });
+        let mut x = self.embed_tokens.forward(input.input_ids);
+        let rope = self.rope.tables(positions, x.dtype());
+        let windows = self.layers.iter().map(|layer| layer.self_attn.window);
+        let bias = AttentionBias::new(key_mask, past, seq, windows, x.dtype());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
+            x = layer.forward(x, &rope, &bias, layer_cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// A `Parallel` setup runs the batch once per branch: branch `i` is rows
+    /// `i·batch..(i+1)·batch` of every output.
+    fn repeat_for_parallel(&self, input: LlamaInput) -> LlamaInput {
+        let channels = self.registry.parallel_channels();
+        if channels <= 1 {
+            return input;
+        }
+        LlamaInput {
+            input_ids: input.input_ids.repeat_dim(0, channels),
+            attention_mask: input.attention_mask.map(|m| m.repeat_dim(0, channels)),
+            position_ids: input.position_ids.map(|p| p.repeat_dim(0, channels)),
+        }
+    }
+
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+}
+
+impl CausalLm for LlamaModel {
+    type Cache = KvCache;
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn step(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>> {
+        let input = LlamaInput {
+            input_ids: ids,
+            attention_mask: Some(mask),
+            position_ids: Some(positions),
+        };
+        self.try_forward_cached(input, cache)
+    }
+}
+
+impl AdapterHost for LlamaModel {
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn residual_sites(&self) -> impl Iterator<Item = &ResidualSite> {
+        self.layers
+            .iter()
+            .flat_map(|layer| [&layer.attention_adapters, &layer.output_adapters])
+    }
+
+    fn residual_sites_mut(&mut self) -> impl Iterator<Item = &mut ResidualSite> {
+        self.layers
+            .iter_mut()
+            .flat_map(|layer| [&mut layer.attention_adapters, &mut layer.output_adapters])
+    }
+
+    fn linear_sites(&self) -> impl Iterator<Item = &LinearSite> {
+        self.layers.iter().flat_map(|layer| {
+            let attention = &layer.self_attn;
+            [
+                &attention.q_proj,
+                &attention.k_proj,
+                &attention.v_proj,
+                &layer.mlp.down_proj,
+                &layer.mlp.up_proj,
+            ]
+        })
+    }
+
+    fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
+        self.layers.iter_mut().flat_map(|layer| {
+            let attention = &mut layer.self_attn;
+            [
+                &mut attention.q_proj,
+                &mut attention.k_proj,
+                &mut attention.v_proj,
+                &mut layer.mlp.down_proj,
+                &mut layer.mlp.up_proj,
+            ]
+        })
+    }
+
+    fn registry(&self) -> &AdapterRegistry {
+        &self.registry
+    }
+
+    fn registry_mut(&mut self) -> &mut AdapterRegistry {
+        &mut self.registry
+    }
+
+    fn head_dropout(&self) -> f64 {
+        0.0
+    }
+
+    fn attention_dropout(&self) -> f64 {
+        self.config.attention_dropout
+    }
+
+    fn model_info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: Some(self.config.model_type.model_type().into()),
+            model_class: Some(self.config.model_type.model_class().into()),
+            model_name: self.config.name_or_path.clone(),
+        }
+    }
+
+    fn site_path(&self, location: SiteLocation) -> String {
+        let block = match location.position {
+            SitePosition::Attention => "attention_adapters",
+            SitePosition::Output => "output_adapters",
+        };
+        format!("model.layers.{}.{block}.adapters", location.layer)
+    }
+
+    fn linear_site_path(&self, location: LinearLocation) -> String {
+        let layer = match location.position {
+            LinearPosition::Query => "self_attn.q_proj",
+            LinearPosition::Key => "self_attn.k_proj",
+            LinearPosition::Value => "self_attn.v_proj",
+            LinearPosition::Intermediate => "mlp.down_proj",
+            LinearPosition::Output => "mlp.up_proj",
+        };
+        format!("model.layers.{}.{layer}.loras", location.layer)
+    }
+}

@@ -1,0 +1,381 @@
+//! Llama-family decoders: logits against transformers and AdapterHub fixtures
+//! (`tools/gen_fixtures_decoder.py`), incremental decoding, files and input checks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor};
+use burn_adapters::generation::{GenerationConfig, Sampling, generate};
+use burn_adapters::models::llama::{KvCache, LlamaConfig, LlamaInput, LlamaModel};
+use burn_adapters::prelude::*;
+use common::*;
+
+const TOLERANCE: f64 = 1e-5;
+/// The families `tools/gen_fixtures_decoder.py` writes.
+const FAMILIES: [&str; 4] = ["llama", "llama_linear_tied", "mistral", "qwen2"];
+
+fn family_dir(family: &str) -> PathBuf {
+    fixtures().join("decoder").join(family)
+}
+
+fn case_dir(family: &str, case: &str) -> PathBuf {
+    family_dir(family).join("cases").join(case)
+}
+
+fn base(family: &str, device: &Device) -> LlamaModel {
+    LlamaModel::from_pretrained(family_dir(family).join("base"), device)
+        .unwrap_or_else(|e| panic!("{family}: {e}"))
+}
+
+fn decoder_inputs(device: &Device) -> LlamaInput {
+    let path = fixtures().join("decoder/inputs.safetensors");
+    LlamaInput::new(
+        int_tensor(&path, "input_ids", device),
+        int_tensor(&path, "attention_mask", device),
+    )
+}
+
+fn expected_logits(dir: &Path) -> Vec<f64> {
+    read_tensor(&dir.join("expected.safetensors"), "logits").1
+}
+
+fn logits(model: &LlamaModel, device: &Device) -> Vec<f32> {
+    values(model.try_forward(decoder_inputs(device)).unwrap())
+}
+
+#[test]
+fn the_fixture_families_are_all_there() {
+    let mut found: Vec<String> = std::fs::read_dir(fixtures().join("decoder"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, FAMILIES);
+}
+
+#[test]
+fn base_logits_match_transformers() {
+    let device = device();
+    for family in FAMILIES {
+        let model = base(family, &device);
+        let delta = max_abs_diff(
+            &logits(&model, &device),
+            &expected_logits(&family_dir(family)),
+        );
+        println!("{family:<18} base logits max |Δ| = {delta:.2e}");
+        assert!(delta <= TOLERANCE, "{family}: max |Δ| = {delta:e}");
+    }
+}
+
+#[test]
+fn every_method_matches_adapterhub_on_every_family() {
+    let device = device();
+    let mut worst = 0.0f64;
+    let mut runs = 0;
+    for family in FAMILIES {
+        let listed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(family_dir(family).join("cases/cases.json")).unwrap(),
+        )
+        .unwrap();
+        for case in case_dirs(&format!("decoder/{family}/cases")) {
+            let label = format!("{family}/{}", case.file_name().unwrap().to_string_lossy());
+            let mut model = base(family, &device);
+            let name = model
+                .load_adapter(&case)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            model.set_active_adapters(name.as_str()).unwrap();
+            let delta = max_abs_diff(&logits(&model, &device), &expected_logits(&case));
+            println!("{label:<28} max |Δ| = {delta:.2e}");
+            assert!(delta <= TOLERANCE, "{label}: max |Δ| = {delta:e}");
+            worst = worst.max(delta);
+            runs += 1;
+
+            let entry = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name.as_str())
+                .unwrap();
+            assert_eq!(
+                model.adapter_summary().adapters[0].num_params as u64,
+                entry["num_params"].as_u64().unwrap(),
+                "{label}: parameter count"
+            );
+        }
+    }
+    assert_eq!(
+        runs,
+        FAMILIES.len() * 5,
+        "every family runs the generator's 5 cases"
+    );
+    println!("{runs} decoder cases, worst max |Δ| = {worst:.2e}");
+}
+
+#[test]
+fn saved_adapters_carry_adapterhubs_names_and_reload_exactly() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    for case in ["seq_bn", "lora_all"] {
+        let reference = case_dir("qwen2", case);
+        let mut model = base("qwen2", &device);
+        let name = model.load_adapter(&reference).unwrap();
+        let dir = scratch.path().join(case);
+        model.save_adapter(&dir, &name).unwrap();
+        let keys = |dir: &Path| {
+            let bytes = std::fs::read(dir.join("adapter.safetensors")).unwrap();
+            let mut keys: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&dir), keys(&reference), "{case}: tensor names");
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["model_type"], "qwen2");
+        assert_eq!(config["model_class"], "Qwen2ForCausalLM");
+
+        let mut reloaded = base("qwen2", &device);
+        reloaded.load_adapter(&dir).unwrap();
+        reloaded.set_active_adapters(name.as_str()).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        assert_eq!(
+            logits(&reloaded, &device),
+            logits(&model, &device),
+            "{case}"
+        );
+    }
+}
+
+/// Runs `input` in pieces of `steps` positions through a cache and joins the logits.
+fn cached_logits(model: &LlamaModel, input: &LlamaInput, steps: &[usize]) -> Tensor<3> {
+    let mut cache = KvCache::new();
+    let mut start = 0;
+    let mut pieces = Vec::new();
+    for &len in steps {
+        let piece = LlamaInput::new(
+            input.input_ids.clone().narrow(1, start, len),
+            input.attention_mask.clone().unwrap().narrow(1, start, len),
+        );
+        pieces.push(model.try_forward_cached(piece, &mut cache).unwrap());
+        start += len;
+    }
+    assert_eq!(cache.len(), start);
+    Tensor::cat(pieces, 1)
+}
+
+/// The logits at real tokens: a padded query attends to nothing, so its output depends on how
+/// many keys it was run with and means nothing.
+fn at_tokens(logits: Tensor<3>, input: &LlamaInput) -> Tensor<3> {
+    let [batch, seq, vocab] = logits.dims();
+    let mask = input.attention_mask.clone().unwrap().float();
+    logits * mask.reshape([batch, seq, 1]).expand([batch, seq, vocab])
+}
+
+#[test]
+fn incremental_decoding_equals_a_full_run_with_and_without_adapters() {
+    let device = device();
+    // Mistral's window (4) is shorter than the input, so the cache must respect it too.
+    for family in ["llama", "mistral"] {
+        let mut model = base(family, &device);
+        let input = decoder_inputs(&device);
+        let full = at_tokens(model.forward(input.clone()), &input);
+        let cached = at_tokens(cached_logits(&model, &input, &[3, 1, 1, 1, 1]), &input);
+        let delta = max_abs_diff_tensors(cached, full);
+        assert!(delta <= TOLERANCE, "{family} base: max |Δ| = {delta:e}");
+
+        for case in ["seq_bn", "lora_all"] {
+            let name = model.load_adapter(case_dir(family, case)).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+            let full = at_tokens(model.forward(input.clone()), &input);
+            let cached = at_tokens(cached_logits(&model, &input, &[4, 2, 1]), &input);
+            let delta = max_abs_diff_tensors(cached, full);
+            assert!(delta <= TOLERANCE, "{family} {case}: max |Δ| = {delta:e}");
+        }
+    }
+}
+
+#[test]
+fn inputs_a_decoder_cannot_run_are_errors_and_leave_the_cache_alone() {
+    let device = device();
+    let model = LlamaConfig::tiny().init(&device).unwrap();
+    let ids = |rows: Vec<Vec<i64>>| {
+        let (batch, seq) = (rows.len(), rows.first().map_or(0, Vec::len));
+        let flat: Vec<i64> = rows.into_iter().flatten().collect();
+        Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(flat, [batch, seq]), &device)
+    };
+    let refuse = |input: LlamaInput, cache: &mut KvCache, what: &str| {
+        let before = cache.len();
+        match model.try_forward_cached(input, cache) {
+            Err(Error::InvalidInput { input, reason }) => {
+                assert_eq!(input, what, "{reason}");
+                assert_eq!(cache.len(), before);
+            }
+            other => panic!("expected InvalidInput for {what}, got {other:?}"),
+        }
+    };
+    let mut cache = KvCache::new();
+    refuse(LlamaInput::ids(ids(vec![vec![]])), &mut cache, "input_ids");
+    refuse(
+        LlamaInput::ids(ids(vec![vec![3, 61]])),
+        &mut cache,
+        "input_ids",
+    );
+    refuse(
+        LlamaInput::ids(ids(vec![vec![-1, 3]])),
+        &mut cache,
+        "input_ids",
+    );
+    let too_long = vec![vec![3; 2049]];
+    refuse(LlamaInput::ids(ids(too_long)), &mut cache, "input_ids");
+    let mut masked = LlamaInput::new(ids(vec![vec![3, 4]]), ids(vec![vec![1, 1, 1]]));
+    refuse(masked.clone(), &mut cache, "attention_mask");
+    masked.attention_mask = None;
+    masked.position_ids = Some(ids(vec![vec![0, 4000]]));
+    refuse(masked, &mut cache, "position_ids");
+
+    model
+        .try_forward_cached(LlamaInput::ids(ids(vec![vec![3, 4]])), &mut cache)
+        .unwrap();
+    refuse(
+        LlamaInput::ids(ids(vec![vec![3], vec![4]])),
+        &mut cache,
+        "input_ids",
+    );
+    let rest = vec![vec![3; 2047]];
+    refuse(LlamaInput::ids(ids(rest)), &mut cache, "input_ids");
+    assert_eq!(cache.len(), 2);
+}
+
+#[test]
+fn configs_a_host_cannot_run_are_refused_naming_the_field() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(family_dir("llama").join("base/config.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = [
+        ("model_type", serde_json::json!("gpt_neox"), "model_type"),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "rope_scaling",
+        ),
+        (
+            "num_key_value_heads",
+            serde_json::json!(3),
+            "num_key_value_heads",
+        ),
+        ("hidden_act", serde_json::json!("wiggle"), "hidden_act"),
+    ];
+    for (key, value, field) in cases {
+        let mut config = base_config.clone();
+        config[key] = value;
+        let path = scratch.path().join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        match LlamaConfig::from_file(&path) {
+            Err(Error::Json { field: named, .. }) => assert_eq!(named, field, "{key}"),
+            other => panic!("{key}: expected a JSON error, got {other:?}"),
+        }
+    }
+}
+
+/// transformers' greedy tokens per row, cut after the stop token 2 (the rest is padding).
+fn reference_tokens(dir: &Path) -> Vec<Vec<usize>> {
+    let (shape, values) = read_tensor(&dir.join("expected.safetensors"), "generated");
+    values
+        .chunks(shape[1])
+        .map(|row| {
+            let row: Vec<usize> = row.iter().map(|v| *v as usize).collect();
+            match row.iter().position(|t| *t == 2) {
+                Some(stop) => row[..=stop].to_vec(),
+                None => row,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    let device = device();
+    let config = GenerationConfig::new(20)
+        .with_stop_tokens(vec![2])
+        .with_pad_token_id(0);
+    let mut streamed = 0;
+    for family in FAMILIES {
+        let mut model = base(family, &device);
+        for case in ["", "seq_bn", "lora_all"] {
+            let dir = match case {
+                "" => family_dir(family),
+                case => case_dir(family, case),
+            };
+            if !case.is_empty() {
+                let name = model.load_adapter(&dir).unwrap();
+                model.set_active_adapters(name.as_str()).unwrap();
+            }
+            let input = decoder_inputs(&device);
+            let tokens = generate(
+                &model,
+                input.input_ids,
+                input.attention_mask.unwrap(),
+                &config,
+                |_, _| streamed += 1,
+            )
+            .unwrap();
+            assert_eq!(tokens, reference_tokens(&dir), "{family} {case}");
+        }
+    }
+    assert!(
+        streamed >= FAMILIES.len() * 3 * 2,
+        "the callback saw every token"
+    );
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let device = device();
+    let model = base("llama", &device);
+    let input = decoder_inputs(&device);
+    let sampling = Sampling::Sample {
+        temperature: 0.8,
+        top_k: Some(20),
+        top_p: Some(0.9),
+    };
+    let run = |seed: u64| {
+        let config = GenerationConfig::new(12)
+            .with_sampling(sampling.clone())
+            .with_seed(seed);
+        let (ids, mask) = (
+            input.input_ids.clone(),
+            input.attention_mask.clone().unwrap(),
+        );
+        generate(&model, ids, mask, &config, |_, _| {}).unwrap()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8), "different seeds draw different tokens");
+    let bad = GenerationConfig::new(3).with_sampling(Sampling::Sample {
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+    });
+    let error = generate(
+        &model,
+        input.input_ids.clone(),
+        input.attention_mask.clone().unwrap(),
+        &bad,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidConfig { field, .. } if field == "temperature"),
+        "{error}"
+    );
+}
