@@ -114,6 +114,45 @@ fn every_method_matches_adapterhub_on_every_family() {
     println!("{runs} decoder cases, worst max |Δ| = {worst:.2e}");
 }
 
+/// Every fixture adapter, saved from Rust, reloads here with the same logits; when
+/// `BURN_ADAPTERS_EXPORT_DECODER` names a directory, the files and the logits are written to
+/// `<dir>/<family>/<case>` for `tools/check_rust_decoder_adapters.py`.
+#[test]
+fn rust_saved_decoder_adapters_reload_exactly() {
+    let device = device();
+    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_DECODER").map(PathBuf::from);
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    for family in FAMILIES {
+        let base = base(family, &device);
+        for case in case_dirs(&format!("decoder/{family}/cases")) {
+            let mut model = base.clone();
+            let name = model.load_adapter(&case).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+            let out = root.join(family).join(&name);
+            model.save_adapter(&out, &name).unwrap();
+            let before = model.forward(decoder_inputs(&device));
+
+            let mut reloaded = base.clone();
+            reloaded.load_adapter(&out).unwrap();
+            reloaded.set_active_adapters(name.as_str()).unwrap();
+            let after = reloaded.forward(decoder_inputs(&device));
+            let dims = before.dims();
+            let before = values(before);
+            assert_eq!(before, values(after), "{family}/{name}");
+            write_logits(&out.join("expected.safetensors"), &before, dims);
+        }
+    }
+}
+
+fn write_logits(path: &Path, values: &[f32], shape: [usize; 3]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+            .unwrap();
+    safetensors::serialize_to_file([("logits", view)], None, path).unwrap();
+}
+
 #[test]
 fn saved_adapters_carry_adapterhubs_names_and_reload_exactly() {
     let device = device();

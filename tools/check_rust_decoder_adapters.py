@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Check decoder adapters saved by burn-adapters (Rust) against AdapterHub `adapters` 1.3.0 on transformers' causal LMs.
+
+    python tools/check_rust_decoder_adapters.py --fixtures tests/fixtures/decoder --dir <root>
+
+<root>/<family>/<case>/ holds what Rust saved (`adapter_config.json`, `adapter.safetensors`) and `expected.safetensors`
+(`logits` computed by Rust on the fixture inputs). For each case: load <fixtures>/<family>/base as a causal LM
+(eager attention), adapters.init, load_adapter(case), make it active, run the fixture inputs in eval mode under no_grad
+and compare the logits. Loading must use every tensor of the file and leave no adapter parameter missing.
+
+Prints one line per case and `N passed, M failed`; exits non-zero on any failure or when no case was found.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+import adapters
+from check_rust_adapters import real_missing_keys
+
+logging.getLogger("adapters").setLevel(logging.ERROR)
+
+
+def check_case(case_dir, base_dir, inputs, tol):
+    expected = load_file(os.path.join(case_dir, "expected.safetensors"))["logits"]
+    model = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="eager").eval()
+    adapters.init(model)
+    info = {}
+    name = model.load_adapter(case_dir, use_safetensors=True, loading_info=info)
+    file_keys = list(load_file(os.path.join(case_dir, "adapter.safetensors")).keys())
+    problems = []
+    if info.get("unexpected_keys"):
+        problems.append("unexpected keys: {}".format(", ".join(sorted(info["unexpected_keys"]))))
+    missing = real_missing_keys(model, info.get("missing_keys") or [], file_keys, model.base_model_prefix + ".")
+    missing = [k for k in missing if ".adapters." in k or ".loras." in k]
+    if missing:
+        problems.append("missing keys: {}".format(", ".join(sorted(missing))))
+    model.set_active_adapters(name)
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs).logits
+    if tuple(out.shape) != tuple(expected.shape):
+        return name, float("inf"), problems + ["shape {} != {}".format(tuple(out.shape), tuple(expected.shape))]
+    diff = (out - expected).abs().max().item()
+    if not diff <= tol:  # also catches NaN
+        problems.append("max |d| {:.3e} > tol {:.0e}".format(diff, tol))
+    return name, diff, problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fixtures", required=True, help="tests/fixtures/decoder (bases and inputs)")
+    ap.add_argument("--dir", required=True, help="root of <family>/<case> directories written by Rust")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    inputs = load_file(os.path.join(args.fixtures, "inputs.safetensors"))
+    passed = failed = 0
+    for family in sorted(os.listdir(args.dir)):
+        for case in sorted(os.listdir(os.path.join(args.dir, family))):
+            label = "{}/{}".format(family, case)
+            base_dir = os.path.join(args.fixtures, family, "base")
+            try:
+                name, diff, problems = check_case(os.path.join(args.dir, family, case), base_dir, inputs, args.tol)
+            except Exception as e:  # noqa: BLE001 -- report and continue
+                if args.verbose:
+                    traceback.print_exc()
+                print("FAIL {:<32} error: {}: {}".format(label, type(e).__name__, e))
+                failed += 1
+                continue
+            status = "ok  " if not problems else "FAIL"
+            print("{} {:<32} max|d|={:.3e}  {}".format(status, label, diff, "; ".join(problems)))
+            passed += not problems
+            failed += bool(problems)
+    print("{} passed, {} failed".format(passed, failed))
+    return 0 if passed and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
