@@ -145,6 +145,51 @@ fn rust_saved_decoder_adapters_reload_exactly() {
     }
 }
 
+/// PEFT LoRAs on every family load with PEFT's logits, and what Rust saves in PEFT's format
+/// reloads exactly (written for `tools/check_rust_decoder_adapters.py` under
+/// `BURN_ADAPTERS_EXPORT_DECODER`, like the AdapterHub files).
+#[test]
+fn peft_loras_on_decoders_match_peft_and_save_back() {
+    let device = device();
+    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_DECODER").map(PathBuf::from);
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    let mut runs = 0;
+    for family in FAMILIES {
+        let base = base(family, &device);
+        for case in case_dirs(&format!("decoder/{family}/peft")) {
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            let mut model = base.clone();
+            model
+                .load_peft_adapter(&case, &name)
+                .unwrap_or_else(|e| panic!("{family}/{name}: {e}"));
+            model.set_active_adapters(name.as_str()).unwrap();
+            let got = model.forward(decoder_inputs(&device));
+            let out = root.join(family).join(&name);
+            model.save_peft_adapter(&out, &name).unwrap();
+            let dims = got.dims();
+            write_logits(
+                &out.join("expected.safetensors"),
+                &values(got.clone()),
+                dims,
+            );
+            let delta = max_abs_diff(&values(got.clone()), &expected_logits(&case));
+            println!("{family}/{name:<14} PEFT max |Δ| = {delta:.2e}");
+            assert!(delta <= TOLERANCE, "{family}/{name}: max |Δ| = {delta:e}");
+
+            let mut reloaded = base.clone();
+            reloaded.load_peft_adapter(&out, &name).unwrap();
+            reloaded.set_active_adapters(name.as_str()).unwrap();
+            assert_eq!(
+                values(got),
+                values(reloaded.forward(decoder_inputs(&device)))
+            );
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, FAMILIES.len() * 2);
+}
+
 fn write_logits(path: &Path, values: &[f32], shape: [usize; 3]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view =

@@ -3,10 +3,12 @@
 
     python tools/check_rust_decoder_adapters.py --fixtures tests/fixtures/decoder --dir <root>
 
-<root>/<family>/<case>/ holds what Rust saved (`adapter_config.json`, `adapter.safetensors`) and `expected.safetensors`
-(`logits` computed by Rust on the fixture inputs). For each case: load <fixtures>/<family>/base as a causal LM
-(eager attention), adapters.init, load_adapter(case), make it active, run the fixture inputs in eval mode under no_grad
-and compare the logits. Loading must use every tensor of the file and leave no adapter parameter missing.
+<root>/<family>/<case>/ holds what Rust saved and `expected.safetensors` (`logits` computed by Rust on the fixture
+inputs): AdapterHub files (`adapter_config.json`, `adapter.safetensors`) or a PEFT LoRA (`adapter_model.safetensors`).
+For each case: load <fixtures>/<family>/base as a causal LM (eager attention); for AdapterHub files adapters.init,
+load_adapter(case) and make it active, for PEFT PeftModel.from_pretrained(base, case); run the fixture inputs in eval
+mode under no_grad and compare the logits. Loading must use every tensor of the file and leave no adapter parameter
+missing.
 
 Prints one line per case and `N passed, M failed`; exits non-zero on any failure or when no case was found.
 """
@@ -14,6 +16,8 @@ Prints one line per case and `N passed, M failed`; exits non-zero on any failure
 import argparse
 import logging
 import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import sys
 import traceback
 
@@ -27,7 +31,37 @@ from check_rust_adapters import real_missing_keys
 logging.getLogger("adapters").setLevel(logging.ERROR)
 
 
+def compare(out, expected, tol, problems):
+    if tuple(out.shape) != tuple(expected.shape):
+        return float("inf"), problems + ["shape {} != {}".format(tuple(out.shape), tuple(expected.shape))]
+    diff = (out - expected).abs().max().item()
+    if not diff <= tol:  # also catches NaN
+        problems.append("max |d| {:.3e} > tol {:.0e}".format(diff, tol))
+    return diff, problems
+
+
+def check_peft(case_dir, base_dir, inputs, tol):
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+
+    expected = load_file(os.path.join(case_dir, "expected.safetensors"))["logits"]
+    base = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="eager").eval()
+    model = PeftModel.from_pretrained(base, case_dir).eval()
+    problems = []
+    loaded = set(load_peft_weights(case_dir).keys())
+    created = {n for n, _ in model.named_parameters() if ".lora_" in n}
+    created = {n.replace(".default", "") for n in created}
+    if loaded != created:
+        problems.append("file keys {} vs model's LoRA parameters {}".format(sorted(loaded - created), sorted(created - loaded)))
+    with torch.no_grad():
+        out = model(**inputs).logits
+    diff, problems = compare(out, expected, tol, problems)
+    return "peft", diff, problems
+
+
 def check_case(case_dir, base_dir, inputs, tol):
+    if os.path.isfile(os.path.join(case_dir, "adapter_model.safetensors")):
+        return check_peft(case_dir, base_dir, inputs, tol)
     expected = load_file(os.path.join(case_dir, "expected.safetensors"))["logits"]
     model = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="eager").eval()
     adapters.init(model)
@@ -45,11 +79,7 @@ def check_case(case_dir, base_dir, inputs, tol):
     model.eval()
     with torch.no_grad():
         out = model(**inputs).logits
-    if tuple(out.shape) != tuple(expected.shape):
-        return name, float("inf"), problems + ["shape {} != {}".format(tuple(out.shape), tuple(expected.shape))]
-    diff = (out - expected).abs().max().item()
-    if not diff <= tol:  # also catches NaN
-        problems.append("max |d| {:.3e} > tol {:.0e}".format(diff, tol))
+    diff, problems = compare(out, expected, tol, problems)
     return name, diff, problems
 
 

@@ -13,7 +13,10 @@ Layout:
     OUT/<family>/cases/<case>/          save_adapter(..., with_head=False, use_safetensors=True) + expected.safetensors
                                         (logits with the adapter active, eval, no_grad)
 
-Each expected.safetensors also holds `generated` int64 [2, 20]: transformers' greedy `generate` (max_new_tokens 20,
+    OUT/<family>/peft/<case>/           a PEFT 0.21.2 LoRA (PeftModel.save_pretrained, task CAUSAL_LM) + expected.safetensors
+    OUT/<family>/peft/cases.json        [{"name", "lora_config", "noise", "tensors"}, ...]
+
+Each expected.safetensors of the base and the AdapterHub cases also holds `generated` int64 [2, 20]: transformers' greedy `generate` (max_new_tokens 20,
 eos 2, pad 0) after the left-padded prompts, without the prompt; a row is 0 after its eos.
 
 The families cover what a host has to get right: Llama with "llama3" rope scaling and untied embeddings, Llama
@@ -21,23 +24,30 @@ with "linear" rope scaling, attention and MLP biases and tied embeddings, Mistra
 than the input and a head_dim that is not hidden_size / num_attention_heads, Qwen2 with q/k/v biases and tied
 embeddings. All have grouped-query attention (4 query heads, 2 key/value heads).
 
-Every weight is drawn with a larger spread than transformers' init (std 0.2; norms 1 + 0.1 N(0,1)) so that
-differences show in the logits, and every adapter parameter gets + NOISE * N(0, 1) after add_adapter. Self-check:
+Every weight is drawn with a larger spread than transformers' init (std 0.12; norms 1 + 0.1 N(0,1)) so that
+differences show in the logits, and every adapter parameter gets + NOISE * N(0, 1) after add_adapter. The float32
+logits of every fixture are checked against a float64 run of the same model (ROUNDING_BUDGET). Self-check:
 each saved adapter is reloaded into a fresh base and must reproduce its logits exactly.
 """
 
 import argparse
+import copy
 import os
 import shutil
+
+# save_pretrained otherwise asks the Hub whether base_model_name_or_path has a config.json (no network)
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
 import fixture_common as C
+from gen_fixtures_peft import stabilize_config
 
 SEED = 2468
-NOISE = 0.3
+NOISE = 0.2
+BASE_STD = 0.12
 VOCAB = 61
 COMMON = dict(
     vocab_size=VOCAB,
@@ -89,6 +99,14 @@ CASES = [
 ]
 
 
+# PEFT LoRAs on the projections this crate's decoder sites wrap (names as PEFT's target_modules)
+PEFT_CASES = [
+    ("peft_qv", dict(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=8, lora_dropout=0.0)),
+    ("peft_qkv_mlp", dict(target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"], r=4,
+                          lora_alpha=8, lora_dropout=0.0, use_rslora=True)),
+]
+
+
 def make_inputs():
     g = torch.Generator().manual_seed(SEED)
     ids = torch.randint(3, VOCAB, (2, 7), generator=g, dtype=torch.int64)
@@ -98,13 +116,39 @@ def make_inputs():
     return {"input_ids": ids, "attention_mask": mask}
 
 
+# The float32 references must sit this close to a float64 run of the same model (at real tokens), so that float32
+# rounding -- ours or the reference's -- stays well below the 1e-5 tolerance of the parity tests.
+ROUNDING_BUDGET = 2.5e-6
+
+
+def rounding_error(model, inputs, out):
+    """max |out - float64 run| over the real tokens; rows run without their left padding (and with their
+    positions), since padded rows turn the float64 mask into NaN."""
+    m64 = copy.deepcopy(model).double().eval()
+    worst = 0.0
+    for b in range(inputs["input_ids"].shape[0]):
+        real = inputs["attention_mask"][b].bool()
+        ids = inputs["input_ids"][b][real][None]
+        positions = torch.nonzero(real).flatten()[None]
+        with torch.no_grad():
+            ref = m64(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions).logits[0]
+        worst = max(worst, (ref - out[b][real].double()).abs().max().item())
+    return worst
+
+
+def check_rounding(label, model, inputs, out):
+    err = rounding_error(model, inputs, out)
+    assert err <= ROUNDING_BUDGET, "{}: float32 strays {:.2e} from float64: make the fixture tamer".format(label, err)
+    return err
+
+
 def spread_weights(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
-                p.copy_(0.2 * torch.randn_like(p))
+                p.copy_(BASE_STD * torch.randn_like(p))
 
 
 def load(base_dir):
@@ -150,6 +194,7 @@ def build_base(family, out_dir, inputs):
             os.remove(path)
     out = logits(load(base_dir), inputs)
     assert C.G.max_abs(out, logits(model, inputs)) == 0.0
+    check_rounding(family, model, inputs, out)
     tokens = greedy(model, inputs)
     with torch.no_grad():
         cached = model.generate(**inputs, max_new_tokens=GENERATED, do_sample=False, pad_token_id=0, eos_token_id=2)
@@ -169,6 +214,7 @@ def build_case(idx, name, config, base_dir, out_dir, inputs, base_out):
     model.set_active_adapters(name)
     model.eval()
     out = logits(model, inputs)
+    err = check_rounding(name, model, inputs, out)
     case_dir = os.path.join(out_dir, "cases", name)
     C.fresh_dir(case_dir)
     model.save_adapter(case_dir, name, with_head=False, use_safetensors=True)
@@ -182,7 +228,8 @@ def build_case(idx, name, config, base_dir, out_dir, inputs, base_out):
     assert d == 0.0, "{}: reload changed the logits by {}".format(name, d)
     diff_base = C.G.max_abs(out, base_out)
     assert diff_base > 1e-2, "{}: the adapter hardly changes the logits ({})".format(name, diff_base)
-    print("  {:<16} params={:>6}  |out-base|max={:.3f}".format(name, C.summary_params(model, name), diff_base))
+    print("  {:<16} params={:>6}  |out-base|max={:.3f}  f32-f64={:.1e}".format(
+        name, C.summary_params(model, name), diff_base, err))
     return {
         "name": name,
         "config": config,
@@ -190,6 +237,33 @@ def build_case(idx, name, config, base_dir, out_dir, inputs, base_out):
         "num_params": C.summary_params(model, name),
         "tensors": C.manifest(os.path.join(case_dir, "adapter.safetensors")),
     }
+
+
+def build_peft_case(idx, name, kwargs, base_dir, out_dir, inputs, base_out):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    case_dir = os.path.join(out_dir, "peft", name)
+    C.fresh_dir(case_dir)
+    base = load(base_dir)
+    base.name_or_path = "tiny-random-decoder"
+    torch.manual_seed(SEED + 200 + idx)
+    model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **kwargs))
+    C.perturb([(n, p) for n, p in model.named_parameters() if ".lora_" in n], NOISE)
+    model.eval()
+    out = logits(model, inputs)
+    assert C.G.max_abs(out, base_out) > 1e-2, name
+    err = check_rounding(name, model, inputs, out)
+    model.save_pretrained(case_dir, safe_serialization=True)
+    readme = os.path.join(case_dir, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+    stabilize_config(os.path.join(case_dir, "adapter_config.json"))
+    save_file({"logits": out}, os.path.join(case_dir, "expected.safetensors"))
+    fresh = PeftModel.from_pretrained(load(base_dir), case_dir).eval()
+    assert C.G.max_abs(logits(fresh, inputs), out) < C.RELOAD_TOL, name
+    print("  {:<16} PEFT  |out-base|max={:.3f}  f32-f64={:.1e}".format(name, C.G.max_abs(out, base_out), err))
+    return {"name": name, "lora_config": kwargs, "noise": NOISE,
+            "tensors": C.manifest(os.path.join(case_dir, "adapter_model.safetensors"))}
 
 
 def main():
@@ -216,6 +290,11 @@ def main():
             for idx, (name, config) in enumerate(CASES)
         ]
         C.write_json(os.path.join(family_dir, "cases", "cases.json"), cases)
+        peft = [
+            build_peft_case(idx, name, kwargs, base_dir, family_dir, inputs, base_out)
+            for idx, (name, kwargs) in enumerate(PEFT_CASES)
+        ]
+        C.write_json(os.path.join(family_dir, "peft", "cases.json"), peft)
 
 
 if __name__ == "__main__":
