@@ -31,7 +31,10 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{
     AdamWConfig, GradientsParams, ModuleOptimizer, grad_clipping::GradientClippingConfig,
 };
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
+
+use crate::error::{Error, Result};
 
 /// Hyper-parameters of [`Trainer`].
 #[derive(Config, Debug)]
@@ -123,6 +126,57 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     CrossEntropyLossConfig::new()
         .init(&logits.device())
         .forward(logits, labels)
+}
+
+/// The label of positions a causal-LM loss skips (prompt and padding), as in transformers.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Mean next-token cross-entropy of a causal LM, as transformers' `ForCausalLMLoss`: the logits
+/// at position `t` predict `labels[t + 1]`, and labels equal to [`IGNORE_INDEX`] count for
+/// nothing. A batch without any label left gives NaN, as in PyTorch. Checking the labels' range
+/// reads one flag back from the device.
+///
+/// Labels are usually the input ids with [`IGNORE_INDEX`] at padding and at the prompt:
+/// `input_ids.mask_fill(attention_mask.equal_elem(0), IGNORE_INDEX)`.
+///
+/// # Shapes
+///
+/// - logits: `[batch, seq, vocab]`, labels: `[batch, seq]`, output: `[1]`
+pub fn causal_lm_loss(logits: Tensor<3>, labels: Tensor<2, Int>) -> Result<Tensor<1>> {
+    let [batch, seq, vocab] = logits.dims();
+    if labels.dims() != [batch, seq] {
+        return Err(Error::input(
+            "labels",
+            format!(
+                "shape {:?}, but the logits are [{batch}, {seq}, {vocab}]",
+                labels.dims()
+            ),
+        ));
+    }
+    if seq < 2 {
+        return Err(Error::input(
+            "labels",
+            "a causal-LM loss needs at least two positions",
+        ));
+    }
+    let n = batch * (seq - 1);
+    let logits = logits.narrow(1, 0, seq - 1).reshape([n, vocab]);
+    let targets = labels.narrow(1, 1, seq - 1).reshape([n]);
+    let counted = targets.clone().not_equal_elem(IGNORE_INDEX);
+    let outside = targets.clone().lower_elem(0).bool_and(counted.clone());
+    let outside = outside.bool_or(targets.clone().greater_equal_elem(vocab as i64));
+    if outside.any().into_scalar::<bool>() {
+        return Err(Error::input(
+            "labels",
+            format!("values outside 0..{vocab} other than {IGNORE_INDEX}"),
+        ));
+    }
+    let safe = targets
+        .mask_fill(counted.clone().bool_not(), 0)
+        .reshape([n, 1]);
+    let picked = log_softmax(logits, 1).gather(1, safe).reshape([n]);
+    let counted = counted.float();
+    Ok((picked * counted.clone()).sum().neg() / counted.sum())
 }
 
 /// How many rows of `logits` have their maximum at `labels`.

@@ -9,6 +9,8 @@ use burn::tensor::{Device, Int, Tensor};
 use burn_adapters::generation::{GenerationConfig, Sampling, generate};
 use burn_adapters::models::llama::{KvCache, LlamaConfig, LlamaInput, LlamaModel};
 use burn_adapters::prelude::*;
+use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
+use common::snapshot::snapshot;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
@@ -462,4 +464,126 @@ fn seeded_sampling_is_reproducible() {
         matches!(&error, Error::InvalidConfig { field, .. } if field == "temperature"),
         "{error}"
     );
+}
+
+#[test]
+fn causal_lm_loss_matches_transformers() {
+    let device = device();
+    let mut runs = 0;
+    for family in FAMILIES {
+        let mut dirs = vec![family_dir(family)];
+        dirs.extend(case_dirs(&format!("decoder/{family}/cases")));
+        for dir in dirs {
+            let mut model = base(family, &device);
+            if dir != family_dir(family) {
+                let name = model.load_adapter(&dir).unwrap();
+                model.set_active_adapters(name.as_str()).unwrap();
+            }
+            let input = decoder_inputs(&device);
+            let labels = input.input_ids.clone().mask_fill(
+                input.attention_mask.clone().unwrap().equal_elem(0),
+                IGNORE_INDEX,
+            );
+            let loss = causal_lm_loss(model.forward(input), labels).unwrap();
+            let want = read_tensor(&dir.join("expected.safetensors"), "loss").1;
+            let delta = max_abs_diff(&values(loss), &want);
+            assert!(
+                delta <= TOLERANCE,
+                "{}: loss |Δ| = {delta:e}",
+                dir.display()
+            );
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, FAMILIES.len() * 6);
+}
+
+#[test]
+fn causal_lm_loss_refuses_labels_it_cannot_use() {
+    let device = device();
+    let logits = Tensor::<3>::zeros([1, 3, 5], &device);
+    let labels = |values: [i64; 3]| Tensor::<2, Int>::from_ints([values], &device);
+    for bad in [[0, 5, 1], [0, -1, 1]] {
+        let error = causal_lm_loss(logits.clone(), labels(bad)).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidInput { input, .. } if input == "labels"),
+            "{error}"
+        );
+    }
+    let short = Tensor::<3>::zeros([1, 1, 5], &device);
+    assert!(causal_lm_loss(short, Tensor::<2, Int>::from_ints([[1]], &device)).is_err());
+    // uniform logits over 5 tokens: every counted position costs ln 5; the first label is never
+    // predicted and -100 is skipped
+    let loss = causal_lm_loss(logits, labels([IGNORE_INDEX, 2, IGNORE_INDEX])).unwrap();
+    assert!((values(loss)[0] as f64 - 5f64.ln()).abs() < 1e-6);
+}
+
+#[test]
+fn train_adapter_trains_a_decoder_and_leaves_its_base_alone() {
+    let device = device().autodiff();
+    let mut model = base("llama", &device);
+    model
+        .add_adapter("task", AdapterConfig::load("seq_bn|lora[r=4]").unwrap())
+        .unwrap();
+    model.train_adapter("task").unwrap();
+    let frozen = |model: &LlamaModel| {
+        snapshot(model)
+            .into_iter()
+            .filter(|(path, _)| !path.contains(".task."))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = frozen(&model);
+    let input = decoder_inputs(&device);
+    let labels = input.input_ids.clone().mask_fill(
+        input.attention_mask.clone().unwrap().equal_elem(0),
+        IGNORE_INDEX,
+    );
+    let mut trainer = Trainer::new(&TrainingConfig::new().with_learning_rate(1e-2), 20);
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let loss = causal_lm_loss(model.forward(input.clone()), labels.clone()).unwrap();
+        losses.push(values(loss.clone())[0]);
+        model = trainer.step(model, loss);
+    }
+    assert!(
+        losses[19] < 0.8 * losses[0],
+        "the loss fell from {} to {}",
+        losses[0],
+        losses[19]
+    );
+    let after = frozen(&model);
+    let changed: Vec<&String> = before.keys().filter(|k| before[*k] != after[*k]).collect();
+    assert!(changed.is_empty(), "base parameters changed: {changed:?}");
+    assert_eq!(after.len(), 21, "every base tensor was compared");
+}
+
+#[test]
+fn each_row_generates_with_its_own_adapter() {
+    let device = device();
+    let mut model = base("qwen2", &device);
+    for case in ["seq_bn", "lora_all"] {
+        model.load_adapter(case_dir("qwen2", case)).unwrap();
+    }
+    let config = GenerationConfig::new(12);
+    let input = decoder_inputs(&device);
+    let run = |model: &LlamaModel| {
+        let (ids, mask) = (
+            input.input_ids.clone(),
+            input.attention_mask.clone().unwrap(),
+        );
+        generate(model, ids, mask, &config, |_, _| {}).unwrap()
+    };
+    model.set_active_adapters("seq_bn").unwrap();
+    let bottleneck = run(&model);
+    model.set_active_adapters("lora_all").unwrap();
+    let lora = run(&model);
+    model
+        .set_active_adapters("PerRow[seq_bn, lora_all]")
+        .unwrap();
+    let mixed = run(&model);
+    assert_ne!(
+        bottleneck[1], lora[1],
+        "the adapters must generate differently"
+    );
+    assert_eq!(mixed, vec![bottleneck[0].clone(), lora[1].clone()]);
 }

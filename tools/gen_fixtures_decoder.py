@@ -17,7 +17,8 @@ Layout:
     OUT/<family>/peft/cases.json        [{"name", "lora_config", "noise", "tensors"}, ...]
 
 Each expected.safetensors of the base and the AdapterHub cases also holds `generated` int64 [2, 20]: transformers' greedy `generate` (max_new_tokens 20,
-eos 2, pad 0) after the left-padded prompts, without the prompt; a row is 0 after its eos.
+eos 2, pad 0) after the left-padded prompts, without the prompt; a row is 0 after its eos; and `loss` f32 [1],
+transformers' causal-LM loss with the input ids as labels (-100 at padding).
 
 The families cover what a host has to get right: Llama with "llama3" rope scaling and untied embeddings, Llama
 with "linear" rope scaling, attention and MLP biases and tied embeddings, Mistral with a sliding window (4) shorter
@@ -160,6 +161,13 @@ def logits(model, inputs):
         return model(**inputs).logits.detach().contiguous()
 
 
+def lm_loss(model, inputs):
+    """transformers' causal-LM loss with labels = input_ids, -100 at padding (shifted inside the model)."""
+    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        return model(**inputs, labels=labels).loss.detach().reshape(1).contiguous()
+
+
 GENERATED = 20
 
 
@@ -199,7 +207,8 @@ def build_base(family, out_dir, inputs):
     with torch.no_grad():
         cached = model.generate(**inputs, max_new_tokens=GENERATED, do_sample=False, pad_token_id=0, eos_token_id=2)
     assert torch.equal(cached[:, inputs["input_ids"].shape[1]:], tokens[:, : cached.shape[1] - 7]), "cache changes the base"
-    save_file({"logits": out, "generated": tokens}, os.path.join(out_dir, "expected.safetensors"))
+    save_file({"logits": out, "generated": tokens, "loss": lm_loss(model, inputs)},
+              os.path.join(out_dir, "expected.safetensors"))
     return base_dir, out
 
 
@@ -218,7 +227,8 @@ def build_case(idx, name, config, base_dir, out_dir, inputs, base_out):
     case_dir = os.path.join(out_dir, "cases", name)
     C.fresh_dir(case_dir)
     model.save_adapter(case_dir, name, with_head=False, use_safetensors=True)
-    save_file({"logits": out, "generated": greedy(model, inputs)}, os.path.join(case_dir, "expected.safetensors"))
+    save_file({"logits": out, "generated": greedy(model, inputs), "loss": lm_loss(model, inputs)},
+              os.path.join(case_dir, "expected.safetensors"))
 
     reloaded = load(base_dir)
     adapters.init(reloaded)
