@@ -1,22 +1,29 @@
-//! Runs a Hugging Face BERT with adapters from the shell and prints its hidden states as JSON.
+//! Runs a Hugging Face BERT or Llama-family decoder with adapters from the shell and prints its
+//! outputs as JSON.
 //!
 //! ```text
-//! cargo run --release --example adapter_infer -- --model <hf-bert-dir> --adapter <adapter-dir> \
-//!     [--adapter <dir> ...] [--fusion <dir> ...] [--device flex] --active <setup> [--merge] --input <json-file>
+//! cargo run --release --example adapter_infer -- --model <hf-dir> [--adapter <adapterhub-dir> ...] \
+//!     [--peft <peft-dir> ...] [--fusion <dir> ...] [--device flex] [--active <setup>] [--merge] \
+//!     [--generate N] --input <json-file>
 //! ```
 //!
-//! The input file is `{"input_ids": [[...]], "attention_mask": [[...]]}`; stdout is exactly one
-//! JSON object `{"last_hidden_state": [[[...]]]}`. `<setup>` is an adapter name or a composition
-//! such as `Stack[a, b]`, `Fuse[a, b]` (with `--fusion`), `Parallel[a, b]` (the output then has
-//! one batch per branch). `--merge` folds the active LoRA/IA3 adapter into the weights first.
-//! Errors go to stderr with exit code 1.
+//! The model type comes from `config.json` (`bert`, or `llama`/`mistral`/`qwen2`). The input file is
+//! `{"input_ids": [[...]], "attention_mask": [[...]]}` (decoders pad on the left); stdout is exactly
+//! one JSON object: `{"last_hidden_state": [[[...]]]}` for BERT, `{"logits": [[[...]]]}` for a
+//! decoder, or with `--generate N` `{"generated": [[...]]}`, N greedy tokens per row without the
+//! prompt. `--peft` loads a PEFT LoRA named after its directory. `<setup>` is an adapter name or a
+//! composition such as `Stack[a, b]`, `Fuse[a, b]` (with `--fusion`), `Parallel[a, b]` (the output
+//! then has one batch per branch). `--merge` folds the active LoRA/IA3 adapter into the weights
+//! first. Errors go to stderr with exit code 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_adapters::backend::device_by_name;
+use burn_adapters::generation::{GenerationConfig, generate};
 use burn_adapters::models::bert::{BertInput, BertModel};
+use burn_adapters::models::llama::{LlamaInput, LlamaModel};
 use burn_adapters::prelude::*;
 use serde_json::Value;
 
@@ -28,43 +35,60 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     model: PathBuf,
     adapters: Vec<PathBuf>,
+    peft: Vec<PathBuf>,
     fusions: Vec<PathBuf>,
     device: String,
     active: Option<String>,
     merge: bool,
+    generate: Option<usize>,
     input: PathBuf,
 }
 
+const USAGE: &str = "usage: adapter_infer --model DIR [--adapter DIR]... [--peft DIR]... \
+[--fusion DIR]... [--device flex|wgpu|tch|cuda] [--active SETUP] [--merge] [--generate N] --input FILE";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let (mut model, mut adapters, mut fusions, mut active, mut merge, mut input) =
-        (None, Vec::new(), Vec::new(), None, false, None);
-    let mut device = "flex".to_string();
+    let mut parsed = Args {
+        model: PathBuf::new(),
+        adapters: Vec::new(),
+        peft: Vec::new(),
+        fusions: Vec::new(),
+        device: "flex".to_string(),
+        active: None,
+        merge: false,
+        generate: None,
+        input: PathBuf::new(),
+    };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--adapter" => adapters.push(PathBuf::from(value()?)),
-            "--fusion" => fusions.push(PathBuf::from(value()?)),
-            "--device" => device = value()?,
-            "--active" => active = Some(value()?),
-            "--input" => input = Some(PathBuf::from(value()?)),
-            "--merge" => merge = true,
-            "-h" | "--help" => {
-                return Err("usage: adapter_infer --model DIR [--adapter DIR]... [--fusion DIR]... [--device flex|wgpu|tch|cuda] [--active SETUP] [--merge] --input FILE".into());
+            "--model" => parsed.model = PathBuf::from(value()?),
+            "--adapter" => parsed.adapters.push(PathBuf::from(value()?)),
+            "--peft" => parsed.peft.push(PathBuf::from(value()?)),
+            "--fusion" => parsed.fusions.push(PathBuf::from(value()?)),
+            "--device" => parsed.device = value()?,
+            "--active" => parsed.active = Some(value()?),
+            "--input" => parsed.input = PathBuf::from(value()?),
+            "--merge" => parsed.merge = true,
+            "--generate" => {
+                let n = value()?;
+                let n = n
+                    .parse()
+                    .map_err(|_| format!("--generate {n}: not a count"))?;
+                parsed.generate = Some(n);
             }
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(Args {
-        model: model.ok_or("--model is required")?,
-        adapters,
-        fusions,
-        device,
-        active,
-        merge,
-        input: input.ok_or("--input is required")?,
-    })
+    if parsed.model.as_os_str().is_empty() {
+        return Err("--model is required".into());
+    }
+    if parsed.input.as_os_str().is_empty() {
+        return Err("--input is required".into());
+    }
+    Ok(parsed)
 }
 
 /// A `[batch, seq]` integer matrix from the input JSON.
@@ -100,48 +124,72 @@ fn matrix(json: &Value, key: &str, device: &Device) -> Result<Tensor<2, Int>, St
     ))
 }
 
-fn run() -> Result<String, String> {
-    let args = parse_args()?;
-    let device = device_by_name(&args.device).map_err(|e| e.to_string())?;
-    let mut model = BertModel::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+/// transformers' `model_type` of the directory (`bert` when absent, as in old checkpoints).
+fn model_type(dir: &std::path::Path) -> Result<String, String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(json
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("bert")
+        .to_string())
+}
+
+/// Loads the adapters, fusions and PEFT LoRAs, merges and activates as the flags say.
+fn prepare<M: AdapterModel>(model: &mut M, args: &Args) -> Result<(), String> {
     for dir in &args.adapters {
         model.load_adapter(dir).map_err(|e| e.to_string())?;
+    }
+    for dir in &args.peft {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or(format!("--peft {}: no directory name", dir.display()))?;
+        model
+            .load_peft_adapter(dir, name)
+            .map_err(|e| e.to_string())?;
     }
     for dir in &args.fusions {
         model.load_adapter_fusion(dir).map_err(|e| e.to_string())?;
     }
-    if let Some(active) = &args.active {
-        let setup = active.into_setup().map_err(|e| e.to_string())?;
-        if args.merge {
-            let AdapterSetup::Name(name) = &setup else {
-                return Err(format!(
-                    "--merge needs a single active adapter, not `{setup}`"
-                ));
-            };
-            model.merge_adapter(name).map_err(|e| e.to_string())?;
-        }
-        model
-            .set_active_adapters(setup)
-            .map_err(|e| e.to_string())?;
-    } else if args.merge {
-        return Err("--merge needs --active".into());
+    let Some(active) = &args.active else {
+        return match args.merge {
+            true => Err("--merge needs --active".into()),
+            false => Ok(()),
+        };
+    };
+    let setup = active.into_setup().map_err(|e| e.to_string())?;
+    if args.merge {
+        let AdapterSetup::Name(name) = &setup else {
+            return Err(format!(
+                "--merge needs a single active adapter, not `{setup}`"
+            ));
+        };
+        model.merge_adapter(name).map_err(|e| e.to_string())?;
     }
+    model.set_active_adapters(setup).map_err(|e| e.to_string())
+}
+
+/// The input file's ids and mask (all ones when absent).
+fn read_input(args: &Args, device: &Device) -> Result<(Tensor<2, Int>, Tensor<2, Int>), String> {
     let text = std::fs::read_to_string(&args.input)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let json: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let input_ids = matrix(&json, "input_ids", &device)?;
+    let input_ids = matrix(&json, "input_ids", device)?;
     let attention_mask = match json.get("attention_mask") {
-        Some(_) => matrix(&json, "attention_mask", &device)?,
-        None => Tensor::ones(input_ids.dims(), &device),
+        Some(_) => matrix(&json, "attention_mask", device)?,
+        None => Tensor::ones(input_ids.dims(), device),
     };
-    // The model checks shapes, the sequence length and the id range.
-    let hidden = model
-        .try_forward(BertInput::new(input_ids, attention_mask))
-        .map_err(|e| format!("input: {e}"))?
-        .last_hidden_state;
-    let [batch, seq, width] = hidden.dims();
-    let values = hidden
+    Ok((input_ids, attention_mask))
+}
+
+/// `{key: [[[...]]]}`; serialising the f32 values directly prints their shortest round-trip form.
+fn json_3d(key: &str, tensor: Tensor<3>) -> Result<String, String> {
+    let [batch, seq, width] = tensor.dims();
+    let values = tensor
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -153,9 +201,54 @@ fn run() -> Result<String, String> {
                 .collect()
         })
         .collect();
-    // Serialising the f32 values directly prints their shortest round-trip form.
-    let out = std::collections::BTreeMap::from([("last_hidden_state", nested)]);
+    let out = std::collections::BTreeMap::from([(key, nested)]);
     serde_json::to_string(&out).map_err(|e| e.to_string())
+}
+
+fn run_bert(args: &Args, device: &Device) -> Result<String, String> {
+    if args.generate.is_some() {
+        return Err("--generate needs a decoder, not a BERT encoder".into());
+    }
+    let mut model = BertModel::from_pretrained(&args.model, device).map_err(|e| e.to_string())?;
+    prepare(&mut model, args)?;
+    let (ids, mask) = read_input(args, device)?;
+    // The model checks shapes, the sequence length and the id range.
+    let hidden = model
+        .try_forward(BertInput::new(ids, mask))
+        .map_err(|e| format!("input: {e}"))?
+        .last_hidden_state;
+    json_3d("last_hidden_state", hidden)
+}
+
+fn run_decoder(args: &Args, device: &Device) -> Result<String, String> {
+    let mut model = LlamaModel::from_pretrained(&args.model, device).map_err(|e| e.to_string())?;
+    prepare(&mut model, args)?;
+    let (ids, mask) = read_input(args, device)?;
+    let Some(tokens) = args.generate else {
+        let logits = model
+            .try_forward(LlamaInput::new(ids, mask))
+            .map_err(|e| format!("input: {e}"))?;
+        return json_3d("logits", logits);
+    };
+    let pad = model.config().pad_token_id.unwrap_or(0);
+    let config = GenerationConfig::new(tokens).with_pad_token_id(pad);
+    let generated =
+        generate(&model, ids, mask, &config, |_, _| {}).map_err(|e| format!("input: {e}"))?;
+    let out = std::collections::BTreeMap::from([("generated", generated)]);
+    serde_json::to_string(&out).map_err(|e| e.to_string())
+}
+
+fn run() -> Result<String, String> {
+    let args = parse_args()?;
+    let device = device_by_name(&args.device).map_err(|e| e.to_string())?;
+    match model_type(&args.model)?.as_str() {
+        "bert" => run_bert(&args, &device),
+        "llama" | "mistral" | "qwen2" => run_decoder(&args, &device),
+        other => Err(format!(
+            "{}: model_type `{other}` is not one of bert, llama, mistral, qwen2",
+            args.model.display()
+        )),
+    }
 }
 
 fn main() -> ExitCode {

@@ -18,6 +18,9 @@ pub trait CausalLm {
     /// Vocabulary size (the width of the logits).
     fn vocab_size(&self) -> usize;
 
+    /// The most positions (prompt and generated tokens) one sequence may have.
+    fn context_length(&self) -> usize;
+
     /// Logits of the new positions `ids` after those in `cache`, adding them to the cache.
     /// `mask` marks their padding (1 = token) and `positions` their positions; an input the
     /// model cannot run is an error that leaves the cache unchanged.
@@ -117,17 +120,8 @@ pub fn generate<M: CausalLm>(
     config: &GenerationConfig,
     mut on_token: impl FnMut(usize, usize),
 ) -> Result<Vec<Vec<usize>>> {
-    config.validate()?;
-    let [batch, seq] = prompt.dims();
-    if mask.dims() != [batch, seq] {
-        return Err(Error::input(
-            "mask",
-            format!(
-                "shape {:?}, but the prompt has [{batch}, {seq}]",
-                mask.dims()
-            ),
-        ));
-    }
+    check_request(model, &prompt, &mask, config)?;
+    let [batch, _] = prompt.dims();
     let device = prompt.device();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut cache = M::Cache::default();
@@ -137,7 +131,7 @@ pub fn generate<M: CausalLm>(
     let mut logits = model.step(prompt, mask, positions, &mut cache)?;
     let mut outputs = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
-    for _ in 0..config.max_new_tokens {
+    for step in 0..config.max_new_tokens {
         if logits.dims()[0] != batch {
             return Err(Error::InvalidSetup(
                 "generation runs one output per prompt; a `Parallel` setup gives several".into(),
@@ -156,7 +150,7 @@ pub fn generate<M: CausalLm>(
             done[row] = config.stop_tokens.contains(&token);
             next.push(token as i64);
         }
-        if done.iter().all(|d| *d) {
+        if done.iter().all(|d| *d) || step + 1 == config.max_new_tokens {
             break;
         }
         let ids = Tensor::<2, Int>::from_data(TensorData::new(next, [batch, 1]), &device);
@@ -165,6 +159,45 @@ pub fn generate<M: CausalLm>(
         next_positions = next_positions + 1;
     }
     Ok(outputs)
+}
+
+/// Checks the config, the mask's shape and that the prompt and the new tokens fit the context.
+fn check_request<M: CausalLm>(
+    model: &M,
+    prompt: &Tensor<2, Int>,
+    mask: &Tensor<2, Int>,
+    config: &GenerationConfig,
+) -> Result<()> {
+    config.validate()?;
+    let [batch, seq] = prompt.dims();
+    if batch == 0 || seq == 0 {
+        return Err(Error::input(
+            "prompt",
+            format!("shape [{batch}, {seq}] is empty"),
+        ));
+    }
+    if mask.dims() != [batch, seq] {
+        return Err(Error::input(
+            "mask",
+            format!(
+                "shape {:?}, but the prompt has [{batch}, {seq}]",
+                mask.dims()
+            ),
+        ));
+    }
+    // The last token is chosen but never run.
+    let needed = seq + config.max_new_tokens.saturating_sub(1);
+    if needed > model.context_length() {
+        return Err(Error::input(
+            "max_new_tokens",
+            format!(
+                "{} after a prompt of {seq} exceed the context of {}",
+                config.max_new_tokens,
+                model.context_length()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn last_column(t: &Tensor<2, Int>) -> Tensor<2, Int> {

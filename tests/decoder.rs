@@ -464,6 +464,33 @@ fn seeded_sampling_is_reproducible() {
         matches!(&error, Error::InvalidConfig { field, .. } if field == "temperature"),
         "{error}"
     );
+    let empty = Tensor::<2, Int>::zeros([1, 0], &device);
+    let error = generate(
+        &model,
+        empty.clone(),
+        empty,
+        &GenerationConfig::new(3),
+        |_, _| {},
+    );
+    assert!(matches!(error, Err(Error::InvalidInput { .. })));
+    // the fixture's context is 64 positions: 7 + 58 - 1 fit, 7 + 59 - 1 do not
+    let (ids, mask) = (
+        input.input_ids.clone(),
+        input.attention_mask.clone().unwrap(),
+    );
+    let fits = generate(
+        &model,
+        ids.clone(),
+        mask.clone(),
+        &GenerationConfig::new(58),
+        |_, _| {},
+    );
+    assert_eq!(fits.unwrap()[0].len(), 58);
+    let error = generate(&model, ids, mask, &GenerationConfig::new(59), |_, _| {}).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput { input, .. } if input == "max_new_tokens"),
+        "{error}"
+    );
 }
 
 #[test]

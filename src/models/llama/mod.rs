@@ -204,6 +204,10 @@ impl CausalLm for LlamaModel {
         self.config.vocab_size
     }
 
+    fn context_length(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
     fn step(
         &self,
         ids: Tensor<2, Int>,
