@@ -31,6 +31,12 @@ PY
     printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union" ;;
   setup_text)
     printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack" ;;
+  model_config)
+    # a selector byte (0 BERT config, 1 decoder config, 2 shard index), then a real file
+    { printf '\000'; cat $fx/base/config.json; } > "$dir/bert"
+    { printf '\001'; cat $fx/decoder/llama/base/config.json; } > "$dir/llama"
+    { printf '\001'; cat $fx/decoder/mistral/base/config.json; } > "$dir/mistral"
+    { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn" ;;
 esac
