@@ -614,3 +614,94 @@ fn each_row_generates_with_its_own_adapter() {
     );
     assert_eq!(mixed, vec![bottleneck[0].clone(), lora[1].clone()]);
 }
+
+/// The fixture's base weights of `family`, each tensor through `convert` (f32 bytes in, a dtype
+/// and bytes out), split into `shards` files with an index when `shards > 1`.
+fn rewrite_weights(
+    family: &str,
+    dir: &Path,
+    shards: usize,
+    convert: impl Fn(&[u8]) -> (safetensors::Dtype, Vec<u8>),
+) {
+    let base = family_dir(family).join("base");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(base.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(base.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let (dtype, data) = convert(view.data());
+            (name, dtype, view.shape().to_vec(), data)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut weight_map = serde_json::Map::new();
+    for (shard, chunk) in tensors.chunks(tensors.len().div_ceil(shards)).enumerate() {
+        let name = match shards {
+            1 => "model.safetensors".to_string(),
+            n => format!("model-{:05}-of-{n:05}.safetensors", shard + 1),
+        };
+        let views: Vec<(String, safetensors::tensor::TensorView)> = chunk
+            .iter()
+            .map(|(key, dtype, shape, data)| {
+                weight_map.insert(key.clone(), name.clone().into());
+                let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data);
+                (key.clone(), view.unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join(&name)).unwrap();
+    }
+    if shards > 1 {
+        let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    }
+}
+
+fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+}
+
+#[test]
+fn sharded_and_half_precision_checkpoints_load() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    let same = |bytes: &[u8]| (safetensors::Dtype::F32, bytes.to_vec());
+    let sharded = scratch.path().join("sharded");
+    rewrite_weights("mistral", &sharded, 3, same);
+    assert!(!sharded.join("model.safetensors").exists());
+    let single = logits(&base("mistral", &device), &device);
+    let model = LlamaModel::from_pretrained(&sharded, &device).unwrap();
+    assert_eq!(
+        logits(&model, &device),
+        single,
+        "three shards load as one file"
+    );
+
+    // A bf16 checkpoint computes what the f32 model with bf16-rounded weights computes.
+    let to_bf16 = |bytes: &[u8]| {
+        let data = f32s(bytes)
+            .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        (safetensors::Dtype::BF16, data)
+    };
+    let rounded = |bytes: &[u8]| {
+        let data = f32s(bytes)
+            .flat_map(|v| half::bf16::from_f32(v).to_f32().to_le_bytes())
+            .collect();
+        (safetensors::Dtype::F32, data)
+    };
+    let (bf16, reference) = (scratch.path().join("bf16"), scratch.path().join("rounded"));
+    rewrite_weights("mistral", &bf16, 1, to_bf16);
+    rewrite_weights("mistral", &reference, 1, rounded);
+    let half = LlamaModel::from_pretrained(&bf16, &device).unwrap();
+    let want = LlamaModel::from_pretrained(&reference, &device).unwrap();
+    let delta = max_abs_diff_tensors(
+        half.forward(decoder_inputs(&device)),
+        want.forward(decoder_inputs(&device)),
+    );
+    assert_eq!(delta, 0.0, "bf16 weights are read as f32");
+}

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig, RmsNormConfig};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::Device;
+use burn::tensor::{DType, Device};
 use serde::Deserialize;
 
 use super::{LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaMlp, LlamaModel, Rope};
+use crate::backend::cast_params;
 use crate::error::{Error, Result};
 use crate::model::AdapterRegistry;
 use crate::sites::{
@@ -48,7 +49,8 @@ impl LlamaModel {
     /// Loads a Hugging Face Llama, Mistral or Qwen2 directory: `config.json` with
     /// `model.safetensors`, or with the shards a `model.safetensors.index.json` lists.
     ///
-    /// Weights are read in f32; tensors the model does not use (rotary caches of old
+    /// Weights are read in f32 whatever the file's dtype (f32, f16, bf16; `backend::cast_params`
+    /// casts the model afterwards); tensors the model does not use (rotary caches of old
     /// checkpoints) are ignored, missing ones are an error naming the tensor.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
@@ -82,7 +84,8 @@ impl LlamaModel {
                 key,
             });
         }
-        Ok(model)
+        // f16/bf16 checkpoints keep their file's dtype through the store.
+        Ok(cast_params(model, DType::F32))
     }
 }
 
