@@ -705,3 +705,28 @@ fn sharded_and_half_precision_checkpoints_load() {
     );
     assert_eq!(delta, 0.0, "bf16 weights are read as f32");
 }
+
+#[test]
+fn adapters_for_another_shape_are_refused_naming_the_tensor() {
+    // Mistral's fixture has head_dim 16 (q_proj 32 → 64); Llama's has 8 (32 → 32).
+    let device = device();
+    let mut llama = base("llama", &device);
+    let error = llama
+        .load_adapter(case_dir("mistral", "lora_all"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::ShapeMismatch { key, .. } if key.contains("q_proj.loras.lora_all.lora_B")),
+        "{error}"
+    );
+    assert!(
+        !llama.has_adapter("lora_all"),
+        "a failed load leaves nothing behind"
+    );
+    let peft = family_dir("mistral").join("peft/peft_qv");
+    let error = llama.load_peft_adapter(&peft, "p").unwrap_err();
+    assert!(
+        matches!(&error, Error::ShapeMismatch { key, .. } if key.contains("q_proj.lora_B")),
+        "{error}"
+    );
+    assert!(!llama.has_adapter("p"));
+}
