@@ -1,6 +1,8 @@
 //! Shapes, devices and inputs shared by the benches.
 #![allow(dead_code)]
 
+pub mod paired;
+
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use burn_adapters::backend::device_by_name;
 use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
@@ -75,7 +77,7 @@ pub const VARIANTS: [(&str, Option<&str>, bool); 7] = [
 ];
 
 /// `base` with the adapter of a variant added as `a`, active, and merged if asked.
-pub fn with_variant(base: &BertModel, spec: Option<&str>, merged: bool) -> BertModel {
+pub fn with_variant<M: AdapterModel>(base: &M, spec: Option<&str>, merged: bool) -> M {
     let mut model = base.clone();
     if let Some(spec) = spec {
         model
