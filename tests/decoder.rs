@@ -142,7 +142,7 @@ fn rust_saved_decoder_adapters_reload_exactly() {
             let dims = before.dims();
             let before = values(before);
             assert_eq!(before, values(after), "{family}/{name}");
-            write_logits(&out.join("expected.safetensors"), &before, dims);
+            write_f32(&out.join("expected.safetensors"), "logits", &before, &dims);
         }
     }
 }
@@ -170,11 +170,8 @@ fn peft_loras_on_decoders_match_peft_and_save_back() {
             let out = root.join(family).join(&name);
             model.save_peft_adapter(&out, &name).unwrap();
             let dims = got.dims();
-            write_logits(
-                &out.join("expected.safetensors"),
-                &values(got.clone()),
-                dims,
-            );
+            let logits = values(got.clone());
+            write_f32(&out.join("expected.safetensors"), "logits", &logits, &dims);
             let delta = max_abs_diff(&values(got.clone()), &expected_logits(&case));
             println!("{family}/{name:<14} PEFT max |Δ| = {delta:.2e}");
             assert!(delta <= TOLERANCE, "{family}/{name}: max |Δ| = {delta:e}");
@@ -190,14 +187,6 @@ fn peft_loras_on_decoders_match_peft_and_save_back() {
         }
     }
     assert_eq!(runs, FAMILIES.len() * 2);
-}
-
-fn write_logits(path: &Path, values: &[f32], shape: [usize; 3]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
-            .unwrap();
-    safetensors::serialize_to_file([("logits", view)], None, path).unwrap();
 }
 
 #[test]

@@ -329,17 +329,14 @@ fn lora_save_load_round_trip_is_bit_exact() {
         reloaded.set_active_adapters("again").unwrap();
         assert_eq!(hidden(&reloaded, &device), before, "{name}");
         if export.is_some() {
-            write_expected(&out.join("expected.safetensors"), &before);
+            write_f32(
+                &out.join("expected.safetensors"),
+                "last_hidden_state",
+                &before,
+                &[2, 7, 32],
+            );
         }
     }
-}
-
-fn write_expected(path: &Path, values: &[f32]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 7, 32], &bytes)
-            .unwrap();
-    safetensors::serialize_to_file([("last_hidden_state", view)], None, path).unwrap();
 }
 
 #[test]

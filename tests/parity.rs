@@ -122,17 +122,14 @@ fn save_load_round_trip_is_bit_exact() {
         assert_eq!(before, after, "{name}: reload changed the outputs");
 
         if export.is_some() {
-            write_expected(&out.join("expected.safetensors"), &before, [2, 7, 32]);
+            write_f32(
+                &out.join("expected.safetensors"),
+                "last_hidden_state",
+                &before,
+                &[2, 7, 32],
+            );
         }
     }
-}
-
-fn write_expected(path: &std::path::Path, values: &[f32], shape: [usize; 3]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
-            .unwrap();
-    safetensors::serialize_to_file([("last_hidden_state", view)], None, path).unwrap();
 }
 
 /// AdapterHub's default format: `pytorch_adapter.bin` saved from a model with heads (`bert.`

@@ -154,3 +154,13 @@ pub fn max_abs_diff_tensors<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     max_abs_diff(&values(a), &as_f64(&values(b)))
 }
+
+/// Writes one f32 tensor `key` of `shape` to the safetensors file `path` (what the Python checks
+/// compare with).
+pub fn write_f32(path: &Path, key: &str, values: &[f32], shape: &[usize]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+            .unwrap();
+    safetensors::serialize_to_file([(key, view)], None, path).unwrap();
+}
