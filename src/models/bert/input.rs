@@ -4,7 +4,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::BertConfig;
 use crate::error::{Error, Result};
-use crate::models::input_checks::check_range;
+use crate::models::input_checks::{check_not_empty, check_range, check_same_shape};
 
 /// Token ids and masks for one batch.
 #[derive(Debug, Clone)]
@@ -41,13 +41,9 @@ impl BertInput {
     /// ids' shape, ids below `vocab_size` and token types below `type_vocab_size` (neither
     /// negative). The value checks read the smallest and largest ids back from the device.
     pub fn check(&self, config: &BertConfig) -> Result<()> {
-        let [batch, seq] = self.input_ids.dims();
-        if batch == 0 || seq == 0 {
-            return Err(Error::input(
-                "input_ids",
-                format!("shape [{batch}, {seq}] is empty"),
-            ));
-        }
+        let dims = self.input_ids.dims();
+        check_not_empty("input_ids", dims)?;
+        let seq = dims[1];
         if seq > config.max_position_embeddings {
             return Err(Error::input(
                 "input_ids",
@@ -57,15 +53,8 @@ impl BertInput {
                 ),
             ));
         }
-        let same_shape = |name: &str, t: &Option<Tensor<2, Int>>| match t {
-            Some(t) if t.dims() != [batch, seq] => Err(Error::input(
-                name,
-                format!("shape {:?}, but input_ids has [{batch}, {seq}]", t.dims()),
-            )),
-            _ => Ok(()),
-        };
-        same_shape("attention_mask", &self.attention_mask)?;
-        same_shape("token_type_ids", &self.token_type_ids)?;
+        check_same_shape("attention_mask", self.attention_mask.as_ref(), dims)?;
+        check_same_shape("token_type_ids", self.token_type_ids.as_ref(), dims)?;
         check_range("input_ids", &self.input_ids, config.vocab_size)?;
         match &self.token_type_ids {
             Some(types) => check_range("token_type_ids", types, config.type_vocab_size),

@@ -9,6 +9,7 @@ use burn::tensor::{Bool, DType, Int, Tensor, activation::softmax};
 use crate::backend::is_flex;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
+use crate::models::input_checks::masked_score;
 use crate::sites::{LinearSite, ResidualSite};
 
 /// Word, position and token-type embeddings.
@@ -101,9 +102,7 @@ pub(super) struct Padding {
     /// `0` at tokens and `lowest` at padded keys, `[batch, 1, 1, seq]`: what transformers adds
     /// to the scores.
     bias: Tensor<4>,
-    /// The score given to padded keys: the dtype's lowest finite value, as in transformers
-    /// (after the softmax the same as -inf, except in a row with no token at all, which
-    /// becomes a uniform average as there).
+    /// The score given to padded keys (`masked_score` of the dtype, as in transformers).
     lowest: f64,
 }
 
@@ -121,11 +120,7 @@ impl Padding {
         if is_flex(&padded.device()) && !padded.clone().any().into_scalar::<bool>() {
             return None;
         }
-        let lowest = match dtype {
-            DType::F16 => half::f16::MIN.to_f64(),
-            DType::BF16 => half::bf16::MIN.to_f64(),
-            _ => f32::MIN as f64,
-        };
+        let lowest = masked_score(dtype);
         let mask = padded.reshape([batch, 1, 1, seq]);
         let bias = Tensor::<4>::zeros([batch, 1, 1, seq], &mask.device())
             .cast(dtype)

@@ -4,7 +4,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::LlamaConfig;
 use crate::error::{Error, Result};
-use crate::models::input_checks::check_range;
+use crate::models::input_checks::{check_not_empty, check_range, check_same_shape};
 
 /// Token ids, padding and positions for one batch of a decoder.
 #[derive(Debug, Clone)]
@@ -45,13 +45,9 @@ impl LlamaInput {
     /// below `vocab_size` and positions below `max_position_embeddings` (neither negative). The
     /// value checks read the smallest and largest ids back from the device.
     pub fn check(&self, config: &LlamaConfig, past: usize, cached_batch: usize) -> Result<()> {
-        let [batch, seq] = self.input_ids.dims();
-        if batch == 0 || seq == 0 {
-            return Err(Error::input(
-                "input_ids",
-                format!("shape [{batch}, {seq}] is empty"),
-            ));
-        }
+        let dims = self.input_ids.dims();
+        check_not_empty("input_ids", dims)?;
+        let [batch, seq] = dims;
         if past > 0 && batch != cached_batch {
             return Err(Error::input(
                 "input_ids",
@@ -65,19 +61,8 @@ impl LlamaInput {
                 format!("{past} cached and {seq} new positions exceed the context of {context}"),
             ));
         }
-        for (name, tensor) in [
-            ("attention_mask", &self.attention_mask),
-            ("position_ids", &self.position_ids),
-        ] {
-            if let Some(t) = tensor
-                && t.dims() != [batch, seq]
-            {
-                return Err(Error::input(
-                    name,
-                    format!("shape {:?}, but input_ids has [{batch}, {seq}]", t.dims()),
-                ));
-            }
-        }
+        check_same_shape("attention_mask", self.attention_mask.as_ref(), dims)?;
+        check_same_shape("position_ids", self.position_ids.as_ref(), dims)?;
         check_range("input_ids", &self.input_ids, config.vocab_size)?;
         match &self.position_ids {
             Some(positions) => check_range("position_ids", positions, context),

@@ -3,6 +3,8 @@
 
 use burn::tensor::{Bool, DType, Int, Tensor};
 
+use crate::models::input_checks::masked_score;
+
 /// The bias of one forward, per distinct window of the model's layers.
 #[derive(Debug, Clone)]
 pub(crate) struct AttentionBias {
@@ -21,11 +23,7 @@ impl AttentionBias {
     ) -> Self {
         let [batch, keys] = key_mask.dims();
         let device = key_mask.device();
-        let lowest = match dtype {
-            DType::F16 => half::f16::MIN.to_f64(),
-            DType::BF16 => half::bf16::MIN.to_f64(),
-            _ => f32::MIN as f64,
-        };
+        let lowest = masked_score(dtype);
         let query_pos = Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
             .reshape([seq, 1])
             .expand([seq, keys]);
