@@ -1,4 +1,4 @@
-//! Runs a Hugging Face BERT or Llama-family decoder with adapters from the shell and prints its
+//! Runs a Hugging Face BERT, Llama-family or GPT-2 decoder with adapters from the shell and prints its
 //! outputs as JSON.
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!     [--generate N] --input <json-file>
 //! ```
 //!
-//! The model type comes from `config.json` (`bert`, or `llama`/`mistral`/`qwen2`). The input file is
+//! The model type comes from `config.json` (`bert`, or `llama`/`mistral`/`qwen2`/`gpt2`). The input file is
 //! `{"input_ids": [[...]], "attention_mask": [[...]]}` (decoders pad on the left); stdout is exactly
 //! one JSON object: `{"last_hidden_state": [[[...]]]}` for BERT, `{"logits": [[[...]]]}` for a
 //! decoder, or with `--generate N` `{"generated": [[...]]}`, N greedy tokens per row without the
@@ -21,9 +21,10 @@ use std::process::ExitCode;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_adapters::backend::device_by_name;
-use burn_adapters::generation::{GenerationConfig, generate};
+use burn_adapters::generation::{CausalLm, GenerationConfig, generate};
 use burn_adapters::models::bert::{BertInput, BertModel};
-use burn_adapters::models::llama::{LlamaInput, LlamaModel};
+use burn_adapters::models::gpt2::Gpt2Model;
+use burn_adapters::models::llama::{DecoderInput, LlamaModel};
 use burn_adapters::prelude::*;
 use serde_json::Value;
 
@@ -220,18 +221,22 @@ fn run_bert(args: &Args, device: &Device) -> Result<String, String> {
     json_3d("last_hidden_state", hidden)
 }
 
-fn run_decoder(args: &Args, device: &Device) -> Result<String, String> {
-    let mut model = LlamaModel::from_pretrained(&args.model, device).map_err(|e| e.to_string())?;
+/// Logits or greedy tokens of a causal LM, after its adapters are prepared.
+fn run_decoder<M: AdapterModel + CausalLm>(
+    mut model: M,
+    pad_token_id: Option<usize>,
+    forward: fn(&M, DecoderInput) -> burn_adapters::Result<Tensor<3>>,
+    args: &Args,
+    device: &Device,
+) -> Result<String, String> {
     prepare(&mut model, args)?;
     let (ids, mask) = read_input(args, device)?;
     let Some(tokens) = args.generate else {
-        let logits = model
-            .try_forward(LlamaInput::new(ids, mask))
-            .map_err(|e| format!("input: {e}"))?;
+        let logits =
+            forward(&model, DecoderInput::new(ids, mask)).map_err(|e| format!("input: {e}"))?;
         return json_3d("logits", logits);
     };
-    let pad = model.config().pad_token_id.unwrap_or(0);
-    let config = GenerationConfig::new(tokens).with_pad_token_id(pad);
+    let config = GenerationConfig::new(tokens).with_pad_token_id(pad_token_id.unwrap_or(0));
     let generated =
         generate(&model, ids, mask, &config, |_, _| {}).map_err(|e| format!("input: {e}"))?;
     let out = std::collections::BTreeMap::from([("generated", generated)]);
@@ -243,9 +248,20 @@ fn run() -> Result<String, String> {
     let device = device_by_name(&args.device).map_err(|e| e.to_string())?;
     match model_type(&args.model)?.as_str() {
         "bert" => run_bert(&args, &device),
-        "llama" | "mistral" | "qwen2" => run_decoder(&args, &device),
+        "llama" | "mistral" | "qwen2" => {
+            let model =
+                LlamaModel::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+            let pad = model.config().pad_token_id;
+            run_decoder(model, pad, LlamaModel::try_forward, &args, &device)
+        }
+        "gpt2" => {
+            let model =
+                Gpt2Model::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+            let pad = model.config().pad_token_id;
+            run_decoder(model, pad, Gpt2Model::try_forward, &args, &device)
+        }
         other => Err(format!(
-            "{}: model_type `{other}` is not one of bert, llama, mistral, qwen2",
+            "{}: model_type `{other}` is not one of bert, llama, mistral, qwen2, gpt2",
             args.model.display()
         )),
     }

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_adapters::backend::device_by_name;
 use burn_adapters::generation::{GenerationConfig, generate};
-use burn_adapters::models::llama::{LlamaInput, LlamaModel};
+use burn_adapters::models::llama::{DecoderInput, LlamaModel};
 use burn_adapters::prelude::*;
 use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
 use tokenizers::Tokenizer;
@@ -179,7 +179,11 @@ fn examples(o: &Options, vocabulary: &Vocabulary) -> AnyResult<(Vec<Example>, Ve
 }
 
 /// A left-padded batch: ids, mask, labels, and each row's last prompt position.
-fn batch(rows: &[&Example], pad: i64, device: &Device) -> (LlamaInput, Tensor<2, Int>, Vec<usize>) {
+fn batch(
+    rows: &[&Example],
+    pad: i64,
+    device: &Device,
+) -> (DecoderInput, Tensor<2, Int>, Vec<usize>) {
     let width = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
     let (mut ids, mut mask, mut labels, mut prompt_ends) = (vec![], vec![], vec![], vec![]);
     for row in rows {
@@ -197,7 +201,7 @@ fn batch(rows: &[&Example], pad: i64, device: &Device) -> (LlamaInput, Tensor<2,
     let matrix = |values: Vec<i64>| {
         Tensor::<2, Int>::from_data(TensorData::new(values, [rows.len(), width]), device)
     };
-    let input = LlamaInput::new(matrix(ids), matrix(mask));
+    let input = DecoderInput::new(matrix(ids), matrix(mask));
     (input, matrix(labels), prompt_ends)
 }
 

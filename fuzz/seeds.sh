@@ -32,10 +32,11 @@ PY
   setup_text)
     printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack" ;;
   model_config)
-    # a selector byte (0 BERT config, 1 decoder config, 2 shard index), then a real file
+    # a selector byte (0 BERT config, 1 decoder config, 2 shard index, 3 GPT-2 config), then a real file
     { printf '\000'; cat $fx/base/config.json; } > "$dir/bert"
     { printf '\001'; cat $fx/decoder/llama/base/config.json; } > "$dir/llama"
     { printf '\001'; cat $fx/decoder/mistral/base/config.json; } > "$dir/mistral"
+    { printf '\003'; cat $fx/decoder/gpt2/base/config.json; } > "$dir/gpt2"
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn" ;;

@@ -46,7 +46,7 @@
 //!     it builds modules from what `io` reads and installs them in the sites.
 //! 11. `train`: a small training helper on top of burn's optimizers.
 //! 12. `generation`: text generation for any causal language model ([`generation::CausalLm`]).
-//! 13. `models`: reference hosts (BERT, Llama-family decoders, burn's `TransformerEncoder`).
+//! 13. `models`: reference hosts (BERT, Llama-family and GPT-2 decoders, burn's `TransformerEncoder`).
 
 pub mod backend;
 pub mod composition;

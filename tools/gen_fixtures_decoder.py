@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Decoder golden fixtures: tiny random Llama, Mistral and Qwen2 causal LMs (transformers 4.57.6) with AdapterHub
-`adapters` 1.3.0 methods on them.
+"""Decoder golden fixtures: tiny random Llama, Mistral, Qwen2 and GPT-2 causal LMs (transformers 4.57.6) with
+AdapterHub `adapters` 1.3.0 methods on them.
 
-    python tools/gen_fixtures_decoder.py [OUT_DIR]      # default tests/fixtures/decoder
+    python tools/gen_fixtures_decoder.py [OUT_DIR] [--families gpt2 ...]   # default tests/fixtures/decoder, all
 
 Layout:
 
@@ -23,7 +23,10 @@ transformers' causal-LM loss with the input ids as labels (-100 at padding).
 The families cover what a host has to get right: Llama with "llama3" rope scaling and untied embeddings, Llama
 with "linear" rope scaling, attention and MLP biases and tied embeddings, Mistral with a sliding window (4) shorter
 than the input and a head_dim that is not hidden_size / num_attention_heads, Qwen2 with q/k/v biases and tied
-embeddings. All have grouped-query attention (4 query heads, 2 key/value heads).
+embeddings. All have grouped-query attention (4 query heads, 2 key/value heads). GPT-2 (learned positions, the fused
+`c_attn` Conv1D, tied embeddings, scores scaled by the inverse layer index) runs its own cases: LoRA on some and on
+all of the fused query/key/value blocks (AdapterHub's LoRAMergedLinear), IA3 there, and PEFT LoRAs on `c_attn`
+(fan_in_fan_out).
 
 Every weight is drawn with a larger spread than transformers' init (std 0.12; norms 1 + 0.1 N(0,1)) so that
 differences show in the logits, and every adapter parameter gets + NOISE * N(0, 1) after add_adapter. The float32
@@ -41,7 +44,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 import fixture_common as C
 from gen_fixtures_peft import stabilize_config
@@ -88,6 +91,11 @@ FAMILIES = {
     ),
     "mistral": lambda: MistralConfig(**COMMON, tie_word_embeddings=False, sliding_window=4, head_dim=16),
     "qwen2": lambda: Qwen2Config(**COMMON, tie_word_embeddings=True, use_sliding_window=False),
+    "gpt2": lambda: GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=48,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True,
+        initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    ),
 }
 
 # (case name, config string); every family runs every case
@@ -99,6 +107,14 @@ CASES = [
     ("ia3", "ia3[output_lora=True]"),
 ]
 
+GPT2_CASES = [
+    ("seq_bn", "seq_bn[reduction_factor=4]"),
+    ("par_bn", "par_bn[reduction_factor=4]"),
+    ("lora_qv", "lora[r=4,alpha=8]"),
+    ("lora_all", 'lora[r=4,alpha=8,attn_matrices=["q","k","v"],intermediate_lora=True,output_lora=True]'),
+    ("lora_k_mlp", 'lora[r=2,alpha=4,attn_matrices=["k"],output_lora=True]'),
+    ("ia3", "ia3[output_lora=True]"),
+]
 
 # PEFT LoRAs on the projections this crate's decoder sites wrap (names as PEFT's target_modules)
 PEFT_CASES = [
@@ -106,6 +122,15 @@ PEFT_CASES = [
     ("peft_qkv_mlp", dict(target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"], r=4,
                           lora_alpha=8, lora_dropout=0.0, use_rslora=True)),
 ]
+GPT2_PEFT_CASES = [
+    ("peft_c_attn", dict(target_modules=["c_attn"], r=4, lora_alpha=8, lora_dropout=0.0, fan_in_fan_out=True)),
+    ("peft_all", dict(target_modules=["c_attn", "c_fc", "mlp.c_proj"], r=4, lora_alpha=8, lora_dropout=0.0,
+                      fan_in_fan_out=True, use_rslora=True)),
+]
+
+
+def cases_of(family):
+    return (GPT2_CASES, GPT2_PEFT_CASES) if family == "gpt2" else (CASES, PEFT_CASES)
 
 
 def make_inputs():
@@ -146,7 +171,7 @@ def check_rounding(label, model, inputs, out):
 def spread_weights(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") or (".ln_" in name or name.startswith("ln_")) and name.endswith(".weight"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(BASE_STD * torch.randn_like(p))
@@ -280,29 +305,34 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("out_dir", nargs="?", default=os.path.join(here, "..", "tests", "fixtures", "decoder"))
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                    help="regenerate only these families (the others' directories are kept)")
     args = ap.parse_args()
     out_dir = os.path.abspath(args.out_dir)
-    if os.path.isdir(out_dir):
+    if set(args.families) == set(FAMILIES) and os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
     inputs = make_inputs()
     save_file(inputs, os.path.join(out_dir, "inputs.safetensors"))
-    for family in FAMILIES:
+    for family in args.families:
         print(family)
         family_dir = os.path.join(out_dir, family)
+        if os.path.isdir(family_dir):
+            shutil.rmtree(family_dir)
         os.makedirs(family_dir)
+        family_cases, family_peft = cases_of(family)
         base_dir, base_out = build_base(family, family_dir, inputs)
         cases = [
             build_case(idx, name, config, base_dir, family_dir, inputs, base_out)
-            for idx, (name, config) in enumerate(CASES)
+            for idx, (name, config) in enumerate(family_cases)
         ]
         C.write_json(os.path.join(family_dir, "cases", "cases.json"), cases)
         peft = [
             build_peft_case(idx, name, kwargs, base_dir, family_dir, inputs, base_out)
-            for idx, (name, kwargs) in enumerate(PEFT_CASES)
+            for idx, (name, kwargs) in enumerate(family_peft)
         ]
         C.write_json(os.path.join(family_dir, "peft", "cases.json"), peft)
 

@@ -1,13 +1,15 @@
 //! Hugging Face model directories: an arbitrary BERT `config.json` (first input byte 0), an
-//! arbitrary Llama-family `config.json` (1: a config that reads back must also write and read
-//! back as itself), or an arbitrary `model.safetensors.index.json` beside a valid decoder
-//! config (2: its shard names may point anywhere, even at the config itself). Nothing panics.
+//! arbitrary Llama-family or GPT-2 `config.json` (1 and 3: a config that reads back must also
+//! write and read back as itself), or an arbitrary `model.safetensors.index.json` beside a valid
+//! decoder config (2: its shard names may point anywhere, even at the config itself). Nothing
+//! panics.
 #![no_main]
 
 use std::path::{Path, PathBuf};
 
 use burn_adapters::burn::tensor::Device;
 use burn_adapters::models::bert::BertConfig;
+use burn_adapters::models::gpt2::Gpt2Config;
 use burn_adapters::models::llama::{LlamaConfig, LlamaModel};
 use libfuzzer_sys::fuzz_target;
 
@@ -29,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let dir = scratch();
-    match choice % 3 {
+    match choice % 4 {
         0 => {
             std::fs::write(dir.join("config.json"), bytes).unwrap();
             let _ = BertConfig::from_file(dir.join("config.json"));
@@ -40,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
                 let text = serde_json::to_string(&config).unwrap();
                 std::fs::write(dir.join("config.json"), text).unwrap();
                 let again = LlamaConfig::from_file(dir.join("config.json")).unwrap();
+                assert_eq!(again, config);
+            }
+        }
+        3 => {
+            std::fs::write(dir.join("config.json"), bytes).unwrap();
+            if let Ok(config) = Gpt2Config::from_file(dir.join("config.json")) {
+                let text = serde_json::to_string(&config).unwrap();
+                std::fs::write(dir.join("config.json"), text).unwrap();
+                let again = Gpt2Config::from_file(dir.join("config.json")).unwrap();
                 assert_eq!(again, config);
             }
         }

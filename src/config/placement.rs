@@ -47,6 +47,9 @@ pub enum LinearPosition {
     Intermediate,
     /// Second feed-forward projection (`output_lora`).
     Output,
+    /// A fused query/key/value projection (GPT-2's `c_attn`): its modules update the blocks of
+    /// the `attn_matrices` (see [`LoRAConfig::fused_blocks`]).
+    QueryKeyValue,
 }
 
 /// Where a linear site sits in its host.
@@ -88,7 +91,15 @@ impl LoRAConfig {
             LinearPosition::Value => attention(AttnMatrix::V),
             LinearPosition::Intermediate => self.intermediate_lora,
             LinearPosition::Output => self.output_lora,
+            LinearPosition::QueryKeyValue => [AttnMatrix::Q, AttnMatrix::K, AttnMatrix::V]
+                .into_iter()
+                .any(attention),
         }
+    }
+
+    /// Which of a fused projection's query, key and value blocks the modules update.
+    pub fn fused_blocks(&self) -> [bool; 3] {
+        [AttnMatrix::Q, AttnMatrix::K, AttnMatrix::V].map(|m| self.attn_matrices.contains(&m))
     }
 }
 

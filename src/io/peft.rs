@@ -46,6 +46,8 @@ pub(crate) struct SavedPeft {
 /// What is written for one PEFT LoRA.
 pub(crate) struct PeftRecord {
     pub settings: PeftSettings,
+    /// Whether the host stores its projections `[in, out]` (transformers' `Conv1D`).
+    pub fan_in_fan_out: bool,
     /// The wrapped modules' paths (PEFT's `target_modules`).
     pub targets: Vec<String>,
     pub info: ModelInfo,
@@ -89,7 +91,7 @@ pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
         "alpha_pattern": {},
         "base_model_name_or_path": record.info.model_name,
         "bias": "none",
-        "fan_in_fan_out": false,
+        "fan_in_fan_out": record.fan_in_fan_out,
         "inference_mode": true,
         "init_lora_weights": true,
         "layers_pattern": null,
@@ -211,8 +213,10 @@ impl Fields<'_> {
     }
 
     /// Features with no equivalent here: refused rather than loaded as something different.
+    /// (`fan_in_fan_out` describes the base layer's storage, not the LoRA tensors; PEFT sets it
+    /// from the module type whatever the file says, and so does the host here.)
     fn reject_unsupported(&self) -> Result<()> {
-        for field in ["use_dora", "fan_in_fan_out", "lora_bias"] {
+        for field in ["use_dora", "lora_bias"] {
             if self.flag(field)? {
                 return Err(Error::Unsupported(format!(
                     "PEFT LoRA with `{field}: true`"

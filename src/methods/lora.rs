@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
+use super::OutputBlocks;
 use super::dropout;
 use super::init::{InitRng, param};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
@@ -19,12 +20,19 @@ use crate::error::{Error, Result};
 /// `sigmoid(gate(x))`. Matrices are stored in burn's `[d_input, d_output]` orientation
 /// (AdapterHub's are transposed); the update is computed on the activations, never as a dense
 /// weight delta.
+///
+/// On a fused projection the module may update only some output blocks ([`OutputBlocks`]):
+/// then `A` is `[d_input, r·n]` and `B` `[r, n·width]` (LoRA), `l` `[1, n·width]` (IA3), for the
+/// `n` enabled blocks.
 #[derive(Module, Debug)]
 pub struct LoRA {
     /// `A`, `[d_input, r]` (LoRA only).
     pub lora_a: Option<Param<Tensor<2>>>,
     /// `B`, `[r, d_output]` for LoRA; the scaling vector `l`, `[1, d_output]`, for IA3.
     pub lora_b: Param<Tensor<2>>,
+    /// The output blocks updated, when only some blocks of a fused projection are.
+    #[module(skip)]
+    pub blocks: Option<OutputBlocks>,
     /// The gate, `d_input → 1`, when `use_gating` is set.
     pub gate: Option<Linear>,
     /// Dropout on the LoRA input.
@@ -46,7 +54,40 @@ impl LoRA {
         d_output: usize,
         device: &Device,
     ) -> Result<Self> {
+        Self::build(config, d_input, d_output, None, device)
+    }
+
+    /// Builds the module for the enabled `blocks` of a fused projection `d_input → d_output`
+    /// (AdapterHub's `LoRAMergedLinear`), initialised as [`LoRA::new`] does. A gate is refused:
+    /// AdapterHub gates each block separately, which this module does not do.
+    pub fn new_in_blocks(
+        config: &LoRAConfig,
+        d_input: usize,
+        d_output: usize,
+        blocks: OutputBlocks,
+        device: &Device,
+    ) -> Result<Self> {
+        if config.use_gating {
+            return Err(Error::Unsupported(
+                "a gated LoRA on a fused projection (GPT-2's `c_attn`)".into(),
+            ));
+        }
+        Self::build(config, d_input, d_output, Some(blocks), device)
+    }
+
+    fn build(
+        config: &LoRAConfig,
+        d_input: usize,
+        d_output: usize,
+        blocks: Option<OutputBlocks>,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
+        // `A` holds r columns and `B` one block's width per enabled block.
+        let (ranks, d_output) = match &blocks {
+            Some(b) => (config.r * b.count(), b.count() * b.width(d_output)),
+            None => (config.r, d_output),
+        };
         let mut rng = match config.init_weights_seed {
             Some(seed) => InitRng::seeded(seed),
             None => InitRng::from_device(device),
@@ -57,18 +98,18 @@ impl LoRA {
                 let (a, b) = match config.init_weights {
                     // kaiming_uniform(a = √5) on A [r, d_input]: bound 1/√d_input.
                     LoRAInit::Lora => (
-                        rng.uniform(d_input * r, 1.0 / (d_input as f64).sqrt()),
+                        rng.uniform(d_input * ranks, 1.0 / (d_input as f64).sqrt()),
                         vec![0.0; r * d_output],
                     ),
                     LoRAInit::Bert => (
-                        rng.normal(d_input * r, 0.0, 0.02),
+                        rng.normal(d_input * ranks, 0.0, 0.02),
                         rng.normal(r * d_output, 0.0, 0.02),
                     ),
-                    LoRAInit::Ia3 => (vec![1.0; d_input * r], vec![1.0; r * d_output]),
+                    LoRAInit::Ia3 => (vec![1.0; d_input * ranks], vec![1.0; r * d_output]),
                     LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
                 };
                 (
-                    Some(param(a, [d_input, r], device)),
+                    Some(param(a, [d_input, ranks], device)),
                     param(b, [r, d_output], device),
                     config.alpha / r as f64,
                 )
@@ -97,6 +138,7 @@ impl LoRA {
             gate,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
+            blocks,
         })
     }
 
@@ -131,7 +173,17 @@ impl LoRA {
                     Some(gate) => low_rank * gate,
                     None => low_rank.mul_scalar(self.scaling),
                 };
-                low_rank.matmul(self.lora_b.val().unsqueeze())
+                match &self.blocks {
+                    None => low_rank.matmul(self.lora_b.val().unsqueeze()),
+                    Some(blocks) => blocks.pad(per_block(low_rank, self.lora_b.val()), 0.0),
+                }
+            }
+            None if self.blocks.is_some() => {
+                let s: Tensor<3> = self.ia3_scale(self.lora_b.val()).unsqueeze();
+                match previous {
+                    Some(previous) => previous * s,
+                    None => s,
+                }
             }
             None => {
                 let l: Tensor<3> = self.lora_b.val().unsqueeze();
@@ -193,7 +245,7 @@ impl LoRA {
                 bias: linear.bias,
             };
         }
-        let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+        let s = self.ia3_scale(self.lora_b.val().detach());
         Linear {
             weight: update(linear.weight, |w| w / s.clone()),
             bias: linear
@@ -202,11 +254,26 @@ impl LoRA {
         }
     }
 
-    /// `A B·scaling` (LoRA only).
+    /// `A B·scaling` (LoRA only), zero outside the enabled blocks.
     fn low_rank_delta(&self) -> Option<Tensor<2>> {
-        let a = self.lora_a.as_ref()?;
+        let a = self.lora_a.as_ref()?.val().detach();
         let b = self.lora_b.val().detach().mul_scalar(self.scaling);
-        Some(a.val().detach().matmul(b))
+        Some(match &self.blocks {
+            None => a.matmul(b),
+            Some(blocks) => blocks.pad(per_block(a, b), 0.0),
+        })
+    }
+
+    /// The IA3 scaling `l·alpha` of every output, `[1, d_output]`: 1 outside the enabled blocks.
+    ///
+    /// (AdapterHub's `LoRAMergedLinear` scales the blocks it pads with 1 by `alpha` too; with
+    /// IA3's default `alpha = 1` the two agree.)
+    fn ia3_scale(&self, l: Tensor<2>) -> Tensor<2> {
+        let s = l.mul_scalar(self.scaling);
+        match &self.blocks {
+            None => s,
+            Some(blocks) => blocks.pad(s, 1.0),
+        }
     }
 
     /// `linear` with this (ungated, see [`LoRA::check_mergeable`]) update folded into its
@@ -223,7 +290,7 @@ impl LoRA {
                 bias: linear.bias,
             };
         }
-        let s = self.lora_b.val().detach().mul_scalar(self.scaling);
+        let s = self.ia3_scale(self.lora_b.val().detach());
         Linear {
             weight: update(linear.weight, |w| w * s.clone()),
             bias: linear
@@ -231,6 +298,25 @@ impl LoRA {
                 .map(|bias| update(bias, |bias| (bias.unsqueeze_dim(0) * s).squeeze_dim(0))),
         }
     }
+}
+
+/// `x · B_g` for each block `g`, side by side: block `g` of `x`'s last dimension (width `r`)
+/// times columns `g·width..(g+1)·width` of `B` (`[r, n·width]`).
+///
+/// # Shapes
+///
+/// - x: `[..., n·r]`, b: `[r, n·width]`, output: `[..., n·width]`
+fn per_block<const D: usize>(x: Tensor<D>, b: Tensor<2>) -> Tensor<D> {
+    let [r, total] = b.dims();
+    let n = x.dims()[D - 1] / r;
+    let width = total / n;
+    let pieces = (0..n)
+        .map(|g| {
+            let b_g: Tensor<D> = b.clone().narrow(1, g * width, width).unsqueeze();
+            x.clone().narrow(D - 1, g * r, r).matmul(b_g)
+        })
+        .collect();
+    Tensor::cat(pieces, D - 1)
 }
 
 /// Replaces a parameter's value, keeping its id and its gradient requirement.

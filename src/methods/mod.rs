@@ -1,12 +1,14 @@
 //! Adapter methods: the trainable modules and their forward math.
 
 mod activation;
+mod blocks;
 mod bottleneck;
 pub(crate) mod dropout;
 mod fusion;
 pub(crate) mod init;
 mod lora;
 
+pub use blocks::OutputBlocks;
 pub use bottleneck::*;
 pub(crate) use dropout::{dropout, dropout_active};
 pub use fusion::*;

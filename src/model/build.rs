@@ -9,10 +9,10 @@ use burn::tensor::Device;
 
 use super::AdapterHost;
 use crate::composition::{ActivePlan, AdapterSetup};
-use crate::config::{AdapterConfig, BnConfig, LoRAConfig};
+use crate::config::{AdapterConfig, BnConfig, LinearPosition, LoRAConfig};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
-use crate::methods::{Bottleneck, LoRA};
+use crate::methods::{Bottleneck, LoRA, OutputBlocks};
 
 /// The modules of one adapter, built for each site of a host (in the orders of
 /// [`AdapterHost::residual_sites`] and [`AdapterHost::linear_sites`]).
@@ -74,7 +74,14 @@ pub(crate) fn build_modules<M: AdapterHost>(
                 None => Cow::Borrowed(lora),
             };
             let (d_input, d_output) = site.dims();
-            LoRA::new(&lora, d_input, d_output, &device).map(Some)
+            match site.location().position {
+                LinearPosition::QueryKeyValue => {
+                    let blocks = OutputBlocks::new(lora.fused_blocks().to_vec());
+                    LoRA::new_in_blocks(&lora, d_input, d_output, blocks, &device)
+                }
+                _ => LoRA::new(&lora, d_input, d_output, &device),
+            }
+            .map(Some)
         })
         .collect::<Result<_>>()?;
     Ok(AdapterModules { residual, linear })

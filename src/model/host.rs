@@ -84,6 +84,12 @@ pub trait AdapterHost: Module + Sized {
         ModelInfo::default()
     }
 
+    /// Whether the host's checkpoints store the wrapped projections `[in, out]` (transformers'
+    /// `Conv1D`, as in GPT-2): PEFT's `fan_in_fan_out`.
+    fn fan_in_fan_out(&self) -> bool {
+        false
+    }
+
     /// Where the adapters of a residual site sit in the tensor names of AdapterHub's files.
     /// The default is the layout of AdapterHub's encoders (`encoder.layer.{i}.output.adapters`,
     /// `encoder.layer.{i}.attention.output.adapters`), so adapters move between encoder hosts.
@@ -105,6 +111,8 @@ pub trait AdapterHost: Module + Sized {
             LinearPosition::Value => "attention.self.value",
             LinearPosition::Intermediate => "intermediate.dense",
             LinearPosition::Output => "output.dense",
+            // Encoders have separate projections; a host with a fused one names it.
+            LinearPosition::QueryKeyValue => "attention.self.qkv",
         };
         format!("encoder.layer.{}.{layer}.loras", location.layer)
     }

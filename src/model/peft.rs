@@ -20,6 +20,7 @@ use crate::io::WeightsFile;
 use crate::io::keys::{peft_name, wrapped_module};
 use crate::io::peft::{PeftRecord, PeftSettings, SavedPeft, read_peft, write_peft};
 use crate::io::tensors::TensorMap;
+use crate::methods::LoRA;
 use crate::names::validate_name;
 
 /// The module a linear site wraps, in the host's transformers naming.
@@ -38,6 +39,15 @@ pub(crate) fn load<M: AdapterModel>(model: &mut M, dir: &Path, name: &str) -> Re
     config.validate()?;
     let mut modules = build_modules(model, &config, Some(0))?;
     let device = device_of(model)?;
+    let AdapterConfig::Lora(lora_config) = &config else {
+        unreachable!("derive_config builds a LoRA config")
+    };
+    for (module, site) in modules.linear.iter_mut().zip(model.linear_sites()) {
+        if module.is_some() && site.location().position == LinearPosition::QueryKeyValue {
+            let (d_input, d_output) = site.dims();
+            *module = Some(LoRA::new(lora_config, d_input, d_output, &device)?);
+        }
+    }
     let mut filler = Filler::new(&saved.weights, &device);
     modules.linear = modules
         .linear
@@ -59,13 +69,14 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
     let wrapped = wrapped_sites(model, &saved.weights)?;
     let layers: BTreeSet<usize> = wrapped.iter().map(|l| l.layer).collect();
     let has = |position| wrapped.iter().any(|l| l.position == position);
+    let fused = has(LinearPosition::QueryKeyValue);
     let attn_matrices: Vec<AttnMatrix> = [
         (LinearPosition::Query, AttnMatrix::Q),
         (LinearPosition::Key, AttnMatrix::K),
         (LinearPosition::Value, AttnMatrix::V),
     ]
     .into_iter()
-    .filter(|(p, _)| has(*p))
+    .filter(|(p, _)| fused || has(*p))
     .map(|(_, m)| m)
     .collect();
     let PeftSettings {
@@ -171,6 +182,13 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
     let mut targets = Vec::new();
     for site in model.linear_sites() {
         if let Some(module) = site.loras().get(name) {
+            if module.blocks.is_some() {
+                return Err(unsupported(&format!(
+                    "its LoRA on `{}` has one A per query/key/value block (AdapterHub's fused \
+                     LoRA), PEFT's one for the whole projection; save it with save_adapter",
+                    module_path(model, site.location())
+                )));
+            }
             let path = module_path(model, site.location());
             collect(module, path.clone(), &peft_name, &mut tensors);
             targets.push(path);
@@ -183,6 +201,7 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             dropout: lora.dropout,
             rslora: false,
         },
+        fan_in_fan_out: model.fan_in_fan_out(),
         targets,
         info: model.model_info(),
         tensors,

@@ -7,13 +7,14 @@ use std::path::Path;
 use super::build::{AdapterModules, build_modules, device_of, install};
 use super::transfer::{Filler, collect};
 use super::{AdapterHost, AdapterModel};
+use crate::config::LinearPosition;
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::io::adapterhub::{
     AdapterRecord, HeadRecord, SavedAdapter, SavedHead, read_adapter, write_adapter,
 };
 use crate::io::in_file;
-use crate::io::keys::{bottleneck_name, head_name, lora_name};
+use crate::io::keys::{bottleneck_name, head_name, lora_name, wrapped_module};
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
 
@@ -23,6 +24,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .registry()
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
+    check_fused_blocks(model, name)?;
     let head = model.heads().and_then(|heads| heads.get(name));
     let record = AdapterRecord {
         name,
@@ -36,6 +38,27 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         }),
     };
     write_adapter(dir, record)
+}
+
+/// AdapterHub's fused-projection LoRA holds one `A` per enabled block; a PEFT LoRA on the whole
+/// projection (one `A` for all of it) has no AdapterHub form.
+fn check_fused_blocks<M: AdapterHost>(model: &M, name: &str) -> Result<()> {
+    let unblocked = model.linear_sites().find(|site| {
+        site.location().position == LinearPosition::QueryKeyValue
+            && site
+                .loras()
+                .get(name)
+                .is_some_and(|lora| lora.blocks.is_none())
+    });
+    match unblocked {
+        Some(site) => Err(Error::Unsupported(format!(
+            "saving `{name}` in AdapterHub's format: its LoRA on `{}` (from a PEFT file) has one \
+             A for the query, key and value blocks, AdapterHub's one per block; save it with \
+             save_peft_adapter",
+            wrapped_module(&model.linear_site_path(site.location()))
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The tensors of adapter `name` by AdapterHub key, torch layout.

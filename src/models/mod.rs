@@ -1,8 +1,10 @@
-//! Reference hosts: Hugging Face BERT and Llama-family decoders, and burn's `TransformerEncoder`,
+//! Reference hosts: Hugging Face BERT, Llama-family and GPT-2 decoders, and burn's `TransformerEncoder`,
 //! all adapter-ready.
 
 pub mod bert;
+pub mod decoder;
 pub mod encoder;
+pub mod gpt2;
 mod hf_config;
 mod input_checks;
 pub mod llama;

@@ -6,11 +6,10 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, activation::softmax};
 
-use super::cache::LayerCache;
-use super::mask::AttentionBias;
 use super::rope::RopeTables;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
+use crate::models::decoder::{AttentionBias, LayerCache};
 use crate::sites::{LinearSite, ResidualSite};
 
 /// Grouped-query self-attention with rotary positions (`self_attn`).

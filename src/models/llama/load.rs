@@ -1,17 +1,16 @@
 //! Building a Llama-family model from its config, and loading a Hugging Face directory.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig, RmsNormConfig};
-use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{KeyRemapper, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{DType, Device};
-use serde::Deserialize;
 
 use super::{LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaMlp, LlamaModel, Rope};
 use crate::backend::cast_params;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::AdapterRegistry;
+use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
 };
@@ -55,35 +54,16 @@ impl LlamaModel {
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
-        let files = weight_files(dir)?;
         let mut model = config.init(device)?;
-        let mut missing: Option<BTreeSet<String>> = None;
-        for file in &files {
-            let remap = KeyRemapper::new()
-                .add_pattern(r"^model\.", "")
-                .expect("a constant pattern is a valid regex");
-            let mut store = SafetensorsStore::from_file(file)
-                .remap(remap)
+        let remap = KeyRemapper::new()
+            .add_pattern(r"^model\.", "")
+            .expect("a constant pattern is a valid regex");
+        let store = |file: &Path| {
+            SafetensorsStore::from_file(file)
+                .remap(remap.clone())
                 .with_from_adapter(PyTorchToBurnAdapter)
-                .allow_partial(true);
-            let result = model
-                .load_from(&mut store)
-                .map_err(|e| Error::format(file, e.to_string()))?;
-            if let Some(error) = result.errors.first() {
-                return Err(Error::format(file, format!("{error:?}")));
-            }
-            let here: BTreeSet<String> = result.missing.into_iter().map(|(path, _)| path).collect();
-            missing = Some(match missing {
-                Some(before) => before.intersection(&here).cloned().collect(),
-                None => here,
-            });
-        }
-        if let Some(key) = missing.and_then(|m| m.into_iter().next()) {
-            return Err(Error::MissingTensor {
-                path: files[0].clone(),
-                key,
-            });
-        }
+        };
+        load_weights(&mut model, &weight_files(dir)?, store)?;
         // f16/bf16 checkpoints keep their file's dtype through the store.
         Ok(cast_params(model, DType::F32))
     }
@@ -127,50 +107,4 @@ fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDeco
         attention_adapters: residual(SitePosition::Attention),
         output_adapters: residual(SitePosition::Output),
     }
-}
-
-/// The safetensors files of a model directory: `model.safetensors`, or the shards of
-/// `model.safetensors.index.json`.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index_path = dir.join("model.safetensors.index.json");
-    if !index_path.is_file() {
-        return Err(Error::io(
-            &single,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such file (nor a model.safetensors.index.json)",
-            ),
-        ));
-    }
-    #[derive(Deserialize)]
-    struct Index {
-        weight_map: std::collections::BTreeMap<String, String>,
-    }
-    let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-    let index: Index = serde_json::from_str(&text).map_err(|e| Error::Json {
-        path: index_path.clone(),
-        field: "weight_map".into(),
-        reason: e.to_string(),
-    })?;
-    let shards: BTreeSet<&String> = index.weight_map.values().collect();
-    shards
-        .into_iter()
-        .map(|shard| {
-            let path = dir.join(shard);
-            let inside = Path::new(shard).components().count() == 1;
-            if inside && path.is_file() {
-                Ok(path)
-            } else {
-                Err(Error::Json {
-                    path: index_path.clone(),
-                    field: format!("weight_map.{shard}"),
-                    reason: "not a file in the model directory".into(),
-                })
-            }
-        })
-        .collect()
 }

@@ -8,7 +8,7 @@
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
 //! use burn_adapters::prelude::*;
-//! use burn_adapters::models::llama::{KvCache, LlamaConfig, LlamaInput};
+//! use burn_adapters::models::llama::{KvCache, LlamaConfig, DecoderInput};
 //!
 //! let device = Device::flex();
 //! let mut model = LlamaConfig::tiny().init(&device)?;
@@ -17,25 +17,21 @@
 //!
 //! let prompt = Tensor::<2, Int>::from_ints([[1, 7, 9, 3]], &device);
 //! let mut cache = KvCache::new();
-//! let logits = model.try_forward_cached(LlamaInput::ids(prompt), &mut cache)?;
+//! let logits = model.try_forward_cached(DecoderInput::ids(prompt), &mut cache)?;
 //! assert_eq!(logits.dims(), [1, 4, 61]);
 //! let next = Tensor::<2, Int>::from_ints([[5]], &device);
-//! let logits = model.try_forward_cached(LlamaInput::ids(next), &mut cache)?;
+//! let logits = model.try_forward_cached(DecoderInput::ids(next), &mut cache)?;
 //! assert_eq!((logits.dims(), cache.len()), ([1, 1, 61], 5));
 //! # Ok::<(), burn_adapters::Error>(())
 //! ```
 
-mod cache;
 mod config;
-mod input;
 mod layers;
 mod load;
-mod mask;
 mod rope;
 
-pub use cache::KvCache;
+pub use crate::models::decoder::{DecoderInput, KvCache};
 pub use config::*;
-pub use input::LlamaInput;
 pub use layers::*;
 pub use rope::RopeScaling;
 
@@ -47,10 +43,10 @@ use burn::tensor::{Int, Tensor};
 use crate::error::Result;
 use crate::generation::CausalLm;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
+use crate::models::decoder::{AttentionBias, Step};
 use crate::sites::{
     LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
 };
-use mask::AttentionBias;
 use rope::Rope;
 
 /// A Llama-family decoder with a language-model head and adapter sites after each attention
@@ -87,20 +83,25 @@ impl LlamaModel {
     ///
     /// # Panics
     ///
-    /// On an input [`LlamaInput::check`] refuses, burn may panic or compute garbage;
+    /// On an input [`DecoderInput::check`] refuses, burn may panic or compute garbage;
     /// [`LlamaModel::try_forward`] checks first.
     ///
     /// # Shapes
     ///
     /// - input_ids, attention_mask, position_ids: `[batch, seq]`
     /// - output: `[batch, seq, vocab]` (with a `Parallel` setup of `n` branches, `n·batch` rows)
-    pub fn forward(&self, input: LlamaInput) -> Tensor<3> {
+    pub fn forward(&self, input: DecoderInput) -> Tensor<3> {
         self.logits(self.decode(input, None))
     }
 
-    /// [`LlamaModel::forward`] after checking the input ([`LlamaInput::check`]).
-    pub fn try_forward(&self, input: LlamaInput) -> Result<Tensor<3>> {
-        input.check(&self.config, 0, 0)?;
+    /// [`LlamaModel::forward`] after checking the input ([`DecoderInput::check`]).
+    pub fn try_forward(&self, input: DecoderInput) -> Result<Tensor<3>> {
+        input.check(
+            self.config.vocab_size,
+            self.config.max_position_embeddings,
+            0,
+            0,
+        )?;
         Ok(self.forward(input))
     }
 
@@ -114,15 +115,21 @@ impl LlamaModel {
     /// # Shapes
     ///
     /// - input_ids: `[batch, seq]` (the cached batch's rows), output: `[batch, seq, vocab]`
-    pub fn forward_cached(&self, input: LlamaInput, cache: &mut KvCache) -> Tensor<3> {
+    pub fn forward_cached(&self, input: DecoderInput, cache: &mut KvCache) -> Tensor<3> {
         self.logits(self.decode(input, Some(cache)))
     }
 
     /// [`LlamaModel::forward_cached`] after checking the input against the model and the
     /// cache; a refused input leaves the cache as it was.
-    pub fn try_forward_cached(&self, input: LlamaInput, cache: &mut KvCache) -> Result<Tensor<3>> {
+    pub fn try_forward_cached(
+        &self,
+        input: DecoderInput,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>> {
         let channels = self.registry.parallel_channels();
-        input.check(&self.config, cache.len(), cache.batch / channels.max(1))?;
+        let config = &self.config;
+        let (vocab, context) = (config.vocab_size, config.max_position_embeddings);
+        input.check(vocab, context, cache.len(), cache.batch / channels.max(1))?;
         Ok(self.forward_cached(input, cache))
     }
 
@@ -131,62 +138,24 @@ impl LlamaModel {
     /// # Shapes
     ///
     /// - input_ids: `[batch, seq]`, output: `[batch, seq, hidden]`
-    pub fn last_hidden_state(&self, input: LlamaInput) -> Tensor<3> {
+    pub fn last_hidden_state(&self, input: DecoderInput) -> Tensor<3> {
         self.decode(input, None)
     }
 
     /// Runs the decoder over `input`'s positions after the cached ones.
-    fn decode(&self, input: LlamaInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let input = self.repeat_for_parallel(input);
-        let [batch, seq] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        let past = cache.as_ref().map_or(0, |cache| cache.len());
-        let mask = input
-            .attention_mask
-            .unwrap_or_else(|| Tensor::ones([batch, seq], &device));
-        let key_mask = match cache.as_mut() {
-            Some(cache) => {
-                let key_mask = match cache.mask.take() {
-                    Some(cached) => Tensor::cat(vec![cached, mask], 1),
-                    None => mask,
-                };
-                cache.mask = Some(key_mask.clone());
-                cache.batch = batch;
-                cache
-                    .layers
-                    .resize_with(self.layers.len(), Default::default);
-                key_mask
-            }
-            None => mask,
-        };
-        let positions = input.position_ids.unwrap_or_else(|| {
-            Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
-                .reshape([1, seq])
-                .expand([batch, seq])
-        });
-        let mut x = self.embed_tokens.forward(input.input_ids);
-        let rope = self.rope.tables(positions, x.dtype());
+    fn decode(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let channels = self.registry.parallel_channels();
+        let step = Step::new(input, channels, cache.as_deref_mut(), self.layers.len());
+        let seq = step.input_ids.dims()[1];
+        let mut x = self.embed_tokens.forward(step.input_ids);
+        let rope = self.rope.tables(step.positions, x.dtype());
         let windows = self.layers.iter().map(|layer| layer.self_attn.window);
-        let bias = AttentionBias::new(key_mask, past, seq, windows, x.dtype());
+        let bias = AttentionBias::new(step.key_mask, step.past, seq, windows, x.dtype(), false);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
             x = layer.forward(x, &rope, &bias, layer_cache);
         }
         self.norm.forward(x)
-    }
-
-    /// A `Parallel` setup runs the batch once per branch: branch `i` is rows
-    /// `i·batch..(i+1)·batch` of every output.
-    fn repeat_for_parallel(&self, input: LlamaInput) -> LlamaInput {
-        let channels = self.registry.parallel_channels();
-        if channels <= 1 {
-            return input;
-        }
-        LlamaInput {
-            input_ids: input.input_ids.repeat_dim(0, channels),
-            attention_mask: input.attention_mask.map(|m| m.repeat_dim(0, channels)),
-            position_ids: input.position_ids.map(|p| p.repeat_dim(0, channels)),
-        }
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
@@ -215,7 +184,7 @@ impl CausalLm for LlamaModel {
         positions: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>> {
-        let input = LlamaInput {
+        let input = DecoderInput {
             input_ids: ids,
             attention_mask: Some(mask),
             position_ids: Some(positions),
@@ -310,6 +279,8 @@ impl AdapterHost for LlamaModel {
             LinearPosition::Value => "self_attn.v_proj",
             LinearPosition::Intermediate => "mlp.down_proj",
             LinearPosition::Output => "mlp.up_proj",
+            // Llama-family layers have separate projections.
+            LinearPosition::QueryKeyValue => "self_attn.qkv_proj",
         };
         format!("model.layers.{}.{layer}.loras", location.layer)
     }

@@ -3,18 +3,18 @@
 use burn::tensor::{Int, Tensor};
 
 /// The keys and values of the positions a decoder has already seen, and their padding: pass the
-/// same cache to successive [`LlamaModel::forward_cached`](super::LlamaModel::forward_cached)
+/// same cache to successive `forward_cached`
 /// calls and each call runs only its new positions.
 ///
 /// A cache belongs to one batch and one active setup: start a new one (`KvCache::new()`) for
 /// another batch, or after changing the active adapters.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    pub(super) layers: Vec<LayerCache>,
+    pub(crate) layers: Vec<LayerCache>,
     /// The padding of every cached position, `[batch, len]` (1 = token).
-    pub(super) mask: Option<Tensor<2, Int>>,
+    pub(crate) mask: Option<Tensor<2, Int>>,
     /// The rows the cached batch had.
-    pub(super) batch: usize,
+    pub(crate) batch: usize,
 }
 
 impl KvCache {
@@ -31,6 +31,19 @@ impl KvCache {
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Appends the padding of new positions (`[batch, seq]`) for a model of `layers` layers
+    /// and returns the padding of every position.
+    pub(crate) fn extend(&mut self, mask: Tensor<2, Int>, layers: usize) -> Tensor<2, Int> {
+        let key_mask = match self.mask.take() {
+            Some(cached) => Tensor::cat(vec![cached, mask], 1),
+            None => mask,
+        };
+        self.mask = Some(key_mask.clone());
+        self.batch = key_mask.dims()[0];
+        self.layers.resize_with(layers, Default::default);
+        key_mask
     }
 }
 

@@ -1,14 +1,13 @@
-//! A batch for [`LlamaModel`](super::LlamaModel) and its checks.
+//! A batch for a decoder host and its checks.
 
 use burn::tensor::{Int, Tensor};
 
-use super::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::models::input_checks::{check_not_empty, check_range, check_same_shape};
 
 /// Token ids, padding and positions for one batch of a decoder.
 #[derive(Debug, Clone)]
-pub struct LlamaInput {
+pub struct DecoderInput {
     /// Token ids, `[batch, seq]`.
     pub input_ids: Tensor<2, Int>,
     /// 1 for real tokens, 0 for padding, `[batch, seq]` (all ones if absent). Decoders pad on
@@ -20,7 +19,7 @@ pub struct LlamaInput {
     pub position_ids: Option<Tensor<2, Int>>,
 }
 
-impl LlamaInput {
+impl DecoderInput {
     /// Input ids with a padding mask.
     pub fn new(input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Self {
         Self {
@@ -39,12 +38,31 @@ impl LlamaInput {
         }
     }
 
-    /// Checks that a model built from `config` can run this batch after `past` cached
-    /// positions of `cached_batch` rows: at least one row and one position, at most
-    /// `max_position_embeddings` positions in all, a mask and positions of the ids' shape, ids
-    /// below `vocab_size` and positions below `max_position_embeddings` (neither negative). The
-    /// value checks read the smallest and largest ids back from the device.
-    pub fn check(&self, config: &LlamaConfig, past: usize, cached_batch: usize) -> Result<()> {
+    /// The batch `channels` times over (a `Parallel` setup runs it once per branch: branch `i`
+    /// is rows `i·batch..(i+1)·batch`).
+    pub(crate) fn repeat(self, channels: usize) -> Self {
+        if channels <= 1 {
+            return self;
+        }
+        Self {
+            input_ids: self.input_ids.repeat_dim(0, channels),
+            attention_mask: self.attention_mask.map(|m| m.repeat_dim(0, channels)),
+            position_ids: self.position_ids.map(|p| p.repeat_dim(0, channels)),
+        }
+    }
+
+    /// Checks that a model with `vocab_size` tokens and `context` positions can run this batch
+    /// after `past` cached positions of `cached_batch` rows: at least one row and one position,
+    /// at most `context` positions in all, a mask and positions of the ids' shape, ids below
+    /// `vocab_size` and positions below `context` (neither negative). The value checks read the
+    /// smallest and largest ids back from the device.
+    pub fn check(
+        &self,
+        vocab_size: usize,
+        context: usize,
+        past: usize,
+        cached_batch: usize,
+    ) -> Result<()> {
         let dims = self.input_ids.dims();
         check_not_empty("input_ids", dims)?;
         let [batch, seq] = dims;
@@ -54,7 +72,6 @@ impl LlamaInput {
                 format!("{batch} rows, but the cache holds {cached_batch}"),
             ));
         }
-        let context = config.max_position_embeddings;
         if past + seq > context {
             return Err(Error::input(
                 "input_ids",
@@ -63,7 +80,7 @@ impl LlamaInput {
         }
         check_same_shape("attention_mask", self.attention_mask.as_ref(), dims)?;
         check_same_shape("position_ids", self.position_ids.as_ref(), dims)?;
-        check_range("input_ids", &self.input_ids, config.vocab_size)?;
+        check_range("input_ids", &self.input_ids, vocab_size)?;
         match &self.position_ids {
             Some(positions) => check_range("position_ids", positions, context),
             None => Ok(()),

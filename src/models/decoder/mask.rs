@@ -14,12 +14,17 @@ pub(crate) struct AttentionBias {
 impl AttentionBias {
     /// The bias for queries at positions `past..past + seq` of keys `0..past + seq`, whose
     /// padding `key_mask` marks (`[batch, past + seq]`, 0 = padding), for each of `windows`.
+    ///
+    /// With `future_infinite`, future keys get -∞ rather than the lowest value, as in
+    /// transformers' GPT-2, which adds its mask to scores already set to the lowest value there:
+    /// a padded query then attends to the (padded) keys up to its own position, not to all.
     pub(crate) fn new(
         key_mask: Tensor<2, Int>,
         past: usize,
         seq: usize,
         windows: impl IntoIterator<Item = Option<usize>>,
         dtype: DType,
+        future_infinite: bool,
     ) -> Self {
         let [batch, keys] = key_mask.dims();
         let device = key_mask.device();
@@ -50,9 +55,13 @@ impl AttentionBias {
                 .reshape([1, 1, seq, keys])
                 .expand([batch, 1, seq, keys])
                 .bool_or(padded.clone());
-            let bias = Tensor::<4>::zeros([batch, 1, seq, keys], &device)
+            let mut bias = Tensor::<4>::zeros([batch, 1, seq, keys], &device)
                 .cast(dtype)
                 .mask_fill(masked, lowest);
+            if future_infinite {
+                let future = future.clone().reshape([1, 1, seq, keys]);
+                bias = bias.mask_fill(future.expand([batch, 1, seq, keys]), f64::NEG_INFINITY);
+            }
             biases.push((window, bias));
         }
         Self { biases }

@@ -1,0 +1,133 @@
+//! Building a GPT-2 model from its config, and loading a Hugging Face directory.
+
+use std::path::Path;
+
+use burn::nn::{DropoutConfig, EmbeddingConfig, LayerNormConfig, LinearConfig};
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    KeyRemapper, ModuleAdapter, ModuleContext, PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::{DType, Device};
+
+use super::{Gpt2Attention, Gpt2Block, Gpt2Config, Gpt2Mlp, Gpt2Model};
+use crate::backend::cast_params;
+use crate::error::Result;
+use crate::model::AdapterRegistry;
+use crate::models::decoder::{load_weights, weight_files};
+use crate::sites::{
+    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+};
+
+impl Gpt2Model {
+    /// A randomly initialised model for a validated config.
+    pub(crate) fn build(config: &Gpt2Config, device: &Device) -> Self {
+        let h = config.n_embd;
+        Self {
+            wte: EmbeddingConfig::new(config.vocab_size, h).init(device),
+            wpe: EmbeddingConfig::new(config.n_positions, h).init(device),
+            drop: DropoutConfig::new(config.embd_pdrop).init(),
+            h: (0..config.n_layer)
+                .map(|i| build_block(config, i, device))
+                .collect(),
+            ln_f: layer_norm(config, device),
+            lm_head: (!config.tie_word_embeddings).then(|| {
+                LinearConfig::new(h, config.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            config: config.clone(),
+            registry: AdapterRegistry::default(),
+        }
+    }
+
+    /// Loads a Hugging Face GPT-2 directory: `config.json` with `model.safetensors`, or with
+    /// the shards a `model.safetensors.index.json` lists; keys with or without the
+    /// `transformer.` prefix.
+    ///
+    /// Weights are read in f32 whatever the file's dtype (f32, f16, bf16). GPT-2's projections
+    /// are `Conv1D`s, stored `[in, out]` as burn stores a `Linear`, so they load untransposed;
+    /// an untied `lm_head` is a torch `Linear` and is transposed. Tensors the model does not
+    /// use (the causal-mask buffers of old checkpoints) are ignored, missing ones are an error
+    /// naming the tensor.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = Gpt2Config::from_file(dir.join("config.json"))?;
+        let mut model = config.init(device)?;
+        let remap = KeyRemapper::new()
+            .add_pattern(r"^transformer\.", "")
+            .expect("a constant pattern is a valid regex");
+        let files = weight_files(dir)?;
+        let body = |file: &Path| {
+            SafetensorsStore::from_file(file)
+                .remap(remap.clone())
+                .with_predicate(|path, _| !path.starts_with("lm_head"))
+                .with_from_adapter(Conv1dAdapter)
+        };
+        load_weights(&mut model, &files, body)?;
+        if model.lm_head.is_some() {
+            let head = |file: &Path| {
+                SafetensorsStore::from_file(file)
+                    .with_predicate(|path, _| path.starts_with("lm_head"))
+                    .with_from_adapter(PyTorchToBurnAdapter)
+            };
+            load_weights(&mut model, &files, head)?;
+        }
+        Ok(cast_params(model, DType::F32))
+    }
+}
+
+/// Reads transformers' `Conv1D` weights as they are (`[in, out]`, burn's orientation) and
+/// LayerNorm's `weight`/`bias` as burn's `gamma`/`beta`.
+#[derive(Debug, Clone, Default)]
+struct Conv1dAdapter;
+
+impl ModuleAdapter for Conv1dAdapter {
+    fn adapt(&self, tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
+        tensor
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
+        PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+fn layer_norm(config: &Gpt2Config, device: &Device) -> burn::nn::LayerNorm {
+    LayerNormConfig::new(config.n_embd)
+        .with_epsilon(config.layer_norm_epsilon)
+        .init(device)
+}
+
+fn build_block(config: &Gpt2Config, layer: usize, device: &Device) -> Gpt2Block {
+    let (h, inner) = (config.n_embd, config.inner_size());
+    let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+    let site = |i: usize, o: usize, position| {
+        LinearSite::new(linear(i, o), LinearLocation { layer, position })
+    };
+    let residual = |position| ResidualSite::new(SiteLocation { layer, position });
+    let dropout = |p: f64| DropoutConfig::new(p).init();
+    Gpt2Block {
+        ln_1: layer_norm(config, device),
+        attn: Gpt2Attention {
+            c_attn: site(h, 3 * h, LinearPosition::QueryKeyValue),
+            c_proj: linear(h, h),
+            attn_dropout: dropout(config.attn_pdrop),
+            resid_dropout: dropout(config.resid_pdrop),
+            num_heads: config.n_head,
+            head_dim: config.head_width(),
+            scale: config.attention_scale(layer),
+        },
+        ln_2: layer_norm(config, device),
+        mlp: Gpt2Mlp {
+            c_fc: site(h, inner, LinearPosition::Intermediate),
+            c_proj: site(inner, h, LinearPosition::Output),
+            dropout: dropout(config.resid_pdrop),
+            activation: config.activation_function,
+        },
+        attention_adapters: residual(SitePosition::Attention),
+        output_adapters: residual(SitePosition::Output),
+    }
+}

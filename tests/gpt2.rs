@@ -1,0 +1,396 @@
+//! GPT-2: logits against transformers, AdapterHub (the fused `c_attn` LoRA) and PEFT fixtures
+//! (`tools/gen_fixtures_decoder.py`), generation, the cache, merging and files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use burn_adapters::generation::{GenerationConfig, generate};
+use burn_adapters::models::gpt2::{DecoderInput, Gpt2Config, Gpt2Model, KvCache};
+use burn_adapters::prelude::*;
+use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
+use common::snapshot::snapshot;
+use common::*;
+
+const TOLERANCE: f64 = 1e-5;
+
+fn family_dir() -> PathBuf {
+    fixtures().join("decoder/gpt2")
+}
+
+fn case_dir(case: &str) -> PathBuf {
+    family_dir().join("cases").join(case)
+}
+
+fn base(device: &Device) -> Gpt2Model {
+    Gpt2Model::from_pretrained(family_dir().join("base"), device).unwrap()
+}
+
+fn decoder_inputs(device: &Device) -> DecoderInput {
+    let path = fixtures().join("decoder/inputs.safetensors");
+    DecoderInput::new(
+        int_tensor(&path, "input_ids", device),
+        int_tensor(&path, "attention_mask", device),
+    )
+}
+
+fn expected_logits(dir: &Path) -> Vec<f64> {
+    read_tensor(&dir.join("expected.safetensors"), "logits").1
+}
+
+fn logits(model: &Gpt2Model, device: &Device) -> Vec<f32> {
+    values(model.try_forward(decoder_inputs(device)).unwrap())
+}
+
+fn export_root(scratch: &tempfile::TempDir) -> PathBuf {
+    std::env::var_os("BURN_ADAPTERS_EXPORT_DECODER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().to_path_buf())
+        .join("gpt2")
+}
+
+#[test]
+fn base_logits_and_loss_match_transformers() {
+    let device = device();
+    let model = base(&device);
+    let delta = max_abs_diff(&logits(&model, &device), &expected_logits(&family_dir()));
+    println!("gpt2 base logits max |Δ| = {delta:.2e}");
+    assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
+
+    let input = decoder_inputs(&device);
+    let labels = input.input_ids.clone().mask_fill(
+        input.attention_mask.clone().unwrap().equal_elem(0),
+        IGNORE_INDEX,
+    );
+    let loss = causal_lm_loss(model.forward(input), labels).unwrap();
+    let expected = read_tensor(&family_dir().join("expected.safetensors"), "loss").1;
+    let delta = max_abs_diff(&values(loss), &expected);
+    assert!(delta <= TOLERANCE, "loss max |Δ| = {delta:e}");
+}
+
+#[test]
+fn every_method_matches_adapterhub_on_gpt2() {
+    let device = device();
+    let listed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(family_dir().join("cases/cases.json")).unwrap(),
+    )
+    .unwrap();
+    let mut runs = 0;
+    for case in case_dirs("decoder/gpt2/cases") {
+        let mut model = base(&device);
+        let name = model.load_adapter(&case).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let delta = max_abs_diff(&logits(&model, &device), &expected_logits(&case));
+        println!("gpt2/{name:<14} max |Δ| = {delta:.2e}");
+        assert!(delta <= TOLERANCE, "{name}: max |Δ| = {delta:e}");
+        let entry = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap();
+        assert_eq!(
+            model.adapter_summary().adapters[0].num_params as u64,
+            entry["num_params"].as_u64().unwrap(),
+            "{name}: parameter count"
+        );
+        runs += 1;
+    }
+    assert_eq!(runs, 6, "the generator's 6 GPT-2 cases");
+}
+
+/// Written for `tools/check_rust_decoder_adapters.py` under `BURN_ADAPTERS_EXPORT_DECODER`.
+#[test]
+fn rust_saved_gpt2_adapters_reload_exactly() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export_root(&scratch);
+    let base = base(&device);
+    for case in case_dirs("decoder/gpt2/cases") {
+        let mut model = base.clone();
+        let name = model.load_adapter(&case).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let out = root.join(&name);
+        model.save_adapter(&out, &name).unwrap();
+        let before = model.forward(decoder_inputs(&device));
+
+        let mut reloaded = base.clone();
+        reloaded.load_adapter(&out).unwrap();
+        reloaded.set_active_adapters(name.as_str()).unwrap();
+        let dims = before.dims();
+        let before = values(before);
+        assert_eq!(
+            before,
+            values(reloaded.forward(decoder_inputs(&device))),
+            "{name}"
+        );
+        write_f32(&out.join("expected.safetensors"), "logits", &before, &dims);
+    }
+}
+
+#[test]
+fn peft_loras_on_gpt2_match_peft_and_save_back() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export_root(&scratch);
+    let base = base(&device);
+    let mut runs = 0;
+    for case in case_dirs("decoder/gpt2/peft") {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let mut model = base.clone();
+        model.load_peft_adapter(&case, &name).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let got = model.forward(decoder_inputs(&device));
+        let delta = max_abs_diff(&values(got.clone()), &expected_logits(&case));
+        println!("gpt2/{name:<14} PEFT max |Δ| = {delta:.2e}");
+        assert!(delta <= TOLERANCE, "{name}: max |Δ| = {delta:e}");
+
+        let out = root.join(&name);
+        model.save_peft_adapter(&out, &name).unwrap();
+        let dims = got.dims();
+        write_f32(
+            &out.join("expected.safetensors"),
+            "logits",
+            &values(got.clone()),
+            &dims,
+        );
+        let config = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
+        assert!(config.contains("\"fan_in_fan_out\": true"), "{config}");
+        let mut reloaded = base.clone();
+        reloaded.load_peft_adapter(&out, &name).unwrap();
+        reloaded.set_active_adapters(name.as_str()).unwrap();
+        assert_eq!(
+            values(got),
+            values(reloaded.forward(decoder_inputs(&device)))
+        );
+        runs += 1;
+    }
+    assert_eq!(runs, 2);
+}
+
+#[test]
+fn a_fused_lora_saves_only_in_the_format_that_has_its_shape() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut model = base(&device);
+    model
+        .load_peft_adapter(family_dir().join("peft/peft_c_attn"), "peft")
+        .unwrap();
+    let error = model
+        .save_adapter(scratch.path().join("ah"), "peft")
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Unsupported(m) if m.contains("transformer.h.0.attn.c_attn")),
+        "{error}"
+    );
+    assert!(!scratch.path().join("ah").exists());
+
+    model.load_adapter(case_dir("lora_qv")).unwrap();
+    let error = model
+        .save_peft_adapter(scratch.path().join("peft"), "lora_qv")
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Unsupported(m) if m.contains("c_attn")),
+        "{error}"
+    );
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    let device = device();
+    let config = GenerationConfig::new(20)
+        .with_stop_tokens(vec![2])
+        .with_pad_token_id(0);
+    let mut model = base(&device);
+    for case in ["", "seq_bn", "lora_qv", "ia3"] {
+        let dir = match case {
+            "" => family_dir(),
+            case => case_dir(case),
+        };
+        if !case.is_empty() {
+            let name = model.load_adapter(&dir).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+        }
+        let input = decoder_inputs(&device);
+        let (ids, mask) = (input.input_ids, input.attention_mask.unwrap());
+        let tokens = generate(&model, ids, mask, &config, |_, _| {}).unwrap();
+        assert_eq!(tokens, reference_tokens(&dir), "gpt2 {case}");
+    }
+}
+
+/// transformers' greedy tokens per row, cut after the stop token 2.
+fn reference_tokens(dir: &Path) -> Vec<Vec<usize>> {
+    let (shape, values) = read_tensor(&dir.join("expected.safetensors"), "generated");
+    values
+        .chunks(shape[1])
+        .map(|row| {
+            let row: Vec<usize> = row.iter().map(|v| *v as usize).collect();
+            match row.iter().position(|t| *t == 2) {
+                Some(stop) => row[..=stop].to_vec(),
+                None => row,
+            }
+        })
+        .collect()
+}
+
+/// The logits at real tokens (a padded query's output means nothing).
+fn at_tokens(logits: Tensor<3>, input: &DecoderInput) -> Tensor<3> {
+    let [batch, seq, vocab] = logits.dims();
+    let mask = input.attention_mask.clone().unwrap().float();
+    logits * mask.reshape([batch, seq, 1]).expand([batch, seq, vocab])
+}
+
+#[test]
+fn incremental_decoding_equals_a_full_run_with_and_without_adapters() {
+    let device = device();
+    let mut model = base(&device);
+    let input = decoder_inputs(&device);
+    for case in ["", "lora_all", "ia3", "par_bn"] {
+        if !case.is_empty() {
+            let name = model.load_adapter(case_dir(case)).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+        }
+        let full = at_tokens(model.forward(input.clone()), &input);
+        let mut cache = KvCache::new();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for len in [3, 2, 1, 1] {
+            let piece = DecoderInput::new(
+                input.input_ids.clone().narrow(1, start, len),
+                input.attention_mask.clone().unwrap().narrow(1, start, len),
+            );
+            pieces.push(model.try_forward_cached(piece, &mut cache).unwrap());
+            start += len;
+        }
+        let cached = at_tokens(Tensor::cat(pieces, 1), &input);
+        let delta = max_abs_diff_tensors(cached, full);
+        assert!(delta <= TOLERANCE, "gpt2 {case}: max |Δ| = {delta:e}");
+    }
+}
+
+#[test]
+fn merged_fused_loras_and_ia3_equal_unmerged_and_reset_restores_the_base() {
+    let device = device();
+    let base_model = base(&device);
+    let base_logits = logits(&base_model, &device);
+    for case in ["lora_qv", "lora_k_mlp", "ia3"] {
+        let mut model = base_model.clone();
+        let name = model.load_adapter(case_dir(case)).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let unmerged = logits(&model, &device);
+        model.merge_adapter(&name).unwrap();
+        let delta = max_abs_diff(&logits(&model, &device), &as_f64(&unmerged));
+        assert!(delta <= TOLERANCE, "{case} merged: max |Δ| = {delta:e}");
+        model.reset_adapter();
+        model.deactivate_adapters();
+        let delta = max_abs_diff(&logits(&model, &device), &as_f64(&base_logits));
+        assert!(delta <= TOLERANCE, "{case} reset: max |Δ| = {delta:e}");
+    }
+}
+
+#[test]
+fn each_row_generates_with_its_own_adapter() {
+    let device = device();
+    let mut model = base(&device);
+    for case in ["seq_bn", "lora_all"] {
+        model.load_adapter(case_dir(case)).unwrap();
+    }
+    let config = GenerationConfig::new(12);
+    let input = decoder_inputs(&device);
+    let run = |model: &Gpt2Model| {
+        let (ids, mask) = (
+            input.input_ids.clone(),
+            input.attention_mask.clone().unwrap(),
+        );
+        generate(model, ids, mask, &config, |_, _| {}).unwrap()
+    };
+    model.set_active_adapters("seq_bn").unwrap();
+    let bottleneck = run(&model);
+    model.set_active_adapters("lora_all").unwrap();
+    let lora = run(&model);
+    model
+        .set_active_adapters("PerRow[seq_bn, lora_all]")
+        .unwrap();
+    assert_ne!(bottleneck[1], lora[1], "the adapters generate differently");
+    assert_eq!(run(&model), vec![bottleneck[0].clone(), lora[1].clone()]);
+}
+
+#[test]
+fn train_adapter_trains_a_fused_lora_and_leaves_the_base_alone() {
+    let device = device().autodiff();
+    let mut model = base(&device);
+    let config = AdapterConfig::load(r#"lora[r=4,attn_matrices=["q","v"],output_lora=True]"#);
+    model.add_adapter("task", config.unwrap()).unwrap();
+    model.train_adapter("task").unwrap();
+    let frozen = |model: &Gpt2Model| {
+        snapshot(model)
+            .into_iter()
+            .filter(|(path, _)| !path.contains(".task."))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = frozen(&model);
+    let input = decoder_inputs(&device);
+    let labels = input.input_ids.clone().mask_fill(
+        input.attention_mask.clone().unwrap().equal_elem(0),
+        IGNORE_INDEX,
+    );
+    let mut trainer = Trainer::new(&TrainingConfig::new().with_learning_rate(1e-2), 20);
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let loss = causal_lm_loss(model.forward(input.clone()), labels.clone()).unwrap();
+        losses.push(values(loss.clone())[0]);
+        model = trainer.step(model, loss);
+    }
+    assert!(
+        losses[19] < 0.8 * losses[0],
+        "the loss fell from {} to {}",
+        losses[0],
+        losses[19]
+    );
+    assert_eq!(before, frozen(&model), "base parameters changed");
+}
+
+#[test]
+fn configs_and_inputs_gpt2_cannot_run_are_refused_naming_the_field() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(family_dir().join("base/config.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, value) in [
+        ("add_cross_attention", serde_json::json!(true)),
+        ("n_head", serde_json::json!(5)),
+        ("activation_function", serde_json::json!("wiggle")),
+        ("model_type", serde_json::json!("llama")),
+    ] {
+        let mut config = base_config.clone();
+        config[key] = value;
+        let path = scratch.path().join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        match Gpt2Config::from_file(&path) {
+            Err(Error::Json { field, .. }) => assert_eq!(field, key),
+            other => panic!("{key}: expected a JSON error, got {other:?}"),
+        }
+    }
+
+    let device = device();
+    let model = Gpt2Config::tiny().init(&device).unwrap();
+    let ids = |row: Vec<i64>| {
+        let len = row.len();
+        Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(row, [1, len]),
+            &device,
+        )
+    };
+    for (row, what) in [(vec![], "input_ids"), (vec![3, 61], "input_ids")] {
+        match model.try_forward(DecoderInput::ids(ids(row))) {
+            Err(Error::InvalidInput { input, .. }) => assert_eq!(input, what),
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+    let mut cache = KvCache::new();
+    let too_long = DecoderInput::ids(ids(vec![3; 129]));
+    assert!(model.try_forward_cached(too_long, &mut cache).is_err());
+    assert!(cache.is_empty());
+}
