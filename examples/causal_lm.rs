@@ -9,18 +9,20 @@
 //! ```
 //!
 //! The model directory holds `config.json`, `model.safetensors` and `tokenizer.json` (a Llama,
-//! Mistral or Qwen2). It reports the held-out perplexity of the answers and the label accuracy
-//! (the answer's first token: fresh against rotten) before and after training, saves the adapter
-//! (PEFT's format for LoRA, AdapterHub's for Pfeiffer), reloads it into a fresh model and checks
+//! Mistral, Qwen2 or GPT-2). It reports the held-out perplexity of the answers and the label
+//! accuracy (the answer's first token: fresh against rotten) before and after training, saves the
+//! adapter (PEFT's format for LoRA on Llama-family models, AdapterHub's for Pfeiffer and for
+//! GPT-2, whose per-block `c_attn` LoRA PEFT cannot hold), reloads it into a fresh model and checks
 //! it predicts the same, and generates a few samples. No small pretrained decoder can be fetched
 //! from PyPI; `tools/make_tiny_decoder.py` writes a tiny random one (CI runs the example on it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_adapters::backend::device_by_name;
-use burn_adapters::generation::{GenerationConfig, generate};
+use burn_adapters::generation::{CausalLm, GenerationConfig, generate};
+use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::{DecoderInput, LlamaModel};
 use burn_adapters::prelude::*;
 use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
@@ -206,19 +208,19 @@ fn batch(
 }
 
 /// Held-out perplexity of the answers and label accuracy.
-fn evaluate(
-    model: &LlamaModel,
+fn evaluate<M: Decoder>(
+    model: &M,
     eval: &[Example],
     v: &Vocabulary,
     o: &Options,
     device: &Device,
 ) -> AnyResult<(f64, f64, Vec<bool>)> {
     let (mut loss_sum, mut predictions) = (0.0, Vec::new());
-    let pad = model.config().pad_token_id.unwrap_or(0) as i64;
+    let pad = model.pad_token_id().unwrap_or(0) as i64;
     for chunk in eval.chunks(o.batch) {
         let rows: Vec<&Example> = chunk.iter().collect();
         let (input, labels, prompt_ends) = batch(&rows, pad, device);
-        let logits = model.try_forward(input)?;
+        let logits = model.logits(input)?;
         let loss = causal_lm_loss(logits.clone(), labels)?;
         loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
         let [_, _, vocab] = logits.dims();
@@ -248,25 +250,25 @@ fn evaluate(
     ))
 }
 
-fn train(
-    mut model: LlamaModel,
+fn train<M: Decoder>(
+    mut model: M,
     train: &[Example],
     o: &Options,
     device: &Device,
-) -> AnyResult<LlamaModel> {
+) -> AnyResult<M> {
     let steps = o.epochs * train.len().div_ceil(o.batch);
     let config = TrainingConfig::new()
         .with_learning_rate(o.lr)
         .with_warmup_ratio(0.1)
         .with_linear_decay(true);
     let mut trainer = Trainer::new(&config, steps);
-    let pad = model.config().pad_token_id.unwrap_or(0) as i64;
+    let pad = model.pad_token_id().unwrap_or(0) as i64;
     for epoch in 0..o.epochs {
         let mut total = 0.0;
         for chunk in train.chunks(o.batch) {
             let rows: Vec<&Example> = chunk.iter().collect();
             let (input, labels, _) = batch(&rows, pad, device);
-            let loss = causal_lm_loss(model.try_forward(input)?, labels)?;
+            let loss = causal_lm_loss(model.logits(input)?, labels)?;
             total += loss.clone().into_scalar::<f32>() as f64;
             model = trainer.step(model, loss);
         }
@@ -279,17 +281,61 @@ fn train(
     Ok(model)
 }
 
+/// What the example needs of a decoder host.
+trait Decoder: AdapterModel + CausalLm + Sized {
+    /// Whether its LoRA has PEFT's form (GPT-2's per-block `c_attn` LoRA has not).
+    const PEFT_LORA: bool;
+    fn load(dir: &Path, device: &Device) -> burn_adapters::Result<Self>;
+    fn logits(&self, input: DecoderInput) -> burn_adapters::Result<Tensor<3>>;
+    fn pad_token_id(&self) -> Option<usize>;
+}
+
+impl Decoder for LlamaModel {
+    const PEFT_LORA: bool = true;
+    fn load(dir: &Path, device: &Device) -> burn_adapters::Result<Self> {
+        LlamaModel::from_pretrained(dir, device)
+    }
+    fn logits(&self, input: DecoderInput) -> burn_adapters::Result<Tensor<3>> {
+        self.try_forward(input)
+    }
+    fn pad_token_id(&self) -> Option<usize> {
+        self.config().pad_token_id
+    }
+}
+
+impl Decoder for Gpt2Model {
+    const PEFT_LORA: bool = false;
+    fn load(dir: &Path, device: &Device) -> burn_adapters::Result<Self> {
+        Gpt2Model::from_pretrained(dir, device)
+    }
+    fn logits(&self, input: DecoderInput) -> burn_adapters::Result<Tensor<3>> {
+        self.try_forward(input)
+    }
+    fn pad_token_id(&self) -> Option<usize> {
+        self.config().pad_token_id
+    }
+}
+
 fn run() -> AnyResult<()> {
     let o = options()?;
+    let config = std::fs::read_to_string(o.model.join("config.json"))?;
+    let config: serde_json::Value = serde_json::from_str(&config)?;
+    match config.get("model_type").and_then(|t| t.as_str()) {
+        Some("gpt2") => run_with::<Gpt2Model>(&o),
+        _ => run_with::<LlamaModel>(&o),
+    }
+}
+
+fn run_with<M: Decoder>(o: &Options) -> AnyResult<()> {
     let device = device_by_name(&format!("{}+autodiff", o.device))?;
     let vocabulary = Vocabulary::new(o.model.join("tokenizer.json"))?;
-    let (train_set, eval_set) = examples(&o, &vocabulary)?;
+    let (train_set, eval_set) = examples(o, &vocabulary)?;
     println!(
         "{} training and {} held-out reviews",
         train_set.len(),
         eval_set.len()
     );
-    let mut model = LlamaModel::from_pretrained(&o.model, &device)?;
+    let mut model = M::load(&o.model, &device)?;
     let config = match o.method.as_str() {
         "lora" => {
             "lora[r=8,alpha=16,attn_matrices=[\"q\",\"k\",\"v\"],intermediate_lora=True,output_lora=True]"
@@ -299,22 +345,22 @@ fn run() -> AnyResult<()> {
     };
     model.add_adapter("task", AdapterConfig::load(config)?)?;
     model.set_active_adapters("task")?;
-    let (ppl, acc, _) = evaluate(&model, &eval_set, &vocabulary, &o, &device)?;
+    let (ppl, acc, _) = evaluate(&model, &eval_set, &vocabulary, o, &device)?;
     println!("before: perplexity {ppl:.3}, accuracy {acc:.3}");
     model.train_adapter("task")?;
-    let model = train(model, &train_set, &o, &device)?;
-    let (ppl, acc, predictions) = evaluate(&model, &eval_set, &vocabulary, &o, &device)?;
+    let model = train(model, &train_set, o, &device)?;
+    let (ppl, acc, predictions) = evaluate(&model, &eval_set, &vocabulary, o, &device)?;
     println!("after:  perplexity {ppl:.3}, accuracy {acc:.3}");
 
-    let saved = save(&model, &o)?;
-    let mut reloaded = LlamaModel::from_pretrained(&o.model, &device)?;
+    let saved = save(&model, o)?;
+    let mut reloaded = M::load(&o.model, &device)?;
     match o.method.as_str() {
-        "lora" => reloaded.load_peft_adapter(&saved, "task")?,
+        "lora" if M::PEFT_LORA => reloaded.load_peft_adapter(&saved, "task")?,
         _ => drop(reloaded.load_adapter(&saved)?),
     }
     reloaded.set_active_adapters("task")?;
     let (_, reloaded_acc, reloaded_predictions) =
-        evaluate(&reloaded, &eval_set, &vocabulary, &o, &device)?;
+        evaluate(&reloaded, &eval_set, &vocabulary, o, &device)?;
     if reloaded_predictions != predictions {
         return Err("the reloaded adapter predicts differently".into());
     }
@@ -325,17 +371,22 @@ fn run() -> AnyResult<()> {
     samples(&reloaded, &eval_set, &vocabulary, &device)
 }
 
-fn save(model: &LlamaModel, o: &Options) -> AnyResult<PathBuf> {
+fn save<M: Decoder>(model: &M, o: &Options) -> AnyResult<PathBuf> {
     let dir = o.out.join(&o.method);
     match o.method.as_str() {
-        "lora" => model.save_peft_adapter(&dir, "task")?,
+        "lora" if M::PEFT_LORA => model.save_peft_adapter(&dir, "task")?,
         _ => model.save_adapter(&dir, "task")?,
     }
     Ok(dir)
 }
 
 /// Greedy continuations of the first held-out prompts.
-fn samples(model: &LlamaModel, eval: &[Example], v: &Vocabulary, device: &Device) -> AnyResult<()> {
+fn samples<M: Decoder>(
+    model: &M,
+    eval: &[Example],
+    v: &Vocabulary,
+    device: &Device,
+) -> AnyResult<()> {
     for example in eval.iter().take(3) {
         let prompt_len = example
             .labels
