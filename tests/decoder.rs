@@ -189,7 +189,61 @@ fn peft_loras_on_decoders_match_peft_and_save_back() {
             runs += 1;
         }
     }
-    assert_eq!(runs, FAMILIES.len() * 2);
+    assert_eq!(runs, FAMILIES.len() * 3);
+}
+
+/// LoRA on `o_proj` and `gate_proj` (PEFT places them; AdapterHub 1.3.0 does not): the config
+/// extensions `attn_matrices` "o" and `gate_lora` place them natively, merge exactly, and save in
+/// PEFT's format only.
+#[test]
+fn loras_on_the_attention_output_and_the_gate_merge_and_save_as_peft_only() {
+    let device = device();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut model = base("llama", &device);
+    let config = AdapterConfig::load(r#"lora[r=4,attn_matrices=["q","o"],gate_lora=True]"#);
+    model.add_adapter("og", config.unwrap()).unwrap();
+    let params: Vec<String> = snapshot(&model)
+        .into_keys()
+        .filter(|k| k.contains(".og."))
+        .collect();
+    for module in ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj"] {
+        assert!(
+            params.iter().any(|p| p.contains(module)),
+            "{module}: {params:?}"
+        );
+    }
+    assert_eq!(
+        params.len(),
+        2 * 3 * 2,
+        "A and B at 3 projections in 2 layers"
+    );
+    // B starts at zero: make the update visible before merging.
+    model
+        .load_peft_adapter(family_dir("llama").join("peft/peft_o_gate"), "p")
+        .unwrap();
+    model.set_active_adapters("p").unwrap();
+    let unmerged = logits(&model, &device);
+    model.merge_adapter("p").unwrap();
+    let delta = max_abs_diff(&logits(&model, &device), &as_f64(&unmerged));
+    assert!(delta <= TOLERANCE, "merged: max |Δ| = {delta:e}");
+    model.reset_adapter();
+
+    for name in ["og", "p"] {
+        let error = model
+            .save_adapter(scratch.path().join(name), name)
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Unsupported(m) if m.contains("gate_lora")),
+            "{error}"
+        );
+    }
+    model
+        .save_peft_adapter(scratch.path().join("og_peft"), "og")
+        .unwrap();
+    let saved =
+        std::fs::read_to_string(scratch.path().join("og_peft/adapter_config.json")).unwrap();
+    assert!(saved.contains("model.layers.0.self_attn.o_proj"), "{saved}");
+    assert!(saved.contains("model.layers.1.mlp.gate_proj"), "{saved}");
 }
 
 #[test]

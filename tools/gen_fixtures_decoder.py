@@ -121,11 +121,15 @@ PEFT_CASES = [
     ("peft_qv", dict(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=8, lora_dropout=0.0)),
     ("peft_qkv_mlp", dict(target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"], r=4,
                           lora_alpha=8, lora_dropout=0.0, use_rslora=True)),
+    # the projections AdapterHub 1.3.0 does not wrap (this crate's `attn_matrices` "o" and `gate_lora`)
+    ("peft_o_gate", dict(target_modules=["q_proj", "o_proj", "gate_proj"], r=4, lora_alpha=8, lora_dropout=0.0)),
 ]
 GPT2_PEFT_CASES = [
     ("peft_c_attn", dict(target_modules=["c_attn"], r=4, lora_alpha=8, lora_dropout=0.0, fan_in_fan_out=True)),
     ("peft_all", dict(target_modules=["c_attn", "c_fc", "mlp.c_proj"], r=4, lora_alpha=8, lora_dropout=0.0,
                       fan_in_fan_out=True, use_rslora=True)),
+    # "c_proj" matches both attn.c_proj (attention output) and mlp.c_proj
+    ("peft_c_proj", dict(target_modules=["c_proj"], r=4, lora_alpha=8, lora_dropout=0.0, fan_in_fan_out=True)),
 ]
 
 

@@ -47,6 +47,11 @@ pub enum AttnMatrix {
     /// The value projection, `"v"`.
     #[serde(rename = "v")]
     V,
+    /// The attention output projection, `"o"` (Llama's `o_proj`, GPT-2's `attn.c_proj`). An
+    /// extension: AdapterHub 1.3.0 wraps only q, k and v, so adapters with it save in PEFT's
+    /// format only.
+    #[serde(rename = "o")]
+    O,
 }
 
 /// Configuration of LoRA / IA3 adapters (AdapterHub's `LoRAConfig`), field for field.
@@ -68,6 +73,11 @@ pub struct LoRAConfig {
     pub intermediate_lora: bool,
     /// Wrap the second FFN projection (`output.dense`).
     pub output_lora: bool,
+    /// Wrap the gate projection of a gated feed-forward block (Llama's `gate_proj`). An
+    /// extension AdapterHub 1.3.0 lacks: written only when set, and adapters with it save in
+    /// PEFT's format only.
+    #[serde(skip_serializing_if = "is_false")]
+    pub gate_lora: bool,
     /// Layer indices that get no LoRA.
     pub leave_out: Vec<usize>,
     /// Rank of the update.
@@ -104,6 +114,7 @@ impl LoRAConfig {
             selfattn_lora: true,
             intermediate_lora: false,
             output_lora: false,
+            gate_lora: false,
             leave_out: Vec::new(),
             r: 8,
             alpha: 8.0,
@@ -175,4 +186,8 @@ impl LoRAConfig {
         }
         Ok(())
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }

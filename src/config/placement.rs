@@ -47,6 +47,10 @@ pub enum LinearPosition {
     Intermediate,
     /// Second feed-forward projection (`output_lora`).
     Output,
+    /// The attention output projection (`attn_matrices` entry `o`; an extension).
+    AttentionOutput,
+    /// The gate projection of a gated feed-forward block (`gate_lora`; an extension).
+    Gate,
     /// A fused query/key/value projection (GPT-2's `c_attn`): its modules update the blocks of
     /// the `attn_matrices` (see [`LoRAConfig::fused_blocks`]).
     QueryKeyValue,
@@ -91,6 +95,8 @@ impl LoRAConfig {
             LinearPosition::Value => attention(AttnMatrix::V),
             LinearPosition::Intermediate => self.intermediate_lora,
             LinearPosition::Output => self.output_lora,
+            LinearPosition::AttentionOutput => attention(AttnMatrix::O),
+            LinearPosition::Gate => self.gate_lora,
             LinearPosition::QueryKeyValue => [AttnMatrix::Q, AttnMatrix::K, AttnMatrix::V]
                 .into_iter()
                 .any(attention),

@@ -111,6 +111,8 @@ pub trait AdapterHost: Module + Sized {
             LinearPosition::Value => "attention.self.value",
             LinearPosition::Intermediate => "intermediate.dense",
             LinearPosition::Output => "output.dense",
+            LinearPosition::AttentionOutput => "attention.output.dense",
+            LinearPosition::Gate => "intermediate.gate",
             // Encoders have separate projections; a host with a fused one names it.
             LinearPosition::QueryKeyValue => "attention.self.qkv",
         };

@@ -74,9 +74,10 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         (LinearPosition::Query, AttnMatrix::Q),
         (LinearPosition::Key, AttnMatrix::K),
         (LinearPosition::Value, AttnMatrix::V),
+        (LinearPosition::AttentionOutput, AttnMatrix::O),
     ]
     .into_iter()
-    .filter(|(p, _)| fused || has(*p))
+    .filter(|(p, m)| has(*p) || fused && *m != AttnMatrix::O)
     .map(|(_, m)| m)
     .collect();
     let PeftSettings {
@@ -89,6 +90,7 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         selfattn_lora: !attn_matrices.is_empty(),
         intermediate_lora: has(LinearPosition::Intermediate),
         output_lora: has(LinearPosition::Output),
+        gate_lora: has(LinearPosition::Gate),
         leave_out: (0..model.num_layers())
             .filter(|l| !layers.contains(l))
             .collect(),
@@ -146,8 +148,8 @@ fn wrapped_sites<M: AdapterHost>(
             })?;
         let (location, _) = sites.iter().find(|(_, m)| m == module).ok_or_else(|| {
             Error::Unsupported(format!(
-                "PEFT LoRA on `{module}` ({}): AdapterHub's LoRA wraps only the attention \
-                 query/key/value and the feed-forward projections",
+                "PEFT LoRA on `{module}` ({}): the host wraps only the attention \
+                 projections and the feed-forward projections it has sites for",
                 file.path.display()
             ))
         })?;

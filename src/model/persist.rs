@@ -7,7 +7,7 @@ use std::path::Path;
 use super::build::{AdapterModules, build_modules, device_of, install};
 use super::transfer::{Filler, collect};
 use super::{AdapterHost, AdapterModel};
-use crate::config::LinearPosition;
+use crate::config::{AdapterConfig, AttnMatrix, LinearPosition};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::io::adapterhub::{
@@ -24,7 +24,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .registry()
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
-    check_fused_blocks(model, name)?;
+    check_adapterhub_form(model, config, name)?;
     let head = model.heads().and_then(|heads| heads.get(name));
     let record = AdapterRecord {
         name,
@@ -40,9 +40,23 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
     write_adapter(dir, record)
 }
 
-/// AdapterHub's fused-projection LoRA holds one `A` per enabled block; a PEFT LoRA on the whole
-/// projection (one `A` for all of it) has no AdapterHub form.
-fn check_fused_blocks<M: AdapterHost>(model: &M, name: &str) -> Result<()> {
+/// What AdapterHub 1.3.0 cannot hold: LoRA on the attention output or the feed-forward gate
+/// (PEFT placements), or a PEFT LoRA on a whole fused projection (AdapterHub's fused LoRA holds
+/// one `A` per enabled block).
+fn check_adapterhub_form<M: AdapterHost>(
+    model: &M,
+    config: &AdapterConfig,
+    name: &str,
+) -> Result<()> {
+    if let Some(lora) = config.lora()
+        && (lora.attn_matrices.contains(&AttnMatrix::O) || lora.gate_lora)
+    {
+        return Err(Error::Unsupported(format!(
+            "saving `{name}` in AdapterHub's format: AdapterHub 1.3.0 has no LoRA on the \
+             attention output (`attn_matrices` \"o\") or the feed-forward gate (`gate_lora`); save \
+             it with save_peft_adapter"
+        )));
+    }
     let unblocked = model.linear_sites().find(|site| {
         site.location().position == LinearPosition::QueryKeyValue
             && site

@@ -1,7 +1,7 @@
 //! The building blocks of a GPT-2 block, at transformers' parameter paths.
 
 use burn::module::Module;
-use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::nn::{Dropout, LayerNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, activation::softmax};
@@ -17,8 +17,8 @@ pub struct Gpt2Attention {
     /// The fused query, key and value projection (a LoRA site whose modules update the
     /// `attn_matrices` blocks, AdapterHub's `LoRAMergedLinear`).
     pub c_attn: LinearSite,
-    /// Output projection.
-    pub c_proj: Linear,
+    /// Output projection (a LoRA site, `o`; an extension of AdapterHub's placements).
+    pub c_proj: LinearSite,
     /// Dropout on attention probabilities.
     pub attn_dropout: Dropout,
     /// Dropout on the output.

@@ -113,7 +113,7 @@ fn build_block(config: &Gpt2Config, layer: usize, device: &Device) -> Gpt2Block 
         ln_1: layer_norm(config, device),
         attn: Gpt2Attention {
             c_attn: site(h, 3 * h, LinearPosition::QueryKeyValue),
-            c_proj: linear(h, h),
+            c_proj: site(h, h, LinearPosition::AttentionOutput),
             attn_dropout: dropout(config.attn_pdrop),
             resid_dropout: dropout(config.resid_pdrop),
             num_heads: config.n_head,

@@ -205,15 +205,21 @@ impl AdapterHost for Gpt2Model {
     }
 
     fn linear_sites(&self) -> impl Iterator<Item = &LinearSite> {
-        self.h
-            .iter()
-            .flat_map(|block| [&block.attn.c_attn, &block.mlp.c_fc, &block.mlp.c_proj])
+        self.h.iter().flat_map(|block| {
+            [
+                &block.attn.c_attn,
+                &block.attn.c_proj,
+                &block.mlp.c_fc,
+                &block.mlp.c_proj,
+            ]
+        })
     }
 
     fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
         self.h.iter_mut().flat_map(|block| {
             [
                 &mut block.attn.c_attn,
+                &mut block.attn.c_proj,
                 &mut block.mlp.c_fc,
                 &mut block.mlp.c_proj,
             ]
@@ -261,6 +267,9 @@ impl AdapterHost for Gpt2Model {
             LinearPosition::QueryKeyValue => "attn.c_attn",
             LinearPosition::Intermediate => "mlp.c_fc",
             LinearPosition::Output => "mlp.c_proj",
+            LinearPosition::AttentionOutput => "attn.c_proj",
+            // GPT-2's feed-forward block has no gate.
+            LinearPosition::Gate => "mlp.gate",
             // GPT-2 fuses the query, key and value projections into `c_attn`.
             LinearPosition::Query | LinearPosition::Key | LinearPosition::Value => "attn.c_attn",
         };

@@ -1,7 +1,7 @@
 //! The building blocks of a Llama-family decoder layer, at transformers' parameter paths.
 
 use burn::module::Module;
-use burn::nn::{Dropout, Linear, RmsNorm};
+use burn::nn::{Dropout, RmsNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, activation::softmax};
@@ -21,8 +21,8 @@ pub struct LlamaAttention {
     pub k_proj: LinearSite,
     /// Value projection (a LoRA site, `v`).
     pub v_proj: LinearSite,
-    /// Output projection.
-    pub o_proj: Linear,
+    /// Output projection (a LoRA site, `o`; an extension of AdapterHub's placements).
+    pub o_proj: LinearSite,
     /// Dropout on attention probabilities.
     pub dropout: Dropout,
     /// Query heads.
@@ -95,8 +95,8 @@ impl LlamaAttention {
 /// the sites keep those locations so that configs and files mean the same.
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
-    /// Gate projection.
-    pub gate_proj: Linear,
+    /// Gate projection (a LoRA site, `gate_lora`; an extension of AdapterHub's placements).
+    pub gate_proj: LinearSite,
     /// Up projection (a LoRA site, AdapterHub's `output_lora`).
     pub up_proj: LinearSite,
     /// Down projection (a LoRA site, AdapterHub's `intermediate_lora`).

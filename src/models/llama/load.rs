@@ -90,7 +90,12 @@ fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDeco
             q_proj: site(h, heads * d, qkv_bias, LinearPosition::Query),
             k_proj: site(h, kv_heads * d, qkv_bias, LinearPosition::Key),
             v_proj: site(h, kv_heads * d, qkv_bias, LinearPosition::Value),
-            o_proj: linear(heads * d, h, config.attention_bias),
+            o_proj: site(
+                heads * d,
+                h,
+                config.attention_bias,
+                LinearPosition::AttentionOutput,
+            ),
             dropout: DropoutConfig::new(config.attention_dropout).init(),
             num_heads: heads,
             num_kv_heads: kv_heads,
@@ -99,7 +104,7 @@ fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDeco
         },
         post_attention_layernorm: norm(),
         mlp: LlamaMlp {
-            gate_proj: linear(h, ffn, mlp_bias),
+            gate_proj: site(h, ffn, mlp_bias, LinearPosition::Gate),
             up_proj: site(h, ffn, mlp_bias, LinearPosition::Output),
             down_proj: site(ffn, h, mlp_bias, LinearPosition::Intermediate),
             activation: config.hidden_act,

@@ -221,6 +221,8 @@ impl AdapterHost for LlamaModel {
                 &attention.q_proj,
                 &attention.k_proj,
                 &attention.v_proj,
+                &attention.o_proj,
+                &layer.mlp.gate_proj,
                 &layer.mlp.down_proj,
                 &layer.mlp.up_proj,
             ]
@@ -234,6 +236,8 @@ impl AdapterHost for LlamaModel {
                 &mut attention.q_proj,
                 &mut attention.k_proj,
                 &mut attention.v_proj,
+                &mut attention.o_proj,
+                &mut layer.mlp.gate_proj,
                 &mut layer.mlp.down_proj,
                 &mut layer.mlp.up_proj,
             ]
@@ -279,6 +283,8 @@ impl AdapterHost for LlamaModel {
             LinearPosition::Value => "self_attn.v_proj",
             LinearPosition::Intermediate => "mlp.down_proj",
             LinearPosition::Output => "mlp.up_proj",
+            LinearPosition::AttentionOutput => "self_attn.o_proj",
+            LinearPosition::Gate => "mlp.gate_proj",
             // Llama-family layers have separate projections.
             LinearPosition::QueryKeyValue => "self_attn.qkv_proj",
         };
