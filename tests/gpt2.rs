@@ -394,3 +394,32 @@ fn configs_and_inputs_gpt2_cannot_run_are_refused_naming_the_field() {
     assert!(model.try_forward_cached(too_long, &mut cache).is_err());
     assert!(cache.is_empty());
 }
+
+#[test]
+fn a_stack_of_loras_at_projections_that_are_not_square_is_refused_not_a_panic() {
+    let device = device();
+    let mut model = Gpt2Config::tiny().init(&device).unwrap();
+    for name in ["a", "b"] {
+        let config = AdapterConfig::load("lora[r=2,init_weights=bert]").unwrap();
+        model.add_adapter(name, config).unwrap();
+    }
+    match model.set_active_adapters("Stack[a, b]") {
+        Err(Error::InvalidSetup(message)) => assert!(
+            message.contains("`b`") && message.contains("QueryKeyValue"),
+            "{message}"
+        ),
+        other => panic!("expected InvalidSetup, got {other:?}"),
+    }
+    assert!(model.active_adapters().is_none(), "nothing was activated");
+
+    // An IA3 after a LoRA scales the update, whatever the widths.
+    model
+        .add_adapter("s", AdapterConfig::load("ia3").unwrap())
+        .unwrap();
+    model.set_active_adapters("Stack[a, s]").unwrap();
+    let ids = Tensor::<2, burn::tensor::Int>::from_ints([[1, 2, 3]], &device);
+    assert_eq!(
+        model.try_forward(DecoderInput::ids(ids)).unwrap().dims(),
+        [1, 3, 61]
+    );
+}

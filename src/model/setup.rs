@@ -2,16 +2,64 @@
 
 use super::AdapterModel;
 use crate::composition::AdapterSetup;
+use crate::config::CompositionMode;
 use crate::error::{Error, Result};
+use crate::sites::LinearSite;
 
 /// Checks `setup` against the model: it is valid, its adapters exist, and every `Fuse` block
-/// fuses bottleneck adapters through a fusion layer the model has.
+/// fuses bottleneck adapters through a fusion layer the model has, and every `Stack` of LoRAs
+/// fits the projections it runs at.
 pub(crate) fn check<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
     setup.validate()?;
     if let Some(missing) = setup.names().into_iter().find(|n| !model.has_adapter(n)) {
         return Err(Error::UnknownAdapter(missing.to_string()));
     }
-    check_fusions(model, setup)
+    check_fusions(model, setup)?;
+    check_lora_stacks(model, setup)
+}
+
+/// In a `Stack`, each LoRA after the first module of a projection takes the update so far as its
+/// input (AdapterHub's `LoRALinear`), which only fits a projection whose input and output widths
+/// agree; AdapterHub fails inside the forward pass otherwise.
+fn check_lora_stacks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
+    if let AdapterSetup::Stack(children) = setup {
+        for site in model.linear_sites() {
+            let (d_input, d_output) = site.dims();
+            if d_input == d_output && site.loras().iter().all(|(_, l)| l.blocks.is_none()) {
+                continue;
+            }
+            let steps: Vec<Vec<&str>> = children
+                .iter()
+                .map(|child| {
+                    let names = child.names().into_iter();
+                    names.filter(|n| runs_at(site, n)).collect::<Vec<_>>()
+                })
+                .filter(|step| !step.is_empty())
+                .collect();
+            let later = steps.iter().skip(1).flatten().find(|name| {
+                site.loras()
+                    .get(*name)
+                    .is_some_and(|l| l.composition_mode() == CompositionMode::Add)
+            });
+            if let Some(later) = later {
+                return Err(Error::InvalidSetup(format!(
+                    "`{setup}`: LoRA `{later}` would take the update of `{}` as its input at {} \
+                     ({d_input} → {d_output} features), which fits only a square projection",
+                    steps[0][0],
+                    site.location()
+                )));
+            }
+        }
+    }
+    setup
+        .children()
+        .iter()
+        .try_for_each(|child| check_lora_stacks(model, child))
+}
+
+/// Whether adapter `name` has an unmerged module at `site`.
+fn runs_at(site: &LinearSite, name: &str) -> bool {
+    site.loras().get(name).is_some() && site.merged() != Some(name)
 }
 
 fn check_fusions<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
