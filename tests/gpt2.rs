@@ -423,3 +423,49 @@ fn a_stack_of_loras_at_projections_that_are_not_square_is_refused_not_a_panic() 
         [1, 3, 61]
     );
 }
+
+/// Composition blocks on a decoder: `Parallel` runs the batch once per branch, `BatchSplit`
+/// gives each row its adapter, and `Average` of an adapter and its copy is the adapter.
+#[test]
+fn composition_blocks_on_gpt2_equal_their_single_adapter_runs() {
+    let device = device();
+    let mut model = base(&device);
+    for case in ["seq_bn", "lora_all"] {
+        model.load_adapter(case_dir(case)).unwrap();
+    }
+    model
+        .load_adapter_as(case_dir("lora_all"), "lora_copy")
+        .unwrap();
+    let input = decoder_inputs(&device);
+    let mut run = |setup: &str| {
+        model.set_active_adapters(setup).unwrap();
+        at_tokens_repeated(model.forward(input.clone()), &input)
+    };
+    let bottleneck = run("seq_bn");
+    let lora = run("lora_all");
+    let parallel = run("Parallel[seq_bn, lora_all]");
+    let both = Tensor::cat(vec![bottleneck.clone(), lora.clone()], 0);
+    let delta = max_abs_diff_tensors(parallel, both);
+    assert!(delta <= TOLERANCE, "Parallel: max |Δ| = {delta:e}");
+
+    let split = run("BatchSplit[seq_bn, lora_all](batch_sizes=1,1)");
+    let rows = Tensor::cat(
+        vec![bottleneck.narrow(0, 0, 1), lora.clone().narrow(0, 1, 1)],
+        0,
+    );
+    let delta = max_abs_diff_tensors(split, rows);
+    assert!(delta <= TOLERANCE, "BatchSplit: max |Δ| = {delta:e}");
+
+    let average = run("Average[lora_all, lora_copy]");
+    let delta = max_abs_diff_tensors(average, lora);
+    assert!(delta <= TOLERANCE, "Average: max |Δ| = {delta:e}");
+}
+
+/// [`at_tokens`] for an output with the batch repeated (a `Parallel` setup's branches).
+fn at_tokens_repeated(logits: Tensor<3>, input: &DecoderInput) -> Tensor<3> {
+    let [rows, seq, vocab] = logits.dims();
+    let mask = input.attention_mask.clone().unwrap().float();
+    let copies = rows / mask.dims()[0];
+    let mask = mask.repeat_dim(0, copies).reshape([rows, seq, 1]);
+    logits * mask.expand([rows, seq, vocab])
+}
