@@ -17,8 +17,12 @@ use std::path::PathBuf;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_adapters::backend::{available_backends, device_by_name};
+use burn_adapters::generation::{GenerationConfig, generate};
 use burn_adapters::models::bert::BertModel;
+use burn_adapters::models::gpt2::Gpt2Model;
+use burn_adapters::models::llama::{DecoderInput, LlamaModel};
 use burn_adapters::prelude::*;
+use common::decoder::{decoder_inputs, reference_tokens};
 use common::snapshot::snapshot;
 use common::*;
 
@@ -100,6 +104,60 @@ fn adapters_compute_the_same_on_this_device_as_on_another_and_in_the_reference()
             device_name()
         );
         assert!(vs_other <= between && vs_python <= tolerance(), "{label}");
+    }
+}
+
+/// Logits on the fixture inputs and greedy tokens against transformers' (`tools/gen_fixtures_decoder.py`),
+/// with `case`'s adapter active (the base model for `""`).
+fn check_decoder<M: AdapterModel + burn_adapters::generation::CausalLm>(
+    mut model: M,
+    forward: impl Fn(&M, DecoderInput) -> Tensor<3>,
+    family: &str,
+    case: &str,
+    device: &Device,
+) {
+    let dir = fixtures().join("decoder").join(family);
+    let dir = match case {
+        "" => dir,
+        case => {
+            let dir = dir.join("cases").join(case);
+            let name = model.load_adapter(&dir).unwrap();
+            model.set_active_adapters(name.as_str()).unwrap();
+            dir
+        }
+    };
+    let expected = dir.join("expected.safetensors");
+    let logits = values(forward(&model, decoder_inputs(device)));
+    let delta = max_abs_diff(&logits, &read_tensor(&expected, "logits").1);
+    println!(
+        "{} {family}/{case:<10} logits vs transformers {delta:.2e}",
+        device_name()
+    );
+    assert!(delta <= tolerance(), "{family}/{case}: max |Δ| = {delta:e}");
+
+    let input = decoder_inputs(device);
+    let config = GenerationConfig::new(20)
+        .with_stop_tokens(vec![2])
+        .with_pad_token_id(0);
+    let mask = input.attention_mask.unwrap();
+    let tokens = generate(&model, input.input_ids, mask, &config, |_, _| {}).unwrap();
+    assert_eq!(
+        tokens,
+        reference_tokens(&dir),
+        "{family}/{case}: greedy tokens"
+    );
+}
+
+#[test]
+fn decoders_match_transformers_on_this_device_with_the_cache() {
+    let device = test_device();
+    for case in ["", "seq_bn", "lora_all"] {
+        let model = LlamaModel::from_pretrained(fixtures().join("decoder/qwen2/base"), &device);
+        check_decoder(model.unwrap(), LlamaModel::forward, "qwen2", case, &device);
+    }
+    for case in ["", "par_bn", "lora_qv", "ia3"] {
+        let model = Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), &device);
+        check_decoder(model.unwrap(), Gpt2Model::forward, "gpt2", case, &device);
     }
 }
 

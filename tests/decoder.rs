@@ -9,7 +9,8 @@ use burn::tensor::{Device, Int, Tensor};
 use burn_adapters::generation::{GenerationConfig, Sampling, generate};
 use burn_adapters::models::llama::{DecoderInput, KvCache, LlamaConfig, LlamaModel};
 use burn_adapters::prelude::*;
-use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
+use burn_adapters::train::{IGNORE_INDEX, causal_lm_loss};
+use common::decoder::*;
 use common::snapshot::snapshot;
 use common::*;
 
@@ -28,14 +29,6 @@ fn case_dir(family: &str, case: &str) -> PathBuf {
 fn base(family: &str, device: &Device) -> LlamaModel {
     LlamaModel::from_pretrained(family_dir(family).join("base"), device)
         .unwrap_or_else(|e| panic!("{family}: {e}"))
-}
-
-fn decoder_inputs(device: &Device) -> DecoderInput {
-    let path = fixtures().join("decoder/inputs.safetensors");
-    DecoderInput::new(
-        int_tensor(&path, "input_ids", device),
-        int_tensor(&path, "attention_mask", device),
-    )
 }
 
 fn expected_logits(dir: &Path) -> Vec<f64> {
@@ -304,14 +297,6 @@ fn cached_logits(model: &LlamaModel, input: &DecoderInput, steps: &[usize]) -> T
     Tensor::cat(pieces, 1)
 }
 
-/// The logits at real tokens: a padded query attends to nothing, so its output depends on how
-/// many keys it was run with and means nothing.
-fn at_tokens(logits: Tensor<3>, input: &DecoderInput) -> Tensor<3> {
-    let [batch, seq, vocab] = logits.dims();
-    let mask = input.attention_mask.clone().unwrap().float();
-    logits * mask.reshape([batch, seq, 1]).expand([batch, seq, vocab])
-}
-
 #[test]
 fn incremental_decoding_equals_a_full_run_with_and_without_adapters() {
     let device = device();
@@ -422,21 +407,6 @@ fn configs_a_host_cannot_run_are_refused_naming_the_field() {
             other => panic!("{key}: expected a JSON error, got {other:?}"),
         }
     }
-}
-
-/// transformers' greedy tokens per row, cut after the stop token 2 (the rest is padding).
-fn reference_tokens(dir: &Path) -> Vec<Vec<usize>> {
-    let (shape, values) = read_tensor(&dir.join("expected.safetensors"), "generated");
-    values
-        .chunks(shape[1])
-        .map(|row| {
-            let row: Vec<usize> = row.iter().map(|v| *v as usize).collect();
-            match row.iter().position(|t| *t == 2) {
-                Some(stop) => row[..=stop].to_vec(),
-                None => row,
-            }
-        })
-        .collect()
 }
 
 #[test]
@@ -603,32 +573,15 @@ fn train_adapter_trains_a_decoder_and_leaves_its_base_alone() {
         .add_adapter("task", AdapterConfig::load("seq_bn|lora[r=4]").unwrap())
         .unwrap();
     model.train_adapter("task").unwrap();
-    let frozen = |model: &LlamaModel| {
-        snapshot(model)
-            .into_iter()
-            .filter(|(path, _)| !path.contains(".task."))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
-    let before = frozen(&model);
-    let input = decoder_inputs(&device);
-    let labels = input.input_ids.clone().mask_fill(
-        input.attention_mask.clone().unwrap().equal_elem(0),
-        IGNORE_INDEX,
-    );
-    let mut trainer = Trainer::new(&TrainingConfig::new().with_learning_rate(1e-2), 20);
-    let mut losses = Vec::new();
-    for _ in 0..20 {
-        let loss = causal_lm_loss(model.forward(input.clone()), labels.clone()).unwrap();
-        losses.push(values(loss.clone())[0]);
-        model = trainer.step(model, loss);
-    }
+    let before = frozen(&model, "task");
+    let (model, losses) = train_steps(model, LlamaModel::forward, &device);
     assert!(
         losses[19] < 0.8 * losses[0],
         "the loss fell from {} to {}",
         losses[0],
         losses[19]
     );
-    let after = frozen(&model);
+    let after = frozen(&model, "task");
     let changed: Vec<&String> = before.keys().filter(|k| before[*k] != after[*k]).collect();
     assert!(changed.is_empty(), "base parameters changed: {changed:?}");
     assert_eq!(after.len(), 21, "every base tensor was compared");

@@ -9,8 +9,8 @@ use burn::tensor::{Device, Tensor};
 use burn_adapters::generation::{GenerationConfig, generate};
 use burn_adapters::models::gpt2::{DecoderInput, Gpt2Config, Gpt2Model, KvCache};
 use burn_adapters::prelude::*;
-use burn_adapters::train::{IGNORE_INDEX, Trainer, TrainingConfig, causal_lm_loss};
-use common::snapshot::snapshot;
+use burn_adapters::train::causal_lm_loss;
+use common::decoder::*;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
@@ -25,14 +25,6 @@ fn case_dir(case: &str) -> PathBuf {
 
 fn base(device: &Device) -> Gpt2Model {
     Gpt2Model::from_pretrained(family_dir().join("base"), device).unwrap()
-}
-
-fn decoder_inputs(device: &Device) -> DecoderInput {
-    let path = fixtures().join("decoder/inputs.safetensors");
-    DecoderInput::new(
-        int_tensor(&path, "input_ids", device),
-        int_tensor(&path, "attention_mask", device),
-    )
 }
 
 fn expected_logits(dir: &Path) -> Vec<f64> {
@@ -59,10 +51,7 @@ fn base_logits_and_loss_match_transformers() {
     assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
 
     let input = decoder_inputs(&device);
-    let labels = input.input_ids.clone().mask_fill(
-        input.attention_mask.clone().unwrap().equal_elem(0),
-        IGNORE_INDEX,
-    );
+    let labels = lm_labels(&input);
     let loss = causal_lm_loss(model.forward(input), labels).unwrap();
     let expected = read_tensor(&family_dir().join("expected.safetensors"), "loss").1;
     let delta = max_abs_diff(&values(loss), &expected);
@@ -219,28 +208,6 @@ fn greedy_generation_matches_transformers() {
     }
 }
 
-/// transformers' greedy tokens per row, cut after the stop token 2.
-fn reference_tokens(dir: &Path) -> Vec<Vec<usize>> {
-    let (shape, values) = read_tensor(&dir.join("expected.safetensors"), "generated");
-    values
-        .chunks(shape[1])
-        .map(|row| {
-            let row: Vec<usize> = row.iter().map(|v| *v as usize).collect();
-            match row.iter().position(|t| *t == 2) {
-                Some(stop) => row[..=stop].to_vec(),
-                None => row,
-            }
-        })
-        .collect()
-}
-
-/// The logits at real tokens (a padded query's output means nothing).
-fn at_tokens(logits: Tensor<3>, input: &DecoderInput) -> Tensor<3> {
-    let [batch, seq, vocab] = logits.dims();
-    let mask = input.attention_mask.clone().unwrap().float();
-    logits * mask.reshape([batch, seq, 1]).expand([batch, seq, vocab])
-}
-
 #[test]
 fn incremental_decoding_equals_a_full_run_with_and_without_adapters() {
     let device = device();
@@ -323,32 +290,15 @@ fn train_adapter_trains_a_fused_lora_and_leaves_the_base_alone() {
     let config = AdapterConfig::load(r#"lora[r=4,attn_matrices=["q","v"],output_lora=True]"#);
     model.add_adapter("task", config.unwrap()).unwrap();
     model.train_adapter("task").unwrap();
-    let frozen = |model: &Gpt2Model| {
-        snapshot(model)
-            .into_iter()
-            .filter(|(path, _)| !path.contains(".task."))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
-    let before = frozen(&model);
-    let input = decoder_inputs(&device);
-    let labels = input.input_ids.clone().mask_fill(
-        input.attention_mask.clone().unwrap().equal_elem(0),
-        IGNORE_INDEX,
-    );
-    let mut trainer = Trainer::new(&TrainingConfig::new().with_learning_rate(1e-2), 20);
-    let mut losses = Vec::new();
-    for _ in 0..20 {
-        let loss = causal_lm_loss(model.forward(input.clone()), labels.clone()).unwrap();
-        losses.push(values(loss.clone())[0]);
-        model = trainer.step(model, loss);
-    }
+    let before = frozen(&model, "task");
+    let (model, losses) = train_steps(model, Gpt2Model::forward, &device);
     assert!(
         losses[19] < 0.8 * losses[0],
         "the loss fell from {} to {}",
         losses[0],
         losses[19]
     );
-    assert_eq!(before, frozen(&model), "base parameters changed");
+    assert_eq!(before, frozen(&model, "task"), "base parameters changed");
 }
 
 #[test]
@@ -439,7 +389,7 @@ fn composition_blocks_on_gpt2_equal_their_single_adapter_runs() {
     let input = decoder_inputs(&device);
     let mut run = |setup: &str| {
         model.set_active_adapters(setup).unwrap();
-        at_tokens_repeated(model.forward(input.clone()), &input)
+        at_tokens(model.forward(input.clone()), &input)
     };
     let bottleneck = run("seq_bn");
     let lora = run("lora_all");
@@ -459,13 +409,4 @@ fn composition_blocks_on_gpt2_equal_their_single_adapter_runs() {
     let average = run("Average[lora_all, lora_copy]");
     let delta = max_abs_diff_tensors(average, lora);
     assert!(delta <= TOLERANCE, "Average: max |Δ| = {delta:e}");
-}
-
-/// [`at_tokens`] for an output with the batch repeated (a `Parallel` setup's branches).
-fn at_tokens_repeated(logits: Tensor<3>, input: &DecoderInput) -> Tensor<3> {
-    let [rows, seq, vocab] = logits.dims();
-    let mask = input.attention_mask.clone().unwrap().float();
-    let copies = rows / mask.dims()[0];
-    let mask = mask.repeat_dim(0, copies).reshape([rows, seq, 1]);
-    logits * mask.expand([rows, seq, vocab])
 }

@@ -16,6 +16,12 @@ Layout:
     OUT/<family>/peft/<case>/           a PEFT 0.21.2 LoRA (PeftModel.save_pretrained, task CAUSAL_LM) + expected.safetensors
     OUT/<family>/peft/cases.json        [{"name", "lora_config", "noise", "tensors"}, ...]
 
+    OUT/inputs_right.safetensors        the same tokens with row 1 padded on the right (AdapterHub's decoder heads
+                                        read the token at "count of non-pad ids - 1", right only for right padding)
+    OUT/<family>/heads/<case>/          llama and gpt2: an adapter with a prediction head from AutoAdapterModel,
+                                        save_adapter(with_head=True) + expected.safetensors (`logits` of the head on
+                                        inputs_right: [2, 3] classification, [2, 7, vocab] causal_lm)
+
 Each expected.safetensors of the base and the AdapterHub cases also holds `generated` int64 [2, 20]: transformers' greedy `generate` (max_new_tokens 20,
 eos 2, pad 0) after the left-padded prompts, without the prompt; a row is 0 after its eos; and `loss` f32 [1],
 transformers' causal-LM loss with the input ids as labels (-100 at padding).
@@ -131,6 +137,56 @@ GPT2_PEFT_CASES = [
     # "c_proj" matches both attn.c_proj (attention output) and mlp.c_proj
     ("peft_c_proj", dict(target_modules=["c_proj"], r=4, lora_alpha=8, lora_dropout=0.0, fan_in_fan_out=True)),
 ]
+
+
+# prediction heads on AutoAdapterModel (LlamaAdapterModel, GPT2AdapterModel), for these families
+HEAD_FAMILIES = ["llama", "gpt2"]
+HEAD_CASES = [
+    ("cls_seq_bn", "seq_bn[reduction_factor=4]", "classification"),
+    ("lm_lora", "lora[r=4,alpha=8]", "causal_lm"),
+]
+
+
+def right_padded(inputs):
+    ids, mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
+    for b in range(ids.shape[0]):
+        real = mask[b].bool()
+        n = int(real.sum())
+        ids[b] = torch.cat([ids[b][real], torch.full((ids.shape[1] - n,), COMMON["pad_token_id"])])
+        mask[b] = torch.cat([torch.ones(n, dtype=mask.dtype), torch.zeros(ids.shape[1] - n, dtype=mask.dtype)])
+    return {"input_ids": ids.contiguous(), "attention_mask": mask.contiguous()}
+
+
+def build_head_case(idx, name, config, kind, base_dir, out_dir, inputs):
+    from adapters import AutoAdapterModel
+
+    torch.manual_seed(SEED + 300 + idx)
+    model = AutoAdapterModel.from_pretrained(base_dir, attn_implementation="eager")
+    model.add_adapter(name, config=config)
+    if kind == "classification":
+        model.add_classification_head(name, num_labels=3)
+    else:
+        model.add_causal_lm_head(name)
+    tied = model.get_input_embeddings().weight
+    params = [(n, p) for n, p in model.named_parameters()
+              if (n.startswith("heads.") or ".{}.".format(name) in n) and p is not tied]
+    C.perturb(params, NOISE)
+    model.set_active_adapters(name)
+    model.active_head = name
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs).logits.detach().contiguous()
+    case_dir = os.path.join(out_dir, "heads", name)
+    C.fresh_dir(case_dir)
+    model.save_adapter(case_dir, name, with_head=True, use_safetensors=True)
+    save_file({"logits": out}, os.path.join(case_dir, "expected.safetensors"))
+    fresh = AutoAdapterModel.from_pretrained(base_dir, attn_implementation="eager")
+    loaded = fresh.load_adapter(case_dir, set_active=True, use_safetensors=True)
+    fresh.active_head = loaded
+    with torch.no_grad():
+        again = fresh.eval()(**inputs).logits
+    assert C.G.max_abs(out, again) == 0.0, "{}: the reloaded head differs".format(name)
+    print("  {:<16} head {:<14} logits {}".format(name, kind, tuple(out.shape)))
 
 
 def cases_of(family):
@@ -321,6 +377,8 @@ def main():
 
     inputs = make_inputs()
     save_file(inputs, os.path.join(out_dir, "inputs.safetensors"))
+    inputs_right = right_padded(inputs)
+    save_file(inputs_right, os.path.join(out_dir, "inputs_right.safetensors"))
     for family in args.families:
         print(family)
         family_dir = os.path.join(out_dir, family)
@@ -339,6 +397,9 @@ def main():
             for idx, (name, kwargs) in enumerate(family_peft)
         ]
         C.write_json(os.path.join(family_dir, "peft", "cases.json"), peft)
+        if family in HEAD_FAMILIES:
+            for idx, (name, config, kind) in enumerate(HEAD_CASES):
+                build_head_case(idx, name, config, kind, base_dir, family_dir, inputs_right)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,8 @@ use crate::methods::init::{InitRng, param};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
-    /// The first token (`[CLS]`), as AdapterHub's classification head.
+    /// The host's summary token, as AdapterHub's classification head reads it: the first
+    /// (`[CLS]`) in encoders, the last real token in decoders.
     #[default]
     Cls,
     /// The mean over non-padding tokens (an extension; AdapterHub cannot load such heads).
@@ -67,6 +68,30 @@ pub enum HeadConfig {
         #[serde(default)]
         dropout_prob: Option<f64>,
     },
+    /// Next-token logits over a vocabulary (AdapterHub's `CausalLMHead`, decoders only).
+    CausalLm {
+        /// Vocabulary size.
+        vocab_size: usize,
+        /// Width of the hidden layers and of the output layer's input; the model's hidden size.
+        embedding_size: usize,
+        /// Number of Linear layers.
+        layers: usize,
+        /// Non-linearity after each hidden layer.
+        activation_function: Option<Activation>,
+        /// LayerNorm (epsilon 1e-12, as AdapterHub builds it) after each hidden layer's
+        /// activation.
+        layer_norm: bool,
+        /// Bias on the output layer.
+        bias: bool,
+        /// Whether labels are shifted for the loss (informational; `train::causal_lm_loss`
+        /// shifts).
+        shift_labels: bool,
+        /// Unused by the head; AdapterHub writes `null`.
+        label2id: Option<BTreeMap<String, usize>>,
+        /// Unused: AdapterHub's causal-LM head has no dropout.
+        #[serde(default)]
+        dropout_prob: Option<f64>,
+    },
 }
 
 impl HeadConfig {
@@ -98,6 +123,22 @@ impl HeadConfig {
         }
     }
 
+    /// AdapterHub's `add_causal_lm_head` defaults: a hidden Linear, exact GELU and LayerNorm,
+    /// then a Linear with bias to the vocabulary.
+    pub fn causal_lm(vocab_size: usize, hidden: usize) -> Self {
+        HeadConfig::CausalLm {
+            vocab_size,
+            embedding_size: hidden,
+            layers: 2,
+            activation_function: Some(Activation::Gelu),
+            layer_norm: true,
+            bias: true,
+            shift_labels: true,
+            label2id: None,
+            dropout_prob: None,
+        }
+    }
+
     /// AdapterHub's `add_tagging_head` defaults: 1 layer, tanh.
     pub fn tagging(num_labels: usize) -> Self {
         HeadConfig::Tagging {
@@ -125,6 +166,12 @@ impl HeadConfig {
                 dropout_prob,
                 ..
             } => (*num_labels, *layers, *activation_function, *dropout_prob),
+            HeadConfig::CausalLm {
+                vocab_size,
+                layers,
+                activation_function,
+                ..
+            } => (*vocab_size, *layers, *activation_function, Some(0.0)),
         }
     }
 
@@ -148,13 +195,12 @@ impl HeadConfig {
         if let Some(p) = dropout {
             crate::config::check_probability("dropout_prob", p)?;
         }
-        if let HeadConfig::Classification {
-            use_pooler: true, ..
-        } = self
-        {
-            return Err(Error::Unsupported("use_pooler = true heads".into()));
+        match self {
+            HeadConfig::Classification {
+                use_pooler: true, ..
+            } => Err(Error::Unsupported("use_pooler = true heads".into())),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Number of classes.
@@ -169,6 +215,8 @@ impl HeadConfig {
 pub struct PredictionHead {
     /// Hidden layers then the output layer.
     pub layers: Vec<Linear>,
+    /// A LayerNorm after each hidden layer (causal-LM heads with `layer_norm`; else empty).
+    pub norms: Vec<LayerNorm>,
     /// Dropout before each layer.
     pub dropout: Dropout,
     /// The head's configuration.
@@ -186,7 +234,19 @@ impl PredictionHead {
     ) -> Result<Self> {
         config.validate()?;
         let (num_labels, layers, _, dropout) = config.parts();
-        let output_bias = !matches!(config, HeadConfig::Classification { bias: false, .. });
+        let output_bias = match config {
+            HeadConfig::Classification { bias, .. } | HeadConfig::CausalLm { bias, .. } => bias,
+            HeadConfig::Tagging { .. } => true,
+        };
+        if let HeadConfig::CausalLm { embedding_size, .. } = config
+            && embedding_size != hidden
+        {
+            return Err(Error::invalid(
+                "embedding_size",
+                embedding_size,
+                format!("must equal the model's hidden size {hidden}"),
+            ));
+        }
         let mut rng = InitRng::from_device(device);
         let layers = (0..layers)
             .map(|i| {
@@ -205,21 +265,42 @@ impl PredictionHead {
                 }
             })
             .collect();
+        let norms = match config {
+            HeadConfig::CausalLm {
+                layer_norm: true,
+                layers,
+                ..
+            } => (1..layers)
+                .map(|_| {
+                    LayerNormConfig::new(hidden)
+                        .with_epsilon(1e-12)
+                        .init(device)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Self {
             layers,
+            norms,
             dropout: DropoutConfig::new(dropout.unwrap_or(default_dropout)).init(),
             config,
         })
     }
 
-    /// AdapterHub's index of layer `i` in its `nn.Sequential` (dropout, linear, activation, ...).
+    /// AdapterHub's index of layer `i` in its `nn.Sequential` (dropout, linear, activation, ...;
+    /// a causal-LM head has no dropout modules).
     pub fn reference_index(&self, i: usize) -> usize {
-        let per_layer = if self.config.parts().2.is_some() {
-            3
-        } else {
-            2
-        };
-        per_layer * i + 1
+        let activation = usize::from(self.config.parts().2.is_some());
+        let norm = usize::from(!self.norms.is_empty());
+        match self.config {
+            HeadConfig::CausalLm { .. } => (1 + activation + norm) * i,
+            _ => (2 + activation) * i + 1,
+        }
+    }
+
+    /// AdapterHub's index of the LayerNorm after hidden layer `i` (after its activation).
+    pub fn norm_index(&self, i: usize) -> usize {
+        self.reference_index(i) + 1 + usize::from(self.config.parts().2.is_some())
     }
 
     fn mlp<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
@@ -227,10 +308,13 @@ impl PredictionHead {
         let activation = self.config.parts().2;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(dropout(&self.dropout, x));
-            if i < last
-                && let Some(act) = activation
-            {
-                x = act.forward(x);
+            if i < last {
+                if let Some(act) = activation {
+                    x = act.forward(x);
+                }
+                if let Some(norm) = self.norms.get(i) {
+                    x = norm.forward(x);
+                }
             }
         }
         x
@@ -255,7 +339,7 @@ impl PredictionHead {
         let [batch, seq, width] = hidden.dims();
         let pooling = match &self.config {
             HeadConfig::Classification { pooling, .. } => *pooling,
-            HeadConfig::Tagging { .. } => Pooling::Mean,
+            HeadConfig::Tagging { .. } | HeadConfig::CausalLm { .. } => Pooling::Mean,
         };
         match (pooling, mask) {
             (Pooling::Cls, _) => hidden.narrow(1, 0, 1).reshape([batch, width]),
@@ -269,7 +353,17 @@ impl PredictionHead {
         }
     }
 
-    /// Logits of a tagging head, one row per token.
+    /// Logits of a sequence head from an already pooled vector per example (a decoder's last
+    /// real token).
+    ///
+    /// # Shapes
+    ///
+    /// - pooled: `[batch, d_model]`, output: `[batch, num_labels]`
+    pub fn forward_pooled(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.mlp(pooled)
+    }
+
+    /// Logits of a tagging or causal-LM head, one row per token.
     ///
     /// # Shapes
     ///

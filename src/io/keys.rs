@@ -69,17 +69,20 @@ pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
 pub(crate) fn head_name(
     path: &str,
     reference_index: impl Fn(usize) -> usize,
+    norm_index: impl Fn(usize) -> usize,
 ) -> Option<ReferenceName> {
-    let rest = path.strip_prefix("layers.")?;
+    let (kind, rest) = path.split_once('.')?;
     let (index, field) = rest.split_once('.')?;
     let index: usize = index.parse().ok()?;
-    let transpose = match field {
-        "weight" => true,
-        "bias" => false,
+    let (index, field, transpose) = match (kind, field) {
+        ("layers", "weight") => (reference_index(index), "weight", true),
+        ("layers", "bias") => (reference_index(index), "bias", false),
+        ("norms", "gamma") => (norm_index(index), "weight", false),
+        ("norms", "beta") => (norm_index(index), "bias", false),
         _ => return None,
     };
     Some(ReferenceName {
-        names: vec![format!("{}.{field}", reference_index(index))],
+        names: vec![format!("{index}.{field}")],
         transpose,
     })
 }
@@ -168,10 +171,15 @@ mod tests {
         assert_eq!(lora_name("lora_b").unwrap().names, ["lora_B"]);
         assert_eq!(lora_name("scaling"), None);
         assert_eq!(strip_model_prefix("bert.encoder.x"), "encoder.x");
-        let head = head_name("layers.1.weight", |i| 3 * i + 1).unwrap();
+        let head = head_name("layers.1.weight", |i| 3 * i + 1, |i| 3 * i + 3).unwrap();
         assert_eq!(
             (head.names, head.transpose),
             (vec!["4.weight".to_string()], true)
+        );
+        let norm = head_name("norms.0.beta", |i| 3 * i, |i| 3 * i + 2).unwrap();
+        assert_eq!(
+            (norm.names, norm.transpose),
+            (vec!["2.bias".to_string()], false)
         );
     }
 }

@@ -98,7 +98,7 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
 /// A head's tensors by AdapterHub key (`heads.<name>.<index>.weight`), torch layout.
 fn head_tensors(head: &PredictionHead, name: &str) -> TensorMap {
     let mut tensors = TensorMap::new();
-    let naming = |path: &str| head_name(path, |i| head.reference_index(i));
+    let naming = |path: &str| head_name(path, |i| head.reference_index(i), |i| head.norm_index(i));
     collect(head, format!("heads.{name}"), &naming, &mut tensors);
     tensors
 }
@@ -179,7 +179,7 @@ fn build_head<M: AdapterHost>(model: &M, saved: &SavedHead) -> Result<Prediction
     )
     .map_err(|e| in_file(&saved.envelope.path, e))?;
     let mut filler = Filler::new(&saved.weights, &device);
-    let naming = |path: &str| head_name(path, |i| head.reference_index(i));
+    let naming = |path: &str| head_name(path, |i| head.reference_index(i), |i| head.norm_index(i));
     let prefix = format!("heads.{}", saved.envelope.name);
     let filled = filler.fill(head.clone(), prefix, &naming)?;
     filler.finish()?;

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod decoder;
 pub mod one_site;
 pub mod snapshot;
 

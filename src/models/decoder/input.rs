@@ -29,6 +29,20 @@ impl DecoderInput {
         }
     }
 
+    /// One generation step: ids with the padding of every row and the positions of the new
+    /// tokens.
+    pub(crate) fn step(
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+    ) -> Self {
+        Self {
+            input_ids,
+            attention_mask: Some(attention_mask),
+            position_ids: Some(position_ids),
+        }
+    }
+
     /// Input ids without padding.
     pub fn ids(input_ids: Tensor<2, Int>) -> Self {
         Self {

@@ -2,6 +2,7 @@
 //! bias and reading Hugging Face weight files.
 
 mod cache;
+pub(crate) mod heads;
 mod input;
 mod load;
 mod mask;
@@ -13,6 +14,8 @@ pub(crate) use cache::LayerCache;
 pub(crate) use load::{load_weights, weight_files};
 pub(crate) use mask::AttentionBias;
 
+use burn::nn::{Embedding, Linear};
+use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor};
 
 /// One forward's inputs, resolved against the cache.
@@ -58,5 +61,22 @@ impl Step {
             positions,
             past,
         }
+    }
+}
+
+/// Next-token logits of final hidden states: through the output projection, or through the
+/// token embeddings when they are tied (`tie_word_embeddings`).
+///
+/// # Shapes
+///
+/// - hidden: `[batch, seq, hidden]`, output: `[batch, seq, vocab]`
+pub(crate) fn output_logits(
+    hidden: Tensor<3>,
+    lm_head: Option<&Linear>,
+    embeddings: &Embedding,
+) -> Tensor<3> {
+    match lm_head {
+        Some(head) => head.forward(hidden),
+        None => linear(hidden, embeddings.weight.val().transpose(), None),
     }
 }

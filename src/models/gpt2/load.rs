@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
+    SitePosition,
 };
 
 impl Gpt2Model {
@@ -35,6 +36,7 @@ impl Gpt2Model {
                     .with_bias(false)
                     .init(device)
             }),
+            heads: NamedModules::default(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }

@@ -32,16 +32,17 @@ pub use layers::*;
 
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, LayerNorm, Linear};
-use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::Result;
 use crate::generation::CausalLm;
+use crate::heads::PredictionHead;
 use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::models::decoder::{AttentionBias, Step};
+use crate::models::decoder::{AttentionBias, Step, heads, output_logits};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
+    SitePosition,
 };
 
 /// A GPT-2 decoder with a language-model head and adapter sites after each attention and
@@ -64,6 +65,8 @@ pub struct Gpt2Model {
     pub ln_f: LayerNorm,
     /// The output projection; `None` when it is the token embeddings (`tie_word_embeddings`).
     pub lm_head: Option<Linear>,
+    /// Prediction heads (`heads.<name>`), see [`AdapterModel::add_head`](crate::AdapterModel::add_head).
+    pub heads: NamedModules<PredictionHead>,
     #[module(skip)]
     config: Gpt2Config,
     #[module(skip)]
@@ -148,11 +151,42 @@ impl Gpt2Model {
         self.ln_f.forward(x)
     }
 
+    /// Logits of classification head `head` for `input`, from each row's last real token (or
+    /// mean-pooled, as the head says). The input is checked as [`Gpt2Model::try_forward`] does.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq]`, output: `[batch, num_labels]`
+    pub fn classify(&self, head: &str, input: DecoderInput) -> Result<Tensor<2>> {
+        let head = heads::head(&self.heads, head)?;
+        let [batch, seq] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let mask =
+            (input.attention_mask.clone()).unwrap_or_else(|| Tensor::ones([batch, seq], &device));
+        let channels = self.registry.parallel_channels().max(1);
+        let hidden = self.checked_hidden(input)?;
+        heads::classify(head, hidden, mask.repeat_dim(0, channels))
+    }
+
+    /// Per-token logits of tagging or causal-LM head `head` for `input`, checked as
+    /// [`Gpt2Model::try_forward`] does.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, seq]`, output: `[batch, seq, num_labels or vocab_size]`
+    pub fn tag(&self, head: &str, input: DecoderInput) -> Result<Tensor<3>> {
+        let head = heads::head(&self.heads, head)?;
+        Ok(head.forward_tokens(self.checked_hidden(input)?))
+    }
+
+    /// [`Gpt2Model::last_hidden_state`] after checking the input.
+    fn checked_hidden(&self, input: DecoderInput) -> Result<Tensor<3>> {
+        input.check(self.config.vocab_size, self.config.n_positions, 0, 0)?;
+        Ok(self.decode(input, None))
+    }
+
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => linear(hidden, self.wte.weight.val().transpose(), None),
-        }
+        output_logits(hidden, self.lm_head.as_ref(), &self.wte)
     }
 }
 
@@ -174,12 +208,7 @@ impl CausalLm for Gpt2Model {
         positions: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>> {
-        let input = DecoderInput {
-            input_ids: ids,
-            attention_mask: Some(mask),
-            position_ids: Some(positions),
-        };
-        self.try_forward_cached(input, cache)
+        self.try_forward_cached(DecoderInput::step(ids, mask, positions), cache)
     }
 }
 
@@ -232,6 +261,14 @@ impl AdapterHost for Gpt2Model {
 
     fn registry_mut(&mut self) -> &mut AdapterRegistry {
         &mut self.registry
+    }
+
+    fn heads(&self) -> Option<&NamedModules<PredictionHead>> {
+        Some(&self.heads)
+    }
+
+    fn heads_mut(&mut self) -> Option<&mut NamedModules<PredictionHead>> {
+        Some(&mut self.heads)
     }
 
     fn head_dropout(&self) -> f64 {

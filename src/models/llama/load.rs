@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
+    SitePosition,
 };
 
 impl LlamaModel {
@@ -40,6 +41,7 @@ impl LlamaModel {
                 config.rope_theta,
                 config.rope_scaling.as_ref(),
             ),
+            heads: NamedModules::default(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
