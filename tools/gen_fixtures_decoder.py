@@ -168,14 +168,19 @@ def build_head_case(idx, name, config, kind, base_dir, out_dir, inputs):
     else:
         model.add_causal_lm_head(name)
     tied = model.get_input_embeddings().weight
-    params = [(n, p) for n, p in model.named_parameters()
-              if (n.startswith("heads.") or ".{}.".format(name) in n) and p is not tied]
-    C.perturb(params, NOISE)
+    C.perturb([(n, p) for n, p in model.named_parameters() if ".{}.".format(name) in n], NOISE)
+    with torch.no_grad():  # the base's spread (see spread_weights), not transformers' wider init
+        for n, p in model.named_parameters():
+            if n.startswith("heads.") and p is not tied:
+                p.copy_((1.0 if p.dim() == 1 and n.endswith("weight") else 0.0) + BASE_STD * torch.randn_like(p))
     model.set_active_adapters(name)
     model.active_head = name
     model.eval()
     with torch.no_grad():
         out = model(**inputs).logits.detach().contiguous()
+        # right padding leaves no row without a key, so the float64 run needs no unpadding
+        err = (copy.deepcopy(model).double()(**inputs).logits - out.double()).abs().max().item()
+    assert err <= ROUNDING_BUDGET, "{}: float32 strays {:.2e} from float64".format(name, err)
     case_dir = os.path.join(out_dir, "heads", name)
     C.fresh_dir(case_dir)
     model.save_adapter(case_dir, name, with_head=True, use_safetensors=True)
@@ -186,7 +191,7 @@ def build_head_case(idx, name, config, kind, base_dir, out_dir, inputs):
     with torch.no_grad():
         again = fresh.eval()(**inputs).logits
     assert C.G.max_abs(out, again) == 0.0, "{}: the reloaded head differs".format(name)
-    print("  {:<16} head {:<14} logits {}".format(name, kind, tuple(out.shape)))
+    print("  {:<16} head {:<14} logits {}  f32-f64={:.1e}".format(name, kind, tuple(out.shape), err))
 
 
 def cases_of(family):
