@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::models::hf_config::read_hf_config;
 
 /// The fields of a Hugging Face GPT-2 `config.json` (`GPT2LMHeadModel`), with transformers'
-/// defaults for absent ones.
+/// defaults for absent ones. Its JSON form carries `"model_type": "gpt2"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model_type", rename = "gpt2")]
 pub struct Gpt2Config {
     /// Vocabulary size.
     #[serde(default = "default_vocab")]
@@ -198,5 +199,19 @@ impl Gpt2Config {
         check_probability("embd_pdrop", self.embd_pdrop)?;
         check_probability("attn_pdrop", self.attn_pdrop)?;
         check_positive("layer_norm_epsilon", self.layer_norm_epsilon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_writes_and_reads_back_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let config = Gpt2Config::tiny();
+        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+        assert_eq!(Gpt2Config::from_file(&path).unwrap(), config);
     }
 }
