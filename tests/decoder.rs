@@ -733,3 +733,16 @@ fn adapters_for_another_shape_are_refused_naming_the_tensor() {
     );
     assert!(!llama.has_adapter("p"));
 }
+
+#[test]
+fn adapter_fusion_on_a_llama_matches_adapterhub() {
+    let device = device();
+    let delta = fusion_delta(
+        base("llama", &device),
+        "llama",
+        LlamaModel::forward,
+        &device,
+    );
+    println!("llama Fuse[fa, fb] max |Δ| = {delta:.2e}");
+    assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
+}

@@ -410,3 +410,11 @@ fn composition_blocks_on_gpt2_equal_their_single_adapter_runs() {
     let delta = max_abs_diff_tensors(average, lora);
     assert!(delta <= TOLERANCE, "Average: max |Δ| = {delta:e}");
 }
+
+#[test]
+fn adapter_fusion_on_gpt2_matches_adapterhub() {
+    let device = device();
+    let delta = fusion_delta(base(&device), "gpt2", Gpt2Model::forward, &device);
+    println!("gpt2 Fuse[fa, fb] max |Δ| = {delta:.2e}");
+    assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
+}

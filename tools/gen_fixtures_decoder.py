@@ -22,6 +22,10 @@ Layout:
                                         save_adapter(with_head=True) + expected.safetensors (`logits` of the head on
                                         inputs_right: [2, 3] classification, [2, 7, vocab] causal_lm)
 
+    OUT/<family>/fusion/                llama and gpt2: adapters fa and fb (seq_bn) and their dynamic AdapterFusion
+                                        (save_adapter / save_adapter_fusion) + expected.safetensors (`logits` with
+                                        Fuse("fa", "fb") active, on inputs.safetensors)
+
 Each expected.safetensors of the base and the AdapterHub cases also holds `generated` int64 [2, 20]: transformers' greedy `generate` (max_new_tokens 20,
 eos 2, pad 0) after the left-padded prompts, without the prompt; a row is 0 after its eos; and `loss` f32 [1],
 transformers' causal-LM loss with the input ids as labels (-100 at padding).
@@ -192,6 +196,33 @@ def build_head_case(idx, name, config, kind, base_dir, out_dir, inputs):
         again = fresh.eval()(**inputs).logits
     assert C.G.max_abs(out, again) == 0.0, "{}: the reloaded head differs".format(name)
     print("  {:<16} head {:<14} logits {}  f32-f64={:.1e}".format(name, kind, tuple(out.shape), err))
+
+
+def build_fusion_case(base_dir, out_dir, inputs, base_out):
+    import adapters
+    from adapters.composition import Fuse
+
+    fusion_dir = os.path.join(out_dir, "fusion")
+    C.fresh_dir(fusion_dir)
+    model = load(base_dir)
+    adapters.init(model)
+    for i, name in enumerate(["fa", "fb"]):
+        torch.manual_seed(SEED + 400 + i)
+        model.add_adapter(name, config="seq_bn[reduction_factor=4]")
+        C.perturb(C.method_params(model, name), NOISE)
+    model.add_adapter_fusion(Fuse("fa", "fb"), "dynamic")
+    torch.manual_seed(SEED + 402)
+    C.perturb(C.fusion_params(model, "fa,fb"), NOISE)
+    model.set_active_adapters(Fuse("fa", "fb"))
+    model.eval()
+    out = logits(model, inputs)
+    err = check_rounding("fusion", model, inputs, out)
+    assert C.G.max_abs(out, base_out) > 1e-2
+    for name in ["fa", "fb"]:
+        model.save_adapter(os.path.join(fusion_dir, name), name, with_head=False, use_safetensors=True)
+    model.save_adapter_fusion(os.path.join(fusion_dir, "fusion"), "fa,fb", use_safetensors=True)
+    save_file({"logits": out}, os.path.join(fusion_dir, "expected.safetensors"))
+    print("  {:<16} Fuse(fa, fb) dynamic  f32-f64={:.1e}".format("fusion", err))
 
 
 def cases_of(family):
@@ -405,6 +436,7 @@ def main():
         if family in HEAD_FAMILIES:
             for idx, (name, config, kind) in enumerate(HEAD_CASES):
                 build_head_case(idx, name, config, kind, base_dir, family_dir, inputs_right)
+            build_fusion_case(base_dir, family_dir, inputs, base_out)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,22 @@ pub fn train_steps<M: Module>(
     }
     (model, losses)
 }
+
+/// Loads `family`'s fusion fixture (adapters `fa`, `fb` and their AdapterFusion) into `model`,
+/// activates `Fuse[fa, fb]` and returns max |Δ| of the logits against AdapterHub's.
+pub fn fusion_delta<M: burn_adapters::AdapterModel>(
+    mut model: M,
+    family: &str,
+    forward: impl Fn(&M, DecoderInput) -> Tensor<3>,
+    device: &Device,
+) -> f64 {
+    let dir = fixtures().join("decoder").join(family).join("fusion");
+    for name in ["fa", "fb"] {
+        model.load_adapter(dir.join(name)).unwrap();
+    }
+    model.load_adapter_fusion(dir.join("fusion")).unwrap();
+    model.set_active_adapters("Fuse[fa, fb]").unwrap();
+    let logits = values(forward(&model, decoder_inputs(device)));
+    let expected = read_tensor(&dir.join("expected.safetensors"), "logits").1;
+    super::max_abs_diff(&logits, &expected)
+}
