@@ -590,32 +590,8 @@ fn train_adapter_trains_a_decoder_and_leaves_its_base_alone() {
 #[test]
 fn each_row_generates_with_its_own_adapter() {
     let device = device();
-    let mut model = base("qwen2", &device);
-    for case in ["seq_bn", "lora_all"] {
-        model.load_adapter(case_dir("qwen2", case)).unwrap();
-    }
-    let config = GenerationConfig::new(12);
-    let input = decoder_inputs(&device);
-    let run = |model: &LlamaModel| {
-        let (ids, mask) = (
-            input.input_ids.clone(),
-            input.attention_mask.clone().unwrap(),
-        );
-        generate(model, ids, mask, &config, |_, _| {}).unwrap()
-    };
-    model.set_active_adapters("seq_bn").unwrap();
-    let bottleneck = run(&model);
-    model.set_active_adapters("lora_all").unwrap();
-    let lora = run(&model);
-    model
-        .set_active_adapters("PerRow[seq_bn, lora_all]")
-        .unwrap();
-    let mixed = run(&model);
-    assert_ne!(
-        bottleneck[1], lora[1],
-        "the adapters must generate differently"
-    );
-    assert_eq!(mixed, vec![bottleneck[0].clone(), lora[1].clone()]);
+    let cases = family_dir("qwen2").join("cases");
+    check_per_row_generation(base("qwen2", &device), &cases, &device);
 }
 
 /// The fixture's base weights of `family`, each tensor through `convert` (f32 bytes in, a dtype

@@ -259,28 +259,7 @@ fn merged_fused_loras_and_ia3_equal_unmerged_and_reset_restores_the_base() {
 #[test]
 fn each_row_generates_with_its_own_adapter() {
     let device = device();
-    let mut model = base(&device);
-    for case in ["seq_bn", "lora_all"] {
-        model.load_adapter(case_dir(case)).unwrap();
-    }
-    let config = GenerationConfig::new(12);
-    let input = decoder_inputs(&device);
-    let run = |model: &Gpt2Model| {
-        let (ids, mask) = (
-            input.input_ids.clone(),
-            input.attention_mask.clone().unwrap(),
-        );
-        generate(model, ids, mask, &config, |_, _| {}).unwrap()
-    };
-    model.set_active_adapters("seq_bn").unwrap();
-    let bottleneck = run(&model);
-    model.set_active_adapters("lora_all").unwrap();
-    let lora = run(&model);
-    model
-        .set_active_adapters("PerRow[seq_bn, lora_all]")
-        .unwrap();
-    assert_ne!(bottleneck[1], lora[1], "the adapters generate differently");
-    assert_eq!(run(&model), vec![bottleneck[0].clone(), lora[1].clone()]);
+    check_per_row_generation(base(&device), &family_dir().join("cases"), &device);
 }
 
 #[test]

@@ -97,3 +97,31 @@ pub fn fusion_delta<M: burn_adapters::AdapterModel>(
     let expected = read_tensor(&dir.join("expected.safetensors"), "logits").1;
     super::max_abs_diff(&logits, &expected)
 }
+
+/// Checks that `PerRow[seq_bn, lora_all]` generates row 0 as `seq_bn` alone and row 1 as
+/// `lora_all` alone (12 greedy tokens of the fixture batch), with both adapters loaded from
+/// `cases`.
+pub fn check_per_row_generation<M>(mut model: M, cases: &Path, device: &Device)
+where
+    M: burn_adapters::AdapterModel + burn_adapters::generation::CausalLm,
+{
+    use burn_adapters::generation::{GenerationConfig, generate};
+    for case in ["seq_bn", "lora_all"] {
+        model.load_adapter(cases.join(case)).unwrap();
+    }
+    let config = GenerationConfig::new(12);
+    let input = decoder_inputs(device);
+    let mut run = |setup: &str| {
+        model.set_active_adapters(setup).unwrap();
+        let (ids, mask) = (
+            input.input_ids.clone(),
+            input.attention_mask.clone().unwrap(),
+        );
+        generate(&model, ids, mask, &config, |_, _| {}).unwrap()
+    };
+    let bottleneck = run("seq_bn");
+    let lora = run("lora_all");
+    assert_ne!(bottleneck[1], lora[1], "the adapters generate differently");
+    let mixed = run("PerRow[seq_bn, lora_all]");
+    assert_eq!(mixed, vec![bottleneck[0].clone(), lora[1].clone()]);
+}
