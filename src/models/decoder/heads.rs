@@ -3,6 +3,7 @@
 
 use burn::tensor::{Int, Tensor};
 
+use super::DecoderInput;
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, Pooling, PredictionHead};
 use crate::sites::NamedModules;
@@ -17,6 +18,22 @@ pub(crate) fn head<'a>(
         .ok_or_else(|| Error::UnknownHead(name.to_string()))
 }
 
+/// The logits of classification head `head` for `input`, whose final hidden states `hidden`
+/// computes (with `channels` copies of the batch for a `Parallel` setup).
+pub(crate) fn classify_input(
+    head: &PredictionHead,
+    input: DecoderInput,
+    channels: usize,
+    hidden: impl FnOnce(DecoderInput) -> Result<Tensor<3>>,
+) -> Result<Tensor<2>> {
+    let [batch, seq] = input.input_ids.dims();
+    let device = input.input_ids.device();
+    let mask = (input.attention_mask.clone())
+        .unwrap_or_else(|| Tensor::ones([batch, seq], &device))
+        .repeat_dim(0, channels.max(1));
+    classify(head, hidden(input)?, mask)
+}
+
 /// The logits of classification head `head` for a decoder's final hidden states: from the last
 /// position each row's mask marks (AdapterHub counts the tokens that are not `pad_token_id`
 /// instead, which picks the wrong token of a left-padded row), or mean-pooled.
@@ -24,11 +41,7 @@ pub(crate) fn head<'a>(
 /// # Shapes
 ///
 /// - hidden: `[batch, seq, hidden]`, mask: `[batch, seq]`, output: `[batch, num_labels]`
-pub(crate) fn classify(
-    head: &PredictionHead,
-    hidden: Tensor<3>,
-    mask: Tensor<2, Int>,
-) -> Result<Tensor<2>> {
+fn classify(head: &PredictionHead, hidden: Tensor<3>, mask: Tensor<2, Int>) -> Result<Tensor<2>> {
     match head.config {
         HeadConfig::Classification {
             pooling: Pooling::Cls,

@@ -169,13 +169,8 @@ impl LlamaModel {
     /// - input: `[batch, seq]`, output: `[batch, num_labels]`
     pub fn classify(&self, head: &str, input: DecoderInput) -> Result<Tensor<2>> {
         let head = heads::head(&self.heads, head)?;
-        let [batch, seq] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        let mask =
-            (input.attention_mask.clone()).unwrap_or_else(|| Tensor::ones([batch, seq], &device));
-        let channels = self.registry.parallel_channels().max(1);
-        let hidden = self.checked_hidden(input)?;
-        heads::classify(head, hidden, mask.repeat_dim(0, channels))
+        let channels = self.registry.parallel_channels();
+        heads::classify_input(head, input, channels, |input| self.checked_hidden(input))
     }
 
     /// Per-token logits of tagging or causal-LM head `head` for `input`, checked as
