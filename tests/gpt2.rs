@@ -397,3 +397,27 @@ fn adapter_fusion_on_gpt2_matches_adapterhub() {
     println!("gpt2 Fuse[fa, fb] max |Δ| = {delta:.2e}");
     assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
 }
+
+/// An untied checkpoint whose `lm_head` (a torch `Linear`, `[vocab, hidden]`) holds the token
+/// embeddings computes what the tied model does: the head is read transposed, the `Conv1D`s not.
+#[test]
+fn an_untied_output_head_loads_transposed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = family_dir().join("base");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
+    config["tie_word_embeddings"] = serde_json::json!(false);
+    std::fs::write(scratch.path().join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(base.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views = file.tensors();
+    let embeddings = file.tensor("transformer.wte.weight").unwrap();
+    views.push(("lm_head.weight".to_string(), embeddings));
+    safetensors::serialize_to_file(views, None, &scratch.path().join("model.safetensors")).unwrap();
+
+    let device = device();
+    let model = Gpt2Model::from_pretrained(scratch.path(), &device).unwrap();
+    assert!(model.lm_head.is_some());
+    let delta = max_abs_diff(&logits(&model, &device), &expected_logits(&family_dir()));
+    assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
+}

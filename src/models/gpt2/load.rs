@@ -58,34 +58,28 @@ impl Gpt2Model {
         let remap = KeyRemapper::new()
             .add_pattern(r"^transformer\.", "")
             .expect("a constant pattern is a valid regex");
-        let files = weight_files(dir)?;
-        let body = |file: &Path| {
+        let store = |file: &Path| {
             SafetensorsStore::from_file(file)
                 .remap(remap.clone())
-                .with_predicate(|path, _| !path.starts_with("lm_head"))
                 .with_from_adapter(Conv1dAdapter)
         };
-        load_weights(&mut model, &files, body)?;
-        if model.lm_head.is_some() {
-            let head = |file: &Path| {
-                SafetensorsStore::from_file(file)
-                    .with_predicate(|path, _| path.starts_with("lm_head"))
-                    .with_from_adapter(PyTorchToBurnAdapter)
-            };
-            load_weights(&mut model, &files, head)?;
-        }
+        load_weights(&mut model, &weight_files(dir)?, store)?;
         Ok(cast_params(model, DType::F32))
     }
 }
 
-/// Reads transformers' `Conv1D` weights as they are (`[in, out]`, burn's orientation) and
-/// LayerNorm's `weight`/`bias` as burn's `gamma`/`beta`.
+/// Reads transformers' `Conv1D` weights as they are (`[in, out]`, burn's orientation), the
+/// untied `lm_head` (a torch `Linear`) transposed, and LayerNorm's `weight`/`bias` as burn's
+/// `gamma`/`beta`.
 #[derive(Debug, Clone, Default)]
 struct Conv1dAdapter;
 
 impl ModuleAdapter for Conv1dAdapter {
-    fn adapt(&self, tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
-        tensor
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        match tensor.name.starts_with("lm_head.") {
+            true => PyTorchToBurnAdapter.adapt(tensor, ctx),
+            false => tensor,
+        }
     }
 
     fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
