@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use burn_adapters::generation::{GenerationConfig, generate};
+use burn_adapters::model::AverageStrategy;
 use burn_adapters::models::gpt2::{DecoderInput, Gpt2Config, Gpt2Model, KvCache};
 use burn_adapters::prelude::*;
 use burn_adapters::train::causal_lm_loss;
@@ -420,4 +421,38 @@ fn an_untied_output_head_loads_transposed() {
     assert!(model.lm_head.is_some());
     let delta = max_abs_diff(&logits(&model, &device), &expected_logits(&family_dir()));
     assert!(delta <= TOLERANCE, "max |Δ| = {delta:e}");
+}
+
+/// Averaging follows the per-block form: linear averages of AdapterHub's fused LoRAs work (an
+/// adapter averaged with its copy is itself), while a ΔW average there and any average of
+/// PEFT's whole-projection LoRA are refused, naming the adapter.
+#[test]
+fn averaging_loras_on_the_fused_projection() {
+    let device = device();
+    let mut model = base(&device);
+    model.load_adapter(case_dir("lora_qv")).unwrap();
+    model.load_adapter_as(case_dir("lora_qv"), "copy").unwrap();
+    model
+        .average_adapter(
+            "avg",
+            &[("lora_qv", 0.5), ("copy", 0.5)],
+            AverageStrategy::Linear,
+        )
+        .unwrap();
+    model.set_active_adapters("avg").unwrap();
+    let delta = max_abs_diff(
+        &logits(&model, &device),
+        &expected_logits(&case_dir("lora_qv")),
+    );
+    assert!(delta <= TOLERANCE, "linear average: max |Δ| = {delta:e}");
+
+    let svd = AverageStrategy::LoraDeltaWSvd { rank: 4 };
+    let refused = model.average_adapter("svd", &[("lora_qv", 0.5), ("copy", 0.5)], svd);
+    assert!(matches!(refused, Err(Error::InvalidSetup(m)) if m.contains("`lora_qv`")));
+    model
+        .load_peft_adapter(family_dir().join("peft/peft_c_attn"), "peft")
+        .unwrap();
+    let refused = model.average_adapter("p", &[("peft", 1.0)], AverageStrategy::Linear);
+    assert!(matches!(refused, Err(Error::InvalidSetup(m)) if m.contains("`peft`")));
+    assert!(!model.has_adapter("svd") && !model.has_adapter("p"));
 }

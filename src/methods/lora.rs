@@ -178,22 +178,19 @@ impl LoRA {
                     Some(blocks) => blocks.pad(per_block(low_rank, self.lora_b.val()), 0.0),
                 }
             }
-            None if self.blocks.is_some() => {
-                let s: Tensor<3> = self.ia3_scale(self.lora_b.val()).unsqueeze();
-                match previous {
+            None => {
+                // Gated modules are never blocked (`new_in_blocks` refuses the gate).
+                let s: Tensor<3> = match &gate {
+                    Some(_) => self.lora_b.val().unsqueeze(),
+                    None => self.ia3_scale(self.lora_b.val()).unsqueeze(),
+                };
+                let scaled = match previous {
                     Some(previous) => previous * s,
                     None => s,
-                }
-            }
-            None => {
-                let l: Tensor<3> = self.lora_b.val().unsqueeze();
-                let scaled = match previous {
-                    Some(previous) => previous * l,
-                    None => l,
                 };
                 match gate {
                     Some(gate) => scaled * gate,
-                    None => scaled.mul_scalar(self.scaling),
+                    None => scaled,
                 }
             }
         }

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::AdapterModel;
 use super::build::{AdapterModules, build_modules, device_of, install};
-use crate::config::{AdapterConfig, CompositionMode};
+use crate::config::{AdapterConfig, CompositionMode, LinearPosition};
 use crate::error::{Error, Result};
 use crate::methods::{Bottleneck, LoRA};
 use crate::names::validate_name;
@@ -41,6 +41,7 @@ pub(crate) fn average_adapter<M: AdapterModel>(
         return Err(Error::DuplicateAdapter(name.to_string()));
     }
     let config = averaged_config(model, sources, strategy)?;
+    check_fused_sources(model, sources, strategy)?;
     let modules = build_modules(model, &config, Some(0))?;
     let weights: Vec<f64> = sources.iter().map(|(_, w)| *w).collect();
     let residual = modules
@@ -132,6 +133,38 @@ fn averaged_config<M: AdapterModel>(
         lora.r = rank;
     }
     Ok(config)
+}
+
+/// LoRAs on a fused projection average only in AdapterHub's per-block form, and not by
+/// `ΔW` (AdapterHub's GPT-2 has no `lora_delta_w_svd` either): a PEFT LoRA on the whole
+/// projection has other shapes than the per-block module the config builds.
+fn check_fused_sources<M: AdapterModel>(
+    model: &M,
+    sources: &[(&str, f64)],
+    strategy: AverageStrategy,
+) -> Result<()> {
+    for site in model.linear_sites() {
+        if site.location().position != LinearPosition::QueryKeyValue {
+            continue;
+        }
+        for (source, _) in sources {
+            let Some(lora) = site.loras().get(*source) else {
+                continue;
+            };
+            let reason = match (strategy, &lora.blocks) {
+                (_, None) => "its LoRA there is PEFT's, one A for the whole projection",
+                (AverageStrategy::LoraDeltaWSvd { .. }, Some(_)) => {
+                    "a per-block LoRA there has no single ΔW to decompose"
+                }
+                _ => continue,
+            };
+            return Err(Error::InvalidSetup(format!(
+                "average_adapter: `{source}` has a LoRA on the fused projection at {}: {reason}",
+                site.location()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One LoRA site's averaged parameters (`lora_a`, `lora_b` in visiting order).

@@ -25,7 +25,7 @@ fn check_lora_stacks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result
     if let AdapterSetup::Stack(children) = setup {
         for site in model.linear_sites() {
             let (d_input, d_output) = site.dims();
-            if d_input == d_output && site.loras().iter().all(|(_, l)| l.blocks.is_none()) {
+            if d_input == d_output {
                 continue;
             }
             let steps: Vec<Vec<&str>> = children
