@@ -11,6 +11,7 @@ mod fusion;
 mod lora;
 mod parse;
 mod placement;
+mod prefix;
 mod values;
 
 pub use activation::Activation;
@@ -18,6 +19,7 @@ pub use bottleneck::*;
 pub use fusion::*;
 pub use lora::*;
 pub use placement::*;
+pub use prefix::*;
 pub use values::*;
 
 use std::fmt;
@@ -40,6 +42,8 @@ pub enum AdapterConfig {
     Bottleneck(BnConfig),
     /// LoRA or IA3.
     Lora(LoRAConfig),
+    /// Prefix tuning.
+    PrefixTuning(PrefixTuningConfig),
     /// Several methods under one adapter name.
     Union(Vec<AdapterConfig>),
 }
@@ -109,6 +113,12 @@ impl fmt::Display for Architecture {
 impl From<LoRAConfig> for AdapterConfig {
     fn from(config: LoRAConfig) -> Self {
         AdapterConfig::Lora(config)
+    }
+}
+
+impl From<PrefixTuningConfig> for AdapterConfig {
+    fn from(config: PrefixTuningConfig) -> Self {
+        AdapterConfig::PrefixTuning(config)
     }
 }
 
@@ -229,16 +239,14 @@ impl AdapterConfig {
     }
 
     fn preset_json(name: &str) -> Result<Map<String, Value>> {
-        if let Some(config) = BnConfig::preset(name) {
-            match serde_json::to_value(config) {
-                Ok(Value::Object(map)) => return Ok(map),
-                _ => unreachable!("a BnConfig serialises to a JSON object"),
-            }
-        }
-        if let Some(config) = LoRAConfig::preset(name) {
-            match serde_json::to_value(config) {
-                Ok(Value::Object(map)) => return Ok(map),
-                _ => unreachable!("a LoRAConfig serialises to a JSON object"),
+        let preset = BnConfig::preset(name)
+            .map(AdapterConfig::from)
+            .or_else(|| LoRAConfig::preset(name).map(AdapterConfig::from))
+            .or_else(|| PrefixTuningConfig::preset(name).map(AdapterConfig::from));
+        if let Some(config) = preset {
+            match config.to_json() {
+                Value::Object(map) => return Ok(map),
+                _ => unreachable!("a method config serialises to a JSON object"),
             }
         }
         match KNOWN_PRESETS.iter().find(|(preset, _)| *preset == name) {
@@ -266,6 +274,7 @@ impl AdapterConfig {
         let config = match architecture {
             Architecture::Bottleneck => AdapterConfig::Bottleneck(deserialize_named(&fields)?),
             Architecture::Lora => AdapterConfig::Lora(deserialize_named(&fields)?),
+            Architecture::PrefixTuning => AdapterConfig::PrefixTuning(deserialize_named(&fields)?),
             Architecture::Union => Self::union_from_json(&fields)?,
             other => {
                 return Err(Error::Unsupported(format!(
@@ -318,6 +327,9 @@ impl AdapterConfig {
             AdapterConfig::Lora(config) => {
                 serde_json::to_value(config).expect("a LoRAConfig always serialises")
             }
+            AdapterConfig::PrefixTuning(config) => {
+                serde_json::to_value(config).expect("a PrefixTuningConfig always serialises")
+            }
             AdapterConfig::Union(configs) => serde_json::json!({
                 "architecture": "union",
                 "configs": configs.iter().map(Self::to_json).collect::<Vec<_>>(),
@@ -330,6 +342,7 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Bottleneck(_) => Architecture::Bottleneck,
             AdapterConfig::Lora(_) => Architecture::Lora,
+            AdapterConfig::PrefixTuning(_) => Architecture::PrefixTuning,
             AdapterConfig::Union(_) => Architecture::Union,
         }
     }
@@ -355,6 +368,7 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Bottleneck(config) => config.validate(),
             AdapterConfig::Lora(config) => config.validate(),
+            AdapterConfig::PrefixTuning(config) => config.validate(),
             AdapterConfig::Union(configs) => {
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
@@ -366,26 +380,7 @@ impl AdapterConfig {
                     }
                     config.validate()?;
                 }
-                // As in AdapterHub: two bottlenecks may share a union only at disjoint sites
-                // (undecidable here when either leaves layers out).
-                let bottlenecks: Vec<&BnConfig> =
-                    configs.iter().filter_map(Self::as_bottleneck).collect();
-                for (i, a) in bottlenecks.iter().enumerate() {
-                    for b in &bottlenecks[i + 1..] {
-                        let decidable = a.leave_out.is_empty() && b.leave_out.is_empty();
-                        if decidable
-                            && (a.mh_adapter == b.mh_adapter
-                                || a.output_adapter == b.output_adapter)
-                        {
-                            return Err(Error::invalid(
-                                "configs",
-                                "two bottleneck configs",
-                                "bottlenecks in one union must sit at different sites (mh_adapter / output_adapter)",
-                            ));
-                        }
-                    }
-                }
-                Ok(())
+                check_union_pairs(configs)
             }
         }
     }
@@ -403,14 +398,51 @@ impl AdapterConfig {
         })
     }
 
+    /// The prefix-tuning part of this config, if any.
+    pub fn prefix_tuning(&self) -> Option<&PrefixTuningConfig> {
+        self.parts().iter().find_map(|part| match part {
+            AdapterConfig::PrefixTuning(config) => Some(config),
+            _ => None,
+        })
+    }
+
     /// Layers listed in `leave_out` by any part of the config.
     pub(crate) fn leave_out(&self) -> Vec<usize> {
         match self {
             AdapterConfig::Bottleneck(config) => config.leave_out.clone(),
             AdapterConfig::Lora(config) => config.leave_out.clone(),
+            AdapterConfig::PrefixTuning(config) => config.leave_out.clone(),
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }
+}
+
+/// AdapterHub's pairwise check of a union: two parts of one architecture conflict, except two
+/// bottlenecks at different sites (mh_adapter / output_adapter); undecidable, so allowed, when
+/// either leaves layers out.
+fn check_union_pairs(configs: &[AdapterConfig]) -> Result<()> {
+    for (i, a) in configs.iter().enumerate() {
+        for b in &configs[i + 1..] {
+            if a.architecture() != b.architecture()
+                || !a.leave_out().is_empty()
+                || !b.leave_out().is_empty()
+            {
+                continue;
+            }
+            let reason = match (a, b) {
+                (AdapterConfig::Bottleneck(a), AdapterConfig::Bottleneck(b)) => {
+                    if a.mh_adapter != b.mh_adapter && a.output_adapter != b.output_adapter {
+                        continue;
+                    }
+                    "bottlenecks in one union must sit at different sites (mh_adapter / output_adapter)"
+                }
+                _ => "a union holds at most one config of each architecture",
+            };
+            let value = format!("two {} configs", a.architecture());
+            return Err(Error::invalid("configs", value, reason));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `name` is one of AdapterHub's preset names.

@@ -64,6 +64,42 @@ pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// AdapterHub's location key of a self-attention prefix (`PrefixTuningLayer("self_prefix")`):
+/// the level under the adapter name in the prefix pool's tensor names.
+pub(crate) const SELF_PREFIX: &str = "self_prefix";
+
+/// The AdapterHub name of a prefix-tuning parameter given its path inside
+/// [`PrefixTuning`](crate::methods::PrefixTuning): `wte` and `control_trans.{0,2}` of the MLP
+/// form, `control_trans` of the flat one.
+pub(crate) fn prefix_name(path: &str) -> Option<ReferenceName> {
+    let (name, transpose) = match path {
+        "params.Mlp.embeddings" => ("wte.weight", false),
+        "params.Mlp.mlp_in.weight" => ("control_trans.0.weight", true),
+        "params.Mlp.mlp_in.bias" => ("control_trans.0.bias", false),
+        "params.Mlp.mlp_out.weight" => ("control_trans.2.weight", true),
+        "params.Mlp.mlp_out.bias" => ("control_trans.2.bias", false),
+        "params.Flat" => ("control_trans", false),
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.to_string()],
+        transpose,
+    })
+}
+
+/// The AdapterHub name of a prefix gate's parameter (`prefix_gates.<name>.weight`).
+pub(crate) fn prefix_gate_name(path: &str) -> Option<ReferenceName> {
+    let (name, transpose) = match path {
+        "linear.weight" => ("weight", true),
+        "linear.bias" => ("bias", false),
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.to_string()],
+        transpose,
+    })
+}
+
 /// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
 /// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
 pub(crate) fn head_name(

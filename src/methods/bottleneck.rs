@@ -6,7 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid, module::linear};
 
 use super::dropout;
-use super::init::{InitRng, constant, param};
+use super::init::{InitRng, constant, dense};
 use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
 use crate::error::Result;
 
@@ -289,14 +289,6 @@ impl Bottleneck {
             &up.device(),
         );
         up * keep.div_scalar(1.0 - p)
-    }
-}
-
-/// A `Linear` `[d_in, d_out]` with the given weight and bias values.
-fn dense(weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
-    Linear {
-        weight: param(weight, [d_in, d_out], device),
-        bias: Some(param(bias, [d_out], device)),
     }
 }
 

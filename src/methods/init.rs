@@ -5,6 +5,7 @@
 //! is seeded from the device's own random stream, which `Device::seed` makes reproducible.
 
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -90,4 +91,31 @@ pub(crate) fn constant<const D: usize>(
 ) -> Param<Tensor<D>> {
     let n = shape.iter().product();
     param(vec![value; n], shape, device)
+}
+
+/// A `Linear` `[d_in, d_out]` with the given weight and bias values.
+pub(crate) fn dense(
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Linear {
+    Linear {
+        weight: param(weight, [d_in, d_out], device),
+        bias: Some(param(bias, [d_out], device)),
+    }
+}
+
+/// A `Linear` `[d_in, d_out]` initialised as torch's `nn.Linear`: weight and bias from
+/// `U(-1/√d_in, 1/√d_in)` (kaiming-uniform with a = √5).
+pub(crate) fn torch_linear(
+    rng: &mut InitRng,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let weight = rng.uniform(d_in * d_out, bound);
+    dense(weight, rng.uniform(d_out, bound), d_in, d_out, device)
 }

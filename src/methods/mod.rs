@@ -7,9 +7,11 @@ pub(crate) mod dropout;
 mod fusion;
 pub(crate) mod init;
 mod lora;
+mod prefix;
 
 pub use blocks::OutputBlocks;
 pub use bottleneck::*;
 pub(crate) use dropout::{dropout, dropout_active};
 pub use fusion::*;
 pub use lora::*;
+pub use prefix::*;

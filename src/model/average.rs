@@ -8,7 +8,7 @@ use super::AdapterModel;
 use super::build::{AdapterModules, build_modules, device_of, install};
 use crate::config::{AdapterConfig, CompositionMode, LinearPosition};
 use crate::error::{Error, Result};
-use crate::methods::{Bottleneck, LoRA};
+use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning};
 use crate::names::validate_name;
 
 /// How [`AdapterModel::average_adapter`] combines adapters.
@@ -76,13 +76,30 @@ pub(crate) fn average_adapter<M: AdapterModel>(
             Ok(Some(replaced(module, averaged)))
         })
         .collect::<Result<_>>()?;
-    install(
-        model,
-        name,
-        config,
-        AdapterModules { residual, linear },
-        None,
-    );
+    let prefix = modules.prefix.map(|mut prefix| {
+        let pool = model.prefix_pool().map(|pool| pool.prefixes());
+        let found: Vec<ParamValues> = sources
+            .iter()
+            .filter_map(|(n, _)| pool.and_then(|p| p.get(*n)).map(values_of::<PrefixTuning>))
+            .collect();
+        prefix.module = replaced(prefix.module, weighted_sum(&found, &weights, |_| false));
+        for (placed, site) in prefix.sites.iter_mut().zip(model.attention_sites()) {
+            if let Some((_, Some(gate))) = placed {
+                let found: Vec<ParamValues> = sources
+                    .iter()
+                    .filter_map(|(n, _)| site.gates().get(*n).map(values_of::<PrefixGate>))
+                    .collect();
+                *gate = replaced(gate.clone(), weighted_sum(&found, &weights, |_| false));
+            }
+        }
+        prefix
+    });
+    let modules = AdapterModules {
+        residual,
+        linear,
+        prefix,
+    };
+    install(model, name, config, modules, None);
     Ok(())
 }
 

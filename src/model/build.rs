@@ -9,16 +9,25 @@ use burn::tensor::Device;
 
 use super::AdapterHost;
 use crate::composition::{ActivePlan, AdapterSetup};
-use crate::config::{AdapterConfig, BnConfig, LinearPosition, LoRAConfig};
+use crate::config::{AdapterConfig, BnConfig, LinearPosition, LoRAConfig, PrefixTuningConfig};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
-use crate::methods::{Bottleneck, LoRA, OutputBlocks};
+use crate::methods::{Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning};
 
 /// The modules of one adapter, built for each site of a host (in the orders of
 /// [`AdapterHost::residual_sites`] and [`AdapterHost::linear_sites`]).
 pub(crate) struct AdapterModules {
     pub residual: Vec<Option<Bottleneck>>,
     pub linear: Vec<Option<LoRA>>,
+    pub prefix: Option<PrefixModules>,
+}
+
+/// An adapter's prefix module and what it places at each attention site.
+pub(crate) struct PrefixModules {
+    pub module: PrefixTuning,
+    /// Per attention site (in the order of [`AdapterHost::attention_sites`]): the layer of the
+    /// module it prepends and its gate, or `None` where the config leaves the layer out.
+    pub sites: Vec<Option<(usize, Option<PrefixGate>)>>,
 }
 
 /// The device the model's parameters live on (new adapters are created there).
@@ -84,7 +93,67 @@ pub(crate) fn build_modules<M: AdapterHost>(
             .map(Some)
         })
         .collect::<Result<_>>()?;
-    Ok(AdapterModules { residual, linear })
+    let prefix = config
+        .prefix_tuning()
+        .map(|prefix| build_prefix(model, &seeded_prefix(prefix, seed), &device))
+        .transpose()?;
+    Ok(AdapterModules {
+        residual,
+        linear,
+        prefix,
+    })
+}
+
+fn seeded_prefix(config: &PrefixTuningConfig, seed: Option<u64>) -> Cow<'_, PrefixTuningConfig> {
+    match seed {
+        Some(seed) => Cow::Owned(PrefixTuningConfig {
+            init_weights_seed: Some(seed),
+            ..config.clone()
+        }),
+        None => Cow::Borrowed(config),
+    }
+}
+
+/// The prefix module of `config` for every attention site it reaches, with their gates.
+fn build_prefix<M: AdapterHost>(
+    model: &M,
+    config: &PrefixTuningConfig,
+    device: &Device,
+) -> Result<PrefixModules> {
+    let Some(pool) = model.prefix_pool() else {
+        return Err(Error::Unsupported(
+            "prefix tuning on a host without attention sites (see `AdapterHost::prefix_pool`)"
+                .into(),
+        ));
+    };
+    let mut layers = 0;
+    let sites: Vec<Option<(usize, Option<PrefixGate>)>> = model
+        .attention_sites()
+        .map(|site| {
+            config.places_at(site.layer()).then(|| {
+                layers += 1;
+                let gate = config
+                    .use_gating
+                    .then(|| PrefixGate::new(config, model.hidden_size(), device));
+                (layers - 1, gate)
+            })
+        })
+        .collect();
+    if layers == 0 {
+        return Err(Error::invalid(
+            "leave_out",
+            format!("{:?}", config.leave_out),
+            "prefix tuning leaves out every attention layer",
+        ));
+    }
+    let shape = PrefixShape {
+        length: config.prefix_length,
+        layers,
+        heads: pool.kv_heads(),
+        head_dim: pool.head_dim(),
+    };
+    let module = PrefixTuning::new(config, model.hidden_size(), shape, device)?;
+    Ok(PrefixModules { module, sites })
 }
 
 /// Inserts an adapter's modules under `name`, and a head of the same name if given. New
@@ -107,6 +176,17 @@ pub(crate) fn install<M: AdapterHost>(
             site.insert_lora(name, match_autodiff(lora, autodiff));
         }
     }
+    if let Some(prefix) = modules.prefix {
+        for (site, placed) in model.attention_sites_mut().zip(prefix.sites) {
+            if let Some((index, gate)) = placed {
+                let gate = gate.map(|gate| match_autodiff(gate, autodiff));
+                site.insert_prefix(name, index, gate);
+            }
+        }
+        if let Some(pool) = model.prefix_pool_mut() {
+            pool.insert(name, match_autodiff(prefix.module, autodiff));
+        }
+    }
     if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
         heads.insert(name.to_string(), match_autodiff(head, autodiff));
     }
@@ -123,6 +203,12 @@ pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
     }
     for site in model.linear_sites_mut() {
         site.remove_lora(name);
+    }
+    for site in model.attention_sites_mut() {
+        site.remove_prefix(name);
+    }
+    if let Some(pool) = model.prefix_pool_mut() {
+        pool.remove(name);
     }
     let fused: Vec<_> = model
         .registry()
@@ -155,6 +241,12 @@ pub(crate) fn activate<M: AdapterHost>(model: &mut M, setup: Option<AdapterSetup
     }
     for site in model.linear_sites_mut() {
         site.set_plan(plan.clone());
+    }
+    for site in model.attention_sites_mut() {
+        site.set_plan(plan.clone());
+    }
+    if let Some(pool) = model.prefix_pool_mut() {
+        pool.set_plan(plan.clone());
     }
     model.registry_mut().active = plan;
 }

@@ -43,6 +43,12 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
         for site in model.linear_sites_mut() {
             site.map_loras(|name, lora| trainable(lora, named(name)));
         }
+        for site in model.attention_sites_mut() {
+            site.map_gates(|name, gate| trainable(gate, named(name)));
+        }
+        if let Some(pool) = model.prefix_pool_mut() {
+            pool.map_prefixes(|name, prefix| trainable(prefix, named(name)));
+        }
         if let Some(heads) = model.heads_mut() {
             let all = std::mem::take(heads);
             *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));

@@ -6,8 +6,8 @@ use super::AdapterRegistry;
 use crate::heads::PredictionHead;
 use crate::io::ModelInfo;
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A transformer that carries adapter sites.
@@ -20,6 +20,10 @@ use crate::sites::{
 /// - optionally wraps its attention and feed-forward projections in [`LinearSite`]s (drop-ins
 ///   for burn's `Linear`) and lists them in [`AdapterHost::linear_sites`], which makes LoRA and
 ///   IA3 available;
+/// - optionally holds a [`PrefixPool`] and one [`AttentionSite`] per attention layer, which
+///   makes prefix tuning available: the forward computes the pool's
+///   [`states`](PrefixPool::states) once and each attention layer prepends its site's prefixes
+///   to its keys and values;
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
 /// - lists its sites in a fixed order, the same for the `_mut` variants.
 ///
@@ -47,6 +51,27 @@ pub trait AdapterHost: Module + Sized {
 
     /// Every linear site mutably, in the order of [`AdapterHost::linear_sites`].
     fn linear_sites_mut(&mut self) -> impl Iterator<Item = &mut LinearSite> {
+        std::iter::empty()
+    }
+
+    /// The prefix pool (prefix tuning), for hosts with attention sites.
+    fn prefix_pool(&self) -> Option<&PrefixPool> {
+        None
+    }
+
+    /// The prefix pool, mutably.
+    fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        None
+    }
+
+    /// Every attention site, one per attention layer in layer order. Hosts without them keep
+    /// the default and cannot take prefix tuning.
+    fn attention_sites(&self) -> impl Iterator<Item = &AttentionSite> {
+        std::iter::empty()
+    }
+
+    /// Every attention site mutably, in the order of [`AdapterHost::attention_sites`].
+    fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
         std::iter::empty()
     }
 
@@ -117,5 +142,18 @@ pub trait AdapterHost: Module + Sized {
             LinearPosition::QueryKeyValue => "attention.self.qkv",
         };
         format!("encoder.layer.{}.{layer}.loras", location.layer)
+    }
+
+    /// Where the prefix module of AdapterHub's files sits in layer `layer`'s attention
+    /// (`encoder.layer.{i}.attention.self.prefix_tuning` by default); its gates are under
+    /// `.prefix_gates`.
+    fn attention_site_path(&self, layer: usize) -> String {
+        format!("encoder.layer.{layer}.attention.self.prefix_tuning")
+    }
+
+    /// Where the prefix pool sits in the tensor names of AdapterHub's files (`prefix_tuning`
+    /// by default: the base model's attribute).
+    fn prefix_pool_path(&self) -> String {
+        "prefix_tuning".into()
     }
 }

@@ -8,6 +8,7 @@ mod host;
 mod merge;
 mod peft;
 mod persist;
+mod prefix;
 mod registry;
 mod setup;
 mod summary;
@@ -461,6 +462,15 @@ pub trait AdapterModel: AdapterHost {
     /// The adapter currently merged into the weights, if any.
     fn merged_adapter(&self) -> Option<&str> {
         self.registry().merged.as_deref()
+    }
+
+    /// Folds adapter `name`'s prefix-tuning MLP into the flat form for inference (AdapterHub's
+    /// `eject_prefix_tuning`): the same prefixes, as values, without the MLP's parameters; its
+    /// config records `flat`. A flat prefix is left as it is.
+    ///
+    /// Fails if the adapter does not exist or has no prefix tuning.
+    fn eject_prefix_tuning(&mut self, name: &str) -> Result<()> {
+        prefix::eject(self, name)
     }
 }
 

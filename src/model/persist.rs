@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::build::{AdapterModules, build_modules, device_of, install};
+use super::build::{AdapterModules, PrefixModules, build_modules, device_of, install};
 use super::transfer::{Filler, collect};
 use super::{AdapterHost, AdapterModel};
 use crate::config::{AdapterConfig, AttnMatrix, LinearPosition};
@@ -14,7 +14,10 @@ use crate::io::adapterhub::{
     AdapterRecord, HeadRecord, SavedAdapter, SavedHead, read_adapter, write_adapter,
 };
 use crate::io::in_file;
-use crate::io::keys::{bottleneck_name, head_name, lora_name, wrapped_module};
+use crate::io::keys::{
+    SELF_PREFIX, bottleneck_name, head_name, lora_name, prefix_gate_name, prefix_name,
+    wrapped_module,
+};
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
 
@@ -92,7 +95,30 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
             collect(lora, prefix, &lora_name, &mut tensors);
         }
     }
+    for site in model.attention_sites() {
+        if let Some(gate) = site.gates().get(name) {
+            let prefix = prefix_gates_path(model, site.layer(), name);
+            collect(gate, prefix, &prefix_gate_name, &mut tensors);
+        }
+    }
+    if let Some(prefix) = model
+        .prefix_pool()
+        .and_then(|pool| pool.prefixes().get(name))
+    {
+        let path = prefix_module_path(&model.prefix_pool_path(), name);
+        collect(prefix, path, &prefix_name, &mut tensors);
+    }
     tensors
+}
+
+/// Where adapter `name`'s prefix module sits under the pool at `pool_path`.
+fn prefix_module_path(pool_path: &str, name: &str) -> String {
+    format!("{pool_path}.prefix_tunings.{name}.{SELF_PREFIX}")
+}
+
+/// Where adapter `name`'s prefix gate of layer `layer` sits.
+fn prefix_gates_path<M: AdapterHost>(model: &M, layer: usize, name: &str) -> String {
+    format!("{}.prefix_gates.{name}", model.attention_site_path(layer))
 }
 
 /// A head's tensors by AdapterHub key (`heads.<name>.<index>.weight`), torch layout.
@@ -136,7 +162,11 @@ pub(crate) fn load_adapter<M: AdapterModel>(
 /// The adapter's modules for `model`, filled with the saved tensors; every tensor must be used.
 fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<AdapterModules> {
     // The initial values are overwritten; a fixed seed avoids drawing from the device.
-    let AdapterModules { residual, linear } = build_modules(model, &saved.config, Some(0))?;
+    let AdapterModules {
+        residual,
+        linear,
+        prefix,
+    } = build_modules(model, &saved.config, Some(0))?;
     let device = device_of(model)?;
     let mut filler = Filler::new(&saved.weights, &device);
     // The file records the adapter under the name it was saved with.
@@ -163,8 +193,40 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
                 .transpose()
         })
         .collect::<Result<_>>()?;
+    let prefix = prefix
+        .map(|prefix| fill_prefix(model, prefix, &mut filler, saved_name))
+        .transpose()?;
     filler.finish()?;
-    Ok(AdapterModules { residual, linear })
+    Ok(AdapterModules {
+        residual,
+        linear,
+        prefix,
+    })
+}
+
+/// Fills a prefix module and its gates. AdapterHub's `.bin` files also hold the pool under
+/// every layer's attention (`<layer>.prefix_tuning.pool.prefix_tunings...`), copies of the same
+/// storage: they are accepted and not read.
+fn fill_prefix<M: AdapterHost>(
+    model: &M,
+    mut prefix: PrefixModules,
+    filler: &mut Filler<'_>,
+    saved_name: &str,
+) -> Result<PrefixModules> {
+    let path = prefix_module_path(&model.prefix_pool_path(), saved_name);
+    prefix.module = filler.fill(prefix.module, path, &prefix_name)?;
+    for (placed, site) in prefix.sites.iter_mut().zip(model.attention_sites()) {
+        let copies = prefix_module_path(
+            &format!("{}.pool", model.attention_site_path(site.layer())),
+            saved_name,
+        );
+        filler.accept_under(&copies);
+        if let Some((_, Some(gate))) = placed {
+            let path = prefix_gates_path(model, site.layer(), saved_name);
+            *gate = filler.fill(gate.clone(), path, &prefix_gate_name)?;
+        }
+    }
+    Ok(prefix)
 }
 
 /// The saved head, built for `model` and filled.

@@ -15,7 +15,34 @@ pub(crate) fn check<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<
         return Err(Error::UnknownAdapter(missing.to_string()));
     }
     check_fusions(model, setup)?;
+    check_prefix_blocks(model, setup)?;
     check_lora_stacks(model, setup)
+}
+
+/// Prefixes only concatenate: AdapterHub's `PrefixTuningLayer` composes them in `Stack`,
+/// `Parallel` and `BatchSplit` (and so, here, `PerRow`) and raises in the other blocks.
+fn check_prefix_blocks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
+    let mixing = matches!(
+        setup,
+        AdapterSetup::Fuse(_) | AdapterSetup::Split { .. } | AdapterSetup::Average { .. }
+    );
+    if mixing {
+        let prefixed = setup.names().into_iter().find(|name| {
+            model
+                .adapter_config(name)
+                .is_ok_and(|config| config.prefix_tuning().is_some())
+        });
+        if let Some(name) = prefixed {
+            return Err(Error::InvalidSetup(format!(
+                "`{setup}`: `{name}` has prefix tuning, which composes only in Stack, Parallel, \
+                 BatchSplit and PerRow blocks"
+            )));
+        }
+    }
+    setup
+        .children()
+        .iter()
+        .try_for_each(|child| check_prefix_blocks(model, child))
 }
 
 /// In a `Stack`, each LoRA after the first module of a projection takes the update so far as its

@@ -49,7 +49,16 @@ fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .filter_map(|site| site.loras().get(name))
         .map(Module::num_params)
         .sum();
-    residual + linear
+    let gates: usize = model
+        .attention_sites()
+        .filter_map(|site| site.gates().get(name))
+        .map(Module::num_params)
+        .sum();
+    let prefix = model
+        .prefix_pool()
+        .and_then(|pool| pool.prefixes().get(name))
+        .map_or(0, Module::num_params);
+    residual + linear + gates + prefix
 }
 
 /// Parameters of the fusion layers and heads, which count neither as adapter nor as base

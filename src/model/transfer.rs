@@ -98,6 +98,13 @@ impl<'a> Filler<'a> {
         }
     }
 
+    /// Counts the file's tensors under `prefix.` as used without reading them.
+    pub fn accept_under(&mut self, prefix: &str) {
+        let under = format!("{prefix}.");
+        let keys = self.file.tensors.keys().filter(|k| k.starts_with(&under));
+        self.used.extend(keys.cloned());
+    }
+
     /// Fails on the first tensor of the file no module used.
     pub fn finish(self) -> Result<()> {
         match self.file.tensors.keys().find(|k| !self.used.contains(*k)) {

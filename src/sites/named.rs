@@ -70,6 +70,12 @@ impl<M, K: PartialEq> NamedModules<M, K> {
         self.entries.iter().position(|(k, _)| k == key)
     }
 
+    /// The key and module at `index`.
+    pub(crate) fn entry(&self, index: usize) -> (&K, &M) {
+        let (key, module) = &self.entries[index];
+        (key, module)
+    }
+
     /// The module at `index` (from [`NamedModules::position`]).
     pub(crate) fn at(&self, index: usize) -> &M {
         &self.entries[index].1

@@ -4,13 +4,13 @@ use burn::module::Module;
 use burn::nn::{Dropout, Embedding, LayerNorm, Linear};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Int, Tensor, activation::softmax};
+use burn::tensor::{DType, Int, Tensor, activation::softmax};
 
 use crate::backend::is_flex;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::input_checks::masked_score;
-use crate::sites::{LinearSite, ResidualSite};
+use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Word, position and token-type embeddings.
 #[derive(Module, Debug)]
@@ -59,6 +59,8 @@ pub struct BertSelfAttention {
     pub dropout: Dropout,
     /// Number of heads.
     pub num_heads: usize,
+    /// Key/value prefixes (prefix tuning).
+    pub prefix_tuning: AttentionSite,
 }
 
 impl BertSelfAttention {
@@ -66,7 +68,12 @@ impl BertSelfAttention {
     ///
     /// - x: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
-    fn forward(&self, x: Tensor<3>, padding: Option<&Padding>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        padding: Option<&Padding>,
+        prefixes: &PrefixStates,
+    ) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let heads = self.num_heads;
         let head_dim = hidden / heads;
@@ -74,20 +81,21 @@ impl BertSelfAttention {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
+        let prefixed = self.prefix_tuning.forward(k, v, &x, prefixes);
+        let bias = prefixed.extend_bias(padding.map(|padding| padding.bias.clone()));
+        let (k, v) = (prefixed.keys, prefixed.values);
         let context = if dropout_active(&self.dropout, &x.device()) {
             // Spelled out, so that dropout can act on the probabilities.
             let mut scores = q
                 .matmul(k.swap_dims(2, 3))
                 .div_scalar((head_dim as f64).sqrt());
-            if let Some(padding) = padding {
-                let mask = padding.mask.clone().expand([batch, heads, seq, seq]);
-                scores = scores.mask_fill(mask, padding.lowest);
+            if let Some(bias) = bias {
+                scores = scores + bias;
             }
             dropout(&self.dropout, softmax(scores, 3)).matmul(v)
         } else {
             // The backend's fused kernel where it has one (libtorch's
             // scaled_dot_product_attention, CubeCL's flash attention without a bias).
-            let bias = padding.map(|padding| padding.bias.clone());
             attention(q, k, v, None, bias, AttentionModuleOptions::default())
         };
         context.swap_dims(1, 2).reshape([batch, seq, hidden])
@@ -97,13 +105,9 @@ impl BertSelfAttention {
 /// The padding of a batch as the attention layers use it, built once per forward.
 #[derive(Debug, Clone)]
 pub(super) struct Padding {
-    /// `true` at padded keys, `[batch, 1, 1, seq]`.
-    mask: Tensor<4, Bool>,
-    /// `0` at tokens and `lowest` at padded keys, `[batch, 1, 1, seq]`: what transformers adds
-    /// to the scores.
+    /// `0` at tokens and the dtype's `masked_score` at padded keys, `[batch, 1, 1, seq]`: what
+    /// transformers adds to the scores.
     bias: Tensor<4>,
-    /// The score given to padded keys (`masked_score` of the dtype, as in transformers).
-    lowest: f64,
 }
 
 impl Padding {
@@ -124,8 +128,8 @@ impl Padding {
         let mask = padded.reshape([batch, 1, 1, seq]);
         let bias = Tensor::<4>::zeros([batch, 1, 1, seq], &mask.device())
             .cast(dtype)
-            .mask_fill(mask.clone(), lowest);
-        Some(Self { mask, bias, lowest })
+            .mask_fill(mask, lowest);
+        Some(Self { bias })
     }
 }
 
@@ -186,13 +190,18 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    pub(super) fn forward(&self, x: Tensor<3>, padding: Option<&Padding>) -> Tensor<3> {
+    pub(super) fn forward(
+        &self,
+        x: Tensor<3>,
+        padding: Option<&Padding>,
+        prefixes: &PrefixStates,
+    ) -> Tensor<3> {
         let attn = &self.attention.output;
-        let h = dropout(
-            &attn.dropout,
-            attn.dense
-                .forward(self.attention.self_attention.forward(x.clone(), padding)),
-        );
+        let context = self
+            .attention
+            .self_attention
+            .forward(x.clone(), padding, prefixes);
+        let h = dropout(&attn.dropout, attn.dense.forward(context));
         let x = attn.adapters.forward(h, x, Some(&attn.layer_norm));
         let inner = self
             .intermediate

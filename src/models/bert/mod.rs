@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 use layers::Padding;
 
@@ -40,6 +40,8 @@ pub struct BertModel {
     pub pooler: Option<BertPooler>,
     /// Prediction heads (`heads.<name>`), see [`AdapterModel::add_head`](crate::AdapterModel::add_head).
     pub heads: NamedModules<PredictionHead>,
+    /// The prefix-tuning modules.
+    pub prefix_tuning: PrefixPool,
     #[module(skip)]
     config: BertConfig,
     #[module(skip)]
@@ -71,6 +73,7 @@ impl BertModel {
                             value: site(h, h, LinearPosition::Value),
                             dropout: dropout(config.attention_probs_dropout_prob),
                             num_heads: config.num_attention_heads,
+                            prefix_tuning: AttentionSite::new(i),
                         },
                         output: BertSelfOutput {
                             dense: linear(h, h),
@@ -112,6 +115,10 @@ impl BertModel {
                 dense: linear(h, h),
             }),
             heads: NamedModules::default(),
+            prefix_tuning: PrefixPool::new(
+                config.num_attention_heads,
+                h / config.num_attention_heads,
+            ),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -246,8 +253,9 @@ impl BertModel {
         let padding = input
             .attention_mask
             .and_then(|mask| Padding::new(mask, x.dtype()));
+        let prefixes = self.prefix_tuning.states(batch);
         for layer in &self.encoder.layer {
-            x = layer.forward(x, padding.as_ref());
+            x = layer.forward(x, padding.as_ref(), &prefixes);
         }
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let cls = x
@@ -312,6 +320,24 @@ impl AdapterHost for BertModel {
                 &mut layer.output.dense,
             ]
         })
+    }
+
+    fn prefix_pool(&self) -> Option<&PrefixPool> {
+        Some(&self.prefix_tuning)
+    }
+
+    fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        Some(&mut self.prefix_tuning)
+    }
+
+    fn attention_sites(&self) -> impl Iterator<Item = &AttentionSite> {
+        let layers = self.encoder.layer.iter();
+        layers.map(|layer| &layer.attention.self_attention.prefix_tuning)
+    }
+
+    fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
+        let layers = self.encoder.layer.iter_mut();
+        layers.map(|layer| &mut layer.attention.self_attention.prefix_tuning)
     }
 
     fn registry(&self) -> &AdapterRegistry {

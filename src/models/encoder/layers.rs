@@ -11,7 +11,8 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::methods::dropout;
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, PrefixStates, ResidualSite,
+    SiteLocation, SitePosition,
 };
 
 /// burn's [`MultiHeadAttention`] with its query, key and value projections as LoRA sites.
@@ -39,6 +40,8 @@ pub struct AdapterAttention {
     pub min_float: f64,
     /// Softmax with an extra zero logit.
     pub quiet_softmax: bool,
+    /// Key/value prefixes (prefix tuning).
+    pub prefix_tuning: AttentionSite,
 }
 
 impl AdapterAttention {
@@ -56,6 +59,7 @@ impl AdapterAttention {
             d_k: mha.d_k,
             min_float: mha.min_float,
             quiet_softmax: mha.quiet_softmax,
+            prefix_tuning: AttentionSite::new(layer),
         }
     }
 
@@ -86,6 +90,7 @@ impl AdapterAttention {
         x: Tensor<3>,
         mask_pad: Option<Tensor<2, Bool>>,
         mask_attn: Option<Tensor<3, Bool>>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let heads = |site: &LinearSite| {
@@ -94,15 +99,21 @@ impl AdapterAttention {
                 .swap_dims(1, 2)
         };
         let (query, key, value) = (heads(&self.query), heads(&self.key), heads(&self.value));
+        let prefixed = self.prefix_tuning.forward(key, value, &x, prefixes);
+        let keys = prefixed.keys.dims()[2];
         let mut scores = query
-            .matmul(key.transpose())
+            .matmul(prefixed.keys.clone().transpose())
             .div_scalar((self.d_k as f32).sqrt());
         if let Some(mask) = mask_pad {
-            scores = scores.mask_fill(mask.reshape([batch, 1, 1, seq]), self.min_float);
+            let mask = prefixed.extend_key_mask(mask);
+            scores = scores.mask_fill(mask.reshape([batch, 1, 1, keys]), self.min_float);
         }
         if let Some(mask) = mask_attn {
-            scores = scores.mask_fill(mask.reshape([batch, 1, seq, seq]), self.min_float);
+            let mask = prefixed.extend_attention_mask(mask);
+            scores = scores.mask_fill(mask.reshape([batch, 1, seq, keys]), self.min_float);
         }
+        let scores = prefixed.mask_missing(scores);
+        let value = prefixed.values;
         let weights = if self.quiet_softmax {
             quiet_softmax(scores, 3)
         } else {
@@ -219,6 +230,7 @@ impl AdapterEncoderLayer {
         x: Tensor<3>,
         mask_pad: Option<Tensor<2, Bool>>,
         mask_attn: Option<Tensor<3, Bool>>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
         // Post-norm: the sites apply the block's LayerNorm themselves (norm_1 after attention,
         // norm_2 after the FFN). Pre-norm: the LayerNorm comes first and the block ends in a sum.
@@ -229,7 +241,8 @@ impl AdapterEncoderLayer {
         };
         let h = dropout(
             &self.dropout,
-            self.mha.forward(attention_input, mask_pad, mask_attn),
+            self.mha
+                .forward(attention_input, mask_pad, mask_attn, prefixes),
         );
         let x = self
             .attention_adapters

@@ -19,7 +19,7 @@ use burn::tensor::{Bool, Device, Tensor};
 use crate::config::{check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
 use crate::model::{AdapterHost, AdapterRegistry};
-use crate::sites::{LinearSite, ResidualSite};
+use crate::sites::{AttentionSite, LinearSite, PrefixPool, ResidualSite};
 
 /// The configuration of an [`AdapterTransformerEncoder`]: burn's encoder config, checked before
 /// the encoder is built.
@@ -127,6 +127,8 @@ pub struct AdapterTransformerEncoder {
     pub norm_first: bool,
     /// burn's quiet-softmax setting.
     pub quiet_softmax: bool,
+    /// The prefix-tuning modules.
+    pub prefix_tuning: PrefixPool,
     #[module(skip)]
     registry: AdapterRegistry,
 }
@@ -147,6 +149,7 @@ impl AdapterTransformerEncoder {
             dropout: encoder.dropout,
             norm_first: encoder.norm_first,
             quiet_softmax: encoder.quiet_softmax,
+            prefix_tuning: PrefixPool::new(encoder.n_heads, encoder.d_model / encoder.n_heads),
             registry: AdapterRegistry::default(),
         }
     }
@@ -200,8 +203,9 @@ impl AdapterTransformerEncoder {
         } else {
             (tensor, mask_pad, mask_attn)
         };
+        let prefixes = self.prefix_tuning.states(x.dims()[0]);
         self.layers.iter().fold(x, |x, layer| {
-            layer.forward(x, mask_pad.clone(), mask_attn.clone())
+            layer.forward(x, mask_pad.clone(), mask_attn.clone(), &prefixes)
         })
     }
 
@@ -281,6 +285,24 @@ impl AdapterHost for AdapterTransformerEncoder {
                 &mut layer.pwff.linear_outer,
             ]
         })
+    }
+
+    fn prefix_pool(&self) -> Option<&PrefixPool> {
+        Some(&self.prefix_tuning)
+    }
+
+    fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        Some(&mut self.prefix_tuning)
+    }
+
+    fn attention_sites(&self) -> impl Iterator<Item = &AttentionSite> {
+        self.layers.iter().map(|layer| &layer.mha.prefix_tuning)
+    }
+
+    fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
+        self.layers
+            .iter_mut()
+            .map(|layer| &mut layer.mha.prefix_tuning)
     }
 
     fn registry(&self) -> &AdapterRegistry {

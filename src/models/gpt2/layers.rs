@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, activation::softmax};
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::LayerCache;
-use crate::sites::{LinearSite, ResidualSite};
+use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Causal self-attention with one fused query/key/value projection (`attn`).
 #[derive(Module, Debug)]
@@ -29,6 +29,8 @@ pub struct Gpt2Attention {
     pub head_dim: usize,
     /// The factor scores are multiplied by.
     pub scale: f64,
+    /// Key/value prefixes (prefix tuning).
+    pub prefix_tuning: AttentionSite,
 }
 
 impl Gpt2Attention {
@@ -45,6 +47,7 @@ impl Gpt2Attention {
         x: Tensor<3>,
         bias: Tensor<4>,
         cache: Option<&mut LayerCache>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let qkv = self.c_attn.forward(x.clone());
@@ -59,6 +62,11 @@ impl Gpt2Attention {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
+        // As in AdapterHub: the prefixes come after the cache (they are not cached).
+        let prefixed = self.prefix_tuning.forward(k, v, &x, prefixes);
+        let bias = prefixed.extend_bias(Some(bias));
+        let bias = bias.expect("a present bias stays present");
+        let (k, v) = (prefixed.keys, prefixed.values);
         let context = if dropout_active(&self.attn_dropout, &x.device()) {
             // Spelled out, so that dropout can act on the probabilities.
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale) + bias;
@@ -125,8 +133,10 @@ impl Gpt2Block {
         x: Tensor<3>,
         bias: Tensor<4>,
         cache: Option<&mut LayerCache>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
-        let h = self.attn.forward(self.ln_1.forward(x.clone()), bias, cache);
+        let normed = self.ln_1.forward(x.clone());
+        let h = self.attn.forward(normed, bias, cache, prefixes);
         let x = self.attention_adapters.forward(h, x, None);
         let h = self.mlp.forward(self.ln_2.forward(x.clone()));
         self.output_adapters.forward(h, x, None)

@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 
 impl Gpt2Model {
@@ -37,6 +37,7 @@ impl Gpt2Model {
                     .init(device)
             }),
             heads: NamedModules::default(),
+            prefix_tuning: PrefixPool::new(config.n_head, config.head_width()),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -115,6 +116,7 @@ fn build_block(config: &Gpt2Config, layer: usize, device: &Device) -> Gpt2Block 
             num_heads: config.n_head,
             head_dim: config.head_width(),
             scale: config.attention_scale(layer),
+            prefix_tuning: AttentionSite::new(layer),
         },
         ln_2: layer_norm(config, device),
         mlp: Gpt2Mlp {

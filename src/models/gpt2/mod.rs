@@ -41,8 +41,8 @@ use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::models::decoder::{AttentionBias, Step, heads, output_logits};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A GPT-2 decoder with a language-model head and adapter sites after each attention and
@@ -67,6 +67,8 @@ pub struct Gpt2Model {
     pub lm_head: Option<Linear>,
     /// Prediction heads (`heads.<name>`), see [`AdapterModel::add_head`](crate::AdapterModel::add_head).
     pub heads: NamedModules<PredictionHead>,
+    /// The prefix-tuning modules.
+    pub prefix_tuning: PrefixPool,
     #[module(skip)]
     config: Gpt2Config,
     #[module(skip)]
@@ -144,9 +146,10 @@ impl Gpt2Model {
         let embedded = self.wte.forward(step.input_ids) + self.wpe.forward(step.positions);
         let mut x = dropout(&self.drop, embedded);
         let bias = AttentionBias::new(step.key_mask, step.past, seq, [None], x.dtype(), true);
+        let prefixes = self.prefix_tuning.states(x.dims()[0]);
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
-            x = block.forward(x, bias.for_window(None), layer_cache);
+            x = block.forward(x, bias.for_window(None), layer_cache, &prefixes);
         }
         self.ln_f.forward(x)
     }
@@ -248,6 +251,30 @@ impl AdapterHost for Gpt2Model {
                 &mut block.mlp.c_proj,
             ]
         })
+    }
+
+    fn prefix_pool(&self) -> Option<&PrefixPool> {
+        Some(&self.prefix_tuning)
+    }
+
+    fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        Some(&mut self.prefix_tuning)
+    }
+
+    fn attention_sites(&self) -> impl Iterator<Item = &AttentionSite> {
+        self.h.iter().map(|block| &block.attn.prefix_tuning)
+    }
+
+    fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
+        self.h.iter_mut().map(|block| &mut block.attn.prefix_tuning)
+    }
+
+    fn attention_site_path(&self, layer: usize) -> String {
+        format!("transformer.h.{layer}.attn.prefix_tuning")
+    }
+
+    fn prefix_pool_path(&self) -> String {
+        "transformer.prefix_tuning".into()
     }
 
     fn registry(&self) -> &AdapterRegistry {

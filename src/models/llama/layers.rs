@@ -10,7 +10,7 @@ use super::rope::RopeTables;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::{AttentionBias, LayerCache};
-use crate::sites::{LinearSite, ResidualSite};
+use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Grouped-query self-attention with rotary positions (`self_attn`).
 #[derive(Module, Debug)]
@@ -33,6 +33,8 @@ pub struct LlamaAttention {
     pub head_dim: usize,
     /// The sliding window of this layer, if it has one.
     pub window: Option<usize>,
+    /// Key/value prefixes (prefix tuning).
+    pub prefix_tuning: AttentionSite,
 }
 
 impl LlamaAttention {
@@ -49,6 +51,7 @@ impl LlamaAttention {
         rope: &RopeTables,
         bias: &AttentionBias,
         cache: Option<&mut LayerCache>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let d = self.head_dim;
@@ -60,8 +63,15 @@ impl LlamaAttention {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let bias = bias.for_window(self.window);
+        // As in AdapterHub: the prefixes come after the cache (they are not cached) and before
+        // the heads are repeated, without rotary positions.
+        let prefixed = self.prefix_tuning.forward(k, v, &x, prefixes);
+        let bias = prefixed.extend_bias(Some(bias.for_window(self.window)));
+        let bias = bias.expect("a present bias stays present");
+        let (k, v) = (
+            self.repeat_kv(prefixed.keys),
+            self.repeat_kv(prefixed.values),
+        );
         let context = if dropout_active(&self.dropout, &x.device()) {
             // Spelled out, so that dropout can act on the probabilities.
             let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + bias;
@@ -141,10 +151,10 @@ impl LlamaDecoderLayer {
         rope: &RopeTables,
         bias: &AttentionBias,
         cache: Option<&mut LayerCache>,
+        prefixes: &PrefixStates,
     ) -> Tensor<3> {
-        let h = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, bias, cache);
+        let normed = self.input_layernorm.forward(x.clone());
+        let h = self.self_attn.forward(normed, rope, bias, cache, prefixes);
         let x = self.attention_adapters.forward(h, x, None);
         let h = self
             .mlp

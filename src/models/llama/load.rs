@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 
 impl LlamaModel {
@@ -42,6 +42,7 @@ impl LlamaModel {
                 config.rope_scaling.as_ref(),
             ),
             heads: NamedModules::default(),
+            prefix_tuning: PrefixPool::new(config.kv_heads(), config.head_width()),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -103,6 +104,7 @@ fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDeco
             num_kv_heads: kv_heads,
             head_dim: d,
             window: config.window_of(layer),
+            prefix_tuning: AttentionSite::new(layer),
         },
         post_attention_layernorm: norm(),
         mlp: LlamaMlp {

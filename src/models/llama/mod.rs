@@ -45,8 +45,8 @@ use crate::heads::PredictionHead;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::models::decoder::{AttentionBias, Step, heads, output_logits};
 use crate::sites::{
-    LinearLocation, LinearPosition, LinearSite, NamedModules, ResidualSite, SiteLocation,
-    SitePosition,
+    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
+    ResidualSite, SiteLocation, SitePosition,
 };
 use rope::Rope;
 
@@ -68,6 +68,8 @@ pub struct LlamaModel {
     pub lm_head: Option<Linear>,
     /// Prediction heads (`heads.<name>`), see [`AdapterModel::add_head`](crate::AdapterModel::add_head).
     pub heads: NamedModules<PredictionHead>,
+    /// The prefix-tuning modules.
+    pub prefix_tuning: PrefixPool,
     #[module(skip)]
     config: LlamaConfig,
     #[module(skip)]
@@ -154,9 +156,10 @@ impl LlamaModel {
         let rope = self.rope.tables(step.positions, x.dtype());
         let windows = self.layers.iter().map(|layer| layer.self_attn.window);
         let bias = AttentionBias::new(step.key_mask, step.past, seq, windows, x.dtype(), false);
+        let prefixes = self.prefix_tuning.states(x.dims()[0]);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
-            x = layer.forward(x, &rope, &bias, layer_cache);
+            x = layer.forward(x, &rope, &bias, layer_cache, &prefixes);
         }
         self.norm.forward(x)
     }
@@ -267,6 +270,34 @@ impl AdapterHost for LlamaModel {
                 &mut layer.mlp.up_proj,
             ]
         })
+    }
+
+    fn prefix_pool(&self) -> Option<&PrefixPool> {
+        Some(&self.prefix_tuning)
+    }
+
+    fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        Some(&mut self.prefix_tuning)
+    }
+
+    fn attention_sites(&self) -> impl Iterator<Item = &AttentionSite> {
+        self.layers
+            .iter()
+            .map(|layer| &layer.self_attn.prefix_tuning)
+    }
+
+    fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
+        self.layers
+            .iter_mut()
+            .map(|layer| &mut layer.self_attn.prefix_tuning)
+    }
+
+    fn attention_site_path(&self, layer: usize) -> String {
+        format!("model.layers.{layer}.self_attn.prefix_tuning")
+    }
+
+    fn prefix_pool_path(&self) -> String {
+        "model.prefix_tuning".into()
     }
 
     fn registry(&self) -> &AdapterRegistry {
