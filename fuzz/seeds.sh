@@ -8,7 +8,26 @@ case "$target" in
   adapter_file)
     # a config selector byte, then a real adapter file
     { printf '\000'; cat $fx/bn/seq_bn/adapter.safetensors; } > "$dir/seq_bn"
-    { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union" ;;
+    { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union"
+    # a prefix tuning's tensors (the fixture holds AdapterHub's .bin): zeros of the names and shapes
+    # its cases.json lists, without the per-layer copies of the pool
+    python3 - "$dir/prefix" <<'PY'
+import json, struct, sys
+case = next(c for c in json.load(open("tests/fixtures/prefix/bert/cases.json")) if c["name"] == "prefix_gated")
+header, offset = {}, 0
+for key, shape in case["tensors"].items():
+    if ".pool." in key:
+        continue
+    size = 4
+    for d in shape:
+        size *= d
+    header[key] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+    offset += size
+text = json.dumps(header).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\003" + struct.pack("<Q", len(text)) + text + bytes(offset))
+PY
+    ;;
   config_files)
     # a file selector byte (0 adapter, 1 head, 2 fusion config), then a real file
     { printf '\000'; cat $fx/bin/seq_bn_head/adapter_config.json; } > "$dir/adapter"
@@ -17,6 +36,8 @@ case "$target" in
   pytorch_file)
     # real archives, hostile ones, and their bare pickles
     cp $fx/bin/ln_before/pytorch_adapter.bin "$dir/ln_before"
+    # prefix tuning: the pool's storages shared by several keys
+    cp $fx/prefix/bert/prefix_gated/pytorch_adapter.bin "$dir/prefix_gated"
     for case in system_call int_entry nested_dict; do
       cp $fx/hostile/$case/pytorch_adapter.bin "$dir/$case"
     done

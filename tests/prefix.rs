@@ -384,34 +384,49 @@ fn training_changes_only_the_prefix() {
 }
 
 /// What Rust saves is AdapterHub's file without the per-layer copies of the pool (which
-/// AdapterHub's own safetensors writer refuses as shared storage), and loads back the same.
-#[test]
-fn saved_files_hold_adapterhubs_tensor_names_and_reload() {
+/// AdapterHub's own safetensors writer refuses as shared storage), and loads back the same. When
+/// `BURN_ADAPTERS_EXPORT_PREFIX` names a directory, the files and outputs are written to
+/// `<dir>/bert/<case>` (for `tools/check_rust_adapters.py`) and `<dir>/decoder/<family>/<case>`
+/// (for `tools/check_rust_decoder_adapters.py`).
+fn rust_saved_files_reload_exactly<F: Family>() {
     let device = device();
-    let root = family_dir::<Gpt2Model>();
-    for case in json(&root.join("cases.json")).as_array().unwrap() {
+    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_PREFIX").map(PathBuf::from);
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    let root = match F::NAME {
+        "bert" => root.join("bert"),
+        family => root.join("decoder").join(family),
+    };
+    let fixtures = family_dir::<F>();
+    for case in json(&fixtures.join("cases.json")).as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let mut model = Gpt2Model::base(&device);
-        model.load_adapter(root.join(name)).unwrap();
+        let mut model = F::base(&device);
+        model.load_adapter(fixtures.join(name)).unwrap();
         model.set_active_adapters(name).unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        model.save_adapter(tmp.path(), name).unwrap();
-        let mut saved = read_keys(&tmp.path().join("adapter.safetensors"));
+        let out = root.join(name);
+        model.save_adapter(&out, name).unwrap();
+        let mut saved = read_keys(&out.join("adapter.safetensors"));
         saved.sort();
-        let expected: Vec<String> = case["tensors"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| !k.contains(".pool."))
-            .cloned()
-            .collect();
-        assert_eq!(saved, expected, "{name}");
-        let mut reloaded = Gpt2Model::base(&device);
-        reloaded.load_adapter(tmp.path()).unwrap();
+        let tensors = case["tensors"].as_object().unwrap().keys();
+        let expected: Vec<&String> = tensors.filter(|k| !k.contains(".pool.")).collect();
+        assert_eq!(saved.iter().collect::<Vec<_>>(), expected, "{name}");
+
+        let mut reloaded = F::base(&device);
+        reloaded.load_adapter(&out).unwrap();
         reloaded.set_active_adapters(name).unwrap();
-        let d = max_abs_diff_tensors(model.output(&device), reloaded.output(&device));
-        assert_eq!(d, 0.0, "{name}");
+        let before = model.output(&device);
+        let dims = before.dims();
+        let before = values(before);
+        assert_eq!(before, values(reloaded.output(&device)), "{} {name}", F::NAME);
+        write_f32(&out.join("expected.safetensors"), F::OUTPUT, &before, &dims);
     }
+}
+
+#[test]
+fn rust_saved_prefix_adapters_reload_exactly() {
+    rust_saved_files_reload_exactly::<BertModel>();
+    rust_saved_files_reload_exactly::<LlamaModel>();
+    rust_saved_files_reload_exactly::<Gpt2Model>();
 }
 
 /// A one-layer post-norm encoder: a prefix holding token `a`'s own key and value makes the

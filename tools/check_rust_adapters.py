@@ -40,11 +40,12 @@ def real_missing_keys(model, missing, file_keys, prefix):
     """Missing keys whose parameter was not loaded under another (aliased) name.
 
     The reference registers ln_before's LayerNorm twice (`adapter_norm_before` and `adapter_down.0`),
-    so a file holding only one of the two names loads completely; don't flag the other one.
+    so a file holding only one of the two names loads completely; don't flag the other one. Likewise the prefix-tuning
+    pool, which every attention layer holds again (`...prefix_tuning.pool.prefix_tunings...`).
     """
     by_id = {}
     for n, p in model.named_parameters(remove_duplicate=False):
-        by_id.setdefault(id(p), set()).add(n)
+        by_id.setdefault(id(p), set()).add(strip_prefix(n, prefix))
     name_to_aliases = {n: names for names in by_id.values() for n in names}
     file_keys = {strip_prefix(k, prefix) for k in file_keys}
     out = []
