@@ -73,6 +73,8 @@ fn cases() -> Vec<PathBuf> {
         "lora/lora_qkv_ffn",
         "lora/ia3",
         "lora/union_seq_bn_lora",
+        "prefix/bert/prefix_gated",
+        "prefix/bert/prefix_lora",
     ]
     .iter()
     .map(|c| fixtures().join(c))
@@ -119,13 +121,14 @@ fn check_decoder<M: AdapterModel + burn_adapters::generation::CausalLm>(
     let dir = fixtures().join("decoder").join(family);
     let dir = match case {
         "" => dir,
-        case => {
-            let dir = dir.join("cases").join(case);
-            let name = model.load_adapter(&dir).unwrap();
-            model.set_active_adapters(name.as_str()).unwrap();
-            dir
-        }
+        // prefix tuning's fixtures (tools/gen_fixtures_prefix.py)
+        case if case.starts_with("prefix") => fixtures().join("prefix").join(family).join(case),
+        case => dir.join("cases").join(case),
     };
+    if !case.is_empty() {
+        let name = model.load_adapter(&dir).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+    }
     let expected = dir.join("expected.safetensors");
     let logits = values(forward(&model, decoder_inputs(device)));
     let delta = max_abs_diff(&logits, &read_tensor(&expected, "logits").1);
@@ -155,7 +158,15 @@ fn decoders_match_transformers_on_this_device_with_the_cache() {
         let model = LlamaModel::from_pretrained(fixtures().join("decoder/qwen2/base"), &device);
         check_decoder(model.unwrap(), LlamaModel::forward, "qwen2", case, &device);
     }
-    for case in ["", "par_bn", "lora_qv", "ia3"] {
+    let model = LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device);
+    check_decoder(
+        model.unwrap(),
+        LlamaModel::forward,
+        "llama",
+        "prefix_mlp",
+        &device,
+    );
+    for case in ["", "par_bn", "lora_qv", "ia3", "prefix_flat"] {
         let model = Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), &device);
         check_decoder(model.unwrap(), Gpt2Model::forward, "gpt2", case, &device);
     }

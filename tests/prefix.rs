@@ -417,7 +417,12 @@ fn rust_saved_files_reload_exactly<F: Family>() {
         let before = model.output(&device);
         let dims = before.dims();
         let before = values(before);
-        assert_eq!(before, values(reloaded.output(&device)), "{} {name}", F::NAME);
+        assert_eq!(
+            before,
+            values(reloaded.output(&device)),
+            "{} {name}",
+            F::NAME
+        );
         write_f32(&out.join("expected.safetensors"), F::OUTPUT, &before, &dims);
     }
 }
@@ -521,6 +526,11 @@ fn bad_prefix_configs_and_setups_are_errors_naming_the_field() {
         .set_active_adapters("Average[p, q](weights=0.5,0.5)")
         .unwrap_err();
     assert!(err.to_string().contains("prefix tuning"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let err = model.save_peft_adapter(tmp.path(), "p").unwrap_err();
+    assert!(!matches!(err, Error::Io { .. }), "{err}");
+    let err = model.merge_adapter("p").unwrap_err();
+    assert!(matches!(err, Error::NotMergeable { .. }), "{err}");
     let err = model.eject_prefix_tuning("nope").unwrap_err();
     assert!(matches!(err, Error::UnknownAdapter(_)), "{err}");
 
