@@ -56,6 +56,17 @@ def real_missing_keys(model, missing, file_keys, prefix):
     return out
 
 
+def input_positions(model, name, out):
+    """The input's positions of `out`: AdapterHub returns a prompt's positions too, burn-adapters does not."""
+    prompt = model.adapters_config.match(name, config_type=adapters.PromptTuningConfig)
+    if prompt is None:
+        return out
+    length = prompt.prompt_length
+    if prompt.combine == "prefix_after_bos":
+        return torch.cat([out[:, :1], out[:, 1 + length:]], dim=1)
+    return out[:, length:]
+
+
 def check_case(case_dir, base_dir, inputs, tol):
     for f in ("adapter_config.json", "adapter.safetensors", "expected.safetensors"):
         if not os.path.isfile(os.path.join(case_dir, f)):
@@ -88,7 +99,7 @@ def check_case(case_dir, base_dir, inputs, tol):
         problems.append("missing keys: {}".format(", ".join(sorted(missing))))
     model.set_active_adapters(name)
     with torch.no_grad():
-        out = model(**inputs).last_hidden_state
+        out = input_positions(model, name, model(**inputs).last_hidden_state)
     if tuple(out.shape) != tuple(expected.shape):
         problems.append("shape {} != expected {}".format(tuple(out.shape), tuple(expected.shape)))
         return name, float("inf"), problems

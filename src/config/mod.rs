@@ -12,6 +12,7 @@ mod lora;
 mod parse;
 mod placement;
 mod prefix;
+mod prompt;
 mod values;
 
 pub use activation::Activation;
@@ -20,6 +21,7 @@ pub use fusion::*;
 pub use lora::*;
 pub use placement::*;
 pub use prefix::*;
+pub use prompt::*;
 pub use values::*;
 
 use std::fmt;
@@ -44,6 +46,8 @@ pub enum AdapterConfig {
     Lora(LoRAConfig),
     /// Prefix tuning.
     PrefixTuning(PrefixTuningConfig),
+    /// Prompt tuning.
+    PromptTuning(PromptTuningConfig),
     /// Several methods under one adapter name.
     Union(Vec<AdapterConfig>),
 }
@@ -119,6 +123,12 @@ impl From<LoRAConfig> for AdapterConfig {
 impl From<PrefixTuningConfig> for AdapterConfig {
     fn from(config: PrefixTuningConfig) -> Self {
         AdapterConfig::PrefixTuning(config)
+    }
+}
+
+impl From<PromptTuningConfig> for AdapterConfig {
+    fn from(config: PromptTuningConfig) -> Self {
+        AdapterConfig::PromptTuning(config)
     }
 }
 
@@ -242,7 +252,10 @@ impl AdapterConfig {
         let preset = BnConfig::preset(name)
             .map(AdapterConfig::from)
             .or_else(|| LoRAConfig::preset(name).map(AdapterConfig::from))
-            .or_else(|| PrefixTuningConfig::preset(name).map(AdapterConfig::from));
+            .or_else(|| PrefixTuningConfig::preset(name).map(AdapterConfig::from))
+            .or_else(|| {
+                (name == "prompt_tuning").then(|| PromptTuningConfig::prompt_tuning().into())
+            });
         if let Some(config) = preset {
             match config.to_json() {
                 Value::Object(map) => return Ok(map),
@@ -275,6 +288,7 @@ impl AdapterConfig {
             Architecture::Bottleneck => AdapterConfig::Bottleneck(deserialize_named(&fields)?),
             Architecture::Lora => AdapterConfig::Lora(deserialize_named(&fields)?),
             Architecture::PrefixTuning => AdapterConfig::PrefixTuning(deserialize_named(&fields)?),
+            Architecture::PromptTuning => AdapterConfig::PromptTuning(deserialize_named(&fields)?),
             Architecture::Union => Self::union_from_json(&fields)?,
             other => {
                 return Err(Error::Unsupported(format!(
@@ -330,6 +344,9 @@ impl AdapterConfig {
             AdapterConfig::PrefixTuning(config) => {
                 serde_json::to_value(config).expect("a PrefixTuningConfig always serialises")
             }
+            AdapterConfig::PromptTuning(config) => {
+                serde_json::to_value(config).expect("a PromptTuningConfig always serialises")
+            }
             AdapterConfig::Union(configs) => serde_json::json!({
                 "architecture": "union",
                 "configs": configs.iter().map(Self::to_json).collect::<Vec<_>>(),
@@ -343,6 +360,7 @@ impl AdapterConfig {
             AdapterConfig::Bottleneck(_) => Architecture::Bottleneck,
             AdapterConfig::Lora(_) => Architecture::Lora,
             AdapterConfig::PrefixTuning(_) => Architecture::PrefixTuning,
+            AdapterConfig::PromptTuning(_) => Architecture::PromptTuning,
             AdapterConfig::Union(_) => Architecture::Union,
         }
     }
@@ -369,6 +387,7 @@ impl AdapterConfig {
             AdapterConfig::Bottleneck(config) => config.validate(),
             AdapterConfig::Lora(config) => config.validate(),
             AdapterConfig::PrefixTuning(config) => config.validate(),
+            AdapterConfig::PromptTuning(config) => config.validate(),
             AdapterConfig::Union(configs) => {
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
@@ -406,12 +425,21 @@ impl AdapterConfig {
         })
     }
 
+    /// The prompt-tuning part of this config, if any.
+    pub fn prompt_tuning(&self) -> Option<&PromptTuningConfig> {
+        self.parts().iter().find_map(|part| match part {
+            AdapterConfig::PromptTuning(config) => Some(config),
+            _ => None,
+        })
+    }
+
     /// Layers listed in `leave_out` by any part of the config.
     pub(crate) fn leave_out(&self) -> Vec<usize> {
         match self {
             AdapterConfig::Bottleneck(config) => config.leave_out.clone(),
             AdapterConfig::Lora(config) => config.leave_out.clone(),
             AdapterConfig::PrefixTuning(config) => config.leave_out.clone(),
+            AdapterConfig::PromptTuning(_) => Vec::new(),
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }

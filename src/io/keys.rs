@@ -100,6 +100,14 @@ pub(crate) fn prefix_gate_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name of a prompt's parameter (`prompt_embedding.weight`).
+pub(crate) fn prompt_name(path: &str) -> Option<ReferenceName> {
+    (path == "embedding").then(|| ReferenceName {
+        names: vec!["prompt_embedding.weight".to_string()],
+        transpose: false,
+    })
+}
+
 /// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
 /// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
 pub(crate) fn head_name(

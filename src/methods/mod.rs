@@ -8,6 +8,7 @@ mod fusion;
 pub(crate) mod init;
 mod lora;
 mod prefix;
+mod prompt;
 
 pub use blocks::OutputBlocks;
 pub use bottleneck::*;
@@ -15,3 +16,4 @@ pub(crate) use dropout::{dropout, dropout_active};
 pub use fusion::*;
 pub use lora::*;
 pub use prefix::*;
+pub use prompt::*;

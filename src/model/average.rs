@@ -8,7 +8,7 @@ use super::AdapterModel;
 use super::build::{AdapterModules, build_modules, device_of, install};
 use crate::config::{AdapterConfig, CompositionMode, LinearPosition};
 use crate::error::{Error, Result};
-use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning};
+use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning, PromptTuning};
 use crate::names::validate_name;
 
 /// How [`AdapterModel::average_adapter`] combines adapters.
@@ -94,10 +94,19 @@ pub(crate) fn average_adapter<M: AdapterModel>(
         }
         prefix
     });
+    let prompt = modules.prompt.map(|prompt| {
+        let site = model.embedding_site().map(|site| site.prompts());
+        let found: Vec<ParamValues> = sources
+            .iter()
+            .filter_map(|(n, _)| site.and_then(|s| s.get(*n)).map(values_of::<PromptTuning>))
+            .collect();
+        replaced(prompt, weighted_sum(&found, &weights, |_| false))
+    });
     let modules = AdapterModules {
         residual,
         linear,
         prefix,
+        prompt,
     };
     install(model, name, config, modules, None);
     Ok(())

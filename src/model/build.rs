@@ -9,10 +9,14 @@ use burn::tensor::Device;
 
 use super::AdapterHost;
 use crate::composition::{ActivePlan, AdapterSetup};
-use crate::config::{AdapterConfig, BnConfig, LinearPosition, LoRAConfig, PrefixTuningConfig};
+use crate::config::{
+    AdapterConfig, BnConfig, LinearPosition, LoRAConfig, PrefixTuningConfig, PromptTuningConfig,
+};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
-use crate::methods::{Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning};
+use crate::methods::{
+    Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning, PromptTuning,
+};
 
 /// The modules of one adapter, built for each site of a host (in the orders of
 /// [`AdapterHost::residual_sites`] and [`AdapterHost::linear_sites`]).
@@ -20,6 +24,7 @@ pub(crate) struct AdapterModules {
     pub residual: Vec<Option<Bottleneck>>,
     pub linear: Vec<Option<LoRA>>,
     pub prefix: Option<PrefixModules>,
+    pub prompt: Option<PromptTuning>,
 }
 
 /// An adapter's prefix module and what it places at each attention site.
@@ -97,11 +102,36 @@ pub(crate) fn build_modules<M: AdapterHost>(
         .prefix_tuning()
         .map(|prefix| build_prefix(model, &seeded_prefix(prefix, seed), &device))
         .transpose()?;
+    let prompt = config
+        .prompt_tuning()
+        .map(|prompt| build_prompt(model, prompt, seed, &device))
+        .transpose()?;
     Ok(AdapterModules {
         residual,
         linear,
         prefix,
+        prompt,
     })
+}
+
+/// A prompt of `config` for the host's embedding site.
+fn build_prompt<M: AdapterHost>(
+    model: &M,
+    config: &PromptTuningConfig,
+    seed: Option<u64>,
+    device: &Device,
+) -> Result<PromptTuning> {
+    if model.embedding_site().is_none() {
+        return Err(Error::Unsupported(
+            "prompt tuning on a host without an embedding site (see `AdapterHost::embedding_site`)"
+                .into(),
+        ));
+    }
+    let config = PromptTuningConfig {
+        init_weights_seed: seed.or(config.init_weights_seed),
+        ..config.clone()
+    };
+    PromptTuning::new(&config, model.hidden_size(), device)
 }
 
 fn seeded_prefix(config: &PrefixTuningConfig, seed: Option<u64>) -> Cow<'_, PrefixTuningConfig> {
@@ -187,6 +217,9 @@ pub(crate) fn install<M: AdapterHost>(
             pool.insert(name, match_autodiff(prefix.module, autodiff));
         }
     }
+    if let (Some(prompt), Some(site)) = (modules.prompt, model.embedding_site_mut()) {
+        site.insert(name, match_autodiff(prompt, autodiff));
+    }
     if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
         heads.insert(name.to_string(), match_autodiff(head, autodiff));
     }
@@ -209,6 +242,9 @@ pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
     }
     if let Some(pool) = model.prefix_pool_mut() {
         pool.remove(name);
+    }
+    if let Some(site) = model.embedding_site_mut() {
+        site.remove(name);
     }
     let fused: Vec<_> = model
         .registry()
@@ -247,6 +283,9 @@ pub(crate) fn activate<M: AdapterHost>(model: &mut M, setup: Option<AdapterSetup
     }
     if let Some(pool) = model.prefix_pool_mut() {
         pool.set_plan(plan.clone());
+    }
+    if let Some(site) = model.embedding_site_mut() {
+        site.set_plan(plan.clone());
     }
     model.registry_mut().active = plan;
 }

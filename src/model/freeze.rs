@@ -49,6 +49,9 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
         if let Some(pool) = model.prefix_pool_mut() {
             pool.map_prefixes(|name, prefix| trainable(prefix, named(name)));
         }
+        if let Some(site) = model.embedding_site_mut() {
+            site.map_prompts(|name, prompt| trainable(prompt, named(name)));
+        }
         if let Some(heads) = model.heads_mut() {
             let all = std::mem::take(heads);
             *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));

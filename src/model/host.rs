@@ -5,9 +5,11 @@ use burn::module::Module;
 use super::AdapterRegistry;
 use crate::heads::PredictionHead;
 use crate::io::ModelInfo;
+use burn::tensor::Tensor;
+
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A transformer that carries adapter sites.
@@ -24,6 +26,8 @@ use crate::sites::{
 ///   makes prefix tuning available: the forward computes the pool's
 ///   [`states`](PrefixPool::states) once and each attention layer prepends its site's prefixes
 ///   to its keys and values;
+/// - optionally holds an [`EmbeddingSite`] that its forward applies to the embedded input, which
+///   makes prompt tuning available;
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
 /// - lists its sites in a fixed order, the same for the `_mut` variants.
 ///
@@ -73,6 +77,22 @@ pub trait AdapterHost: Module + Sized {
     /// Every attention site mutably, in the order of [`AdapterHost::attention_sites`].
     fn attention_sites_mut(&mut self) -> impl Iterator<Item = &mut AttentionSite> {
         std::iter::empty()
+    }
+
+    /// The embedding site (prompt tuning), for hosts that have one.
+    fn embedding_site(&self) -> Option<&EmbeddingSite> {
+        None
+    }
+
+    /// The embedding site, mutably.
+    fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
+        None
+    }
+
+    /// The token embedding matrix, `[vocab, hidden]` (what `init_prompt_from_tokens` reads), for
+    /// hosts that embed token ids.
+    fn word_embeddings(&self) -> Option<Tensor<2>> {
+        None
     }
 
     /// The adapter registry stored in the host.
@@ -155,5 +175,11 @@ pub trait AdapterHost: Module + Sized {
     /// by default: the base model's attribute).
     fn prefix_pool_path(&self) -> String {
         "prefix_tuning".into()
+    }
+
+    /// Where the prompts sit in the tensor names of AdapterHub's files (`prompt_tuning` by
+    /// default: the base model's attribute).
+    fn embedding_site_path(&self) -> String {
+        "prompt_tuning".into()
     }
 }

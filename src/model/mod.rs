@@ -9,6 +9,7 @@ mod merge;
 mod peft;
 mod persist;
 mod prefix;
+mod prompt;
 mod registry;
 mod setup;
 mod summary;
@@ -26,7 +27,7 @@ use std::path::Path;
 use burn::tensor::Tensor;
 
 use crate::composition::{AdapterSetup, IntoAdapterSetup, IntoFusionKey};
-use crate::config::{AdapterConfig, FusionConfig};
+use crate::config::{AdapterConfig, FusionConfig, PromptInit};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::names::{FusionKey, validate_name};
@@ -87,6 +88,17 @@ pub trait AdapterModel: AdapterHost {
                 "leave_out",
                 layer,
                 format!("the model has layers 0..{layers}"),
+            ));
+        }
+        if config
+            .prompt_tuning()
+            .is_some_and(|prompt| prompt.prompt_init == PromptInit::FromString)
+        {
+            return Err(Error::invalid(
+                "prompt_init",
+                "\"from_string\"",
+                "this crate has no tokenizer: add the adapter with \"random_uniform\" and call \
+                 init_prompt_from_tokens with the text's token ids",
             ));
         }
         // Build every module first so that a failure leaves the model untouched.
@@ -471,6 +483,16 @@ pub trait AdapterModel: AdapterHost {
     /// Fails if the adapter does not exist or has no prefix tuning.
     fn eject_prefix_tuning(&mut self, name: &str) -> Result<()> {
         prefix::eject(self, name)
+    }
+
+    /// Starts adapter `name`'s prompt from the word embeddings of `tokens` (a text's token ids,
+    /// special tokens included if wanted), repeated to the prompt's length and cut there:
+    /// AdapterHub's `prompt_init = "from_string"` with the tokenizing done by the caller.
+    ///
+    /// Fails if the adapter has no prompt, `tokens` is empty or holds an id outside the
+    /// vocabulary, or the host has no word embeddings.
+    fn init_prompt_from_tokens(&mut self, name: &str, tokens: &[usize]) -> Result<()> {
+        prompt::init_from_tokens(self, name, tokens)
     }
 }
 

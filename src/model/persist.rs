@@ -15,7 +15,7 @@ use crate::io::adapterhub::{
 };
 use crate::io::in_file;
 use crate::io::keys::{
-    SELF_PREFIX, bottleneck_name, head_name, lora_name, prefix_gate_name, prefix_name,
+    SELF_PREFIX, bottleneck_name, head_name, lora_name, prefix_gate_name, prefix_name, prompt_name,
     wrapped_module,
 };
 use crate::io::tensors::TensorMap;
@@ -108,7 +108,18 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
         let path = prefix_module_path(&model.prefix_pool_path(), name);
         collect(prefix, path, &prefix_name, &mut tensors);
     }
+    if let Some(prompt) = model
+        .embedding_site()
+        .and_then(|site| site.prompts().get(name))
+    {
+        collect(prompt, prompt_path(model, name), &prompt_name, &mut tensors);
+    }
     tensors
+}
+
+/// Where adapter `name`'s prompt sits.
+fn prompt_path<M: AdapterHost>(model: &M, name: &str) -> String {
+    format!("{}.prompt_tunings.{name}", model.embedding_site_path())
 }
 
 /// Where adapter `name`'s prefix module sits under the pool at `pool_path`.
@@ -166,6 +177,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
         residual,
         linear,
         prefix,
+        prompt,
     } = build_modules(model, &saved.config, Some(0))?;
     let device = device_of(model)?;
     let mut filler = Filler::new(&saved.weights, &device);
@@ -196,11 +208,15 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
     let prefix = prefix
         .map(|prefix| fill_prefix(model, prefix, &mut filler, saved_name))
         .transpose()?;
+    let prompt = prompt
+        .map(|prompt| filler.fill(prompt, prompt_path(model, saved_name), &prompt_name))
+        .transpose()?;
     filler.finish()?;
     Ok(AdapterModules {
         residual,
         linear,
         prefix,
+        prompt,
     })
 }
 

@@ -16,7 +16,37 @@ pub(crate) fn check<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<
     }
     check_fusions(model, setup)?;
     check_prefix_blocks(model, setup)?;
+    check_prompts(model, setup)?;
     check_lora_stacks(model, setup)
+}
+
+/// A prompt joins the whole batch's input: it runs only as the setup's first adapter
+/// (AdapterHub applies the first adapter's prompt and silently ignores the others') and not in
+/// blocks that give rows different adapters.
+fn check_prompts<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
+    let prompting = |name: &str| {
+        model
+            .adapter_config(name)
+            .is_ok_and(|config| config.prompt_tuning().is_some())
+    };
+    let names = setup.names();
+    let Some(name) = names.iter().find(|n| prompting(n)) else {
+        return Ok(());
+    };
+    let reason = if setup.has_row_blocks() {
+        "a prompt joins every row's input, so it cannot run in Parallel, BatchSplit or PerRow"
+    } else if setup.first() != Some(*name) {
+        "only the setup's first adapter can prompt"
+    } else if let Some(other) = names.iter().find(|n| *n != name && prompting(n)) {
+        return Err(Error::InvalidSetup(format!(
+            "`{setup}`: `{name}` and `{other}` both have prompts; only the first adapter prompts"
+        )));
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidSetup(format!(
+        "`{setup}`: `{name}` has prompt tuning: {reason}"
+    )))
 }
 
 /// Prefixes only concatenate: AdapterHub's `PrefixTuningLayer` composes them in `Stack`,

@@ -58,7 +58,11 @@ fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .prefix_pool()
         .and_then(|pool| pool.prefixes().get(name))
         .map_or(0, Module::num_params);
-    residual + linear + gates + prefix
+    let prompt = model
+        .embedding_site()
+        .and_then(|site| site.prompts().get(name))
+        .map_or(0, Module::num_params);
+    residual + linear + gates + prefix + prompt
 }
 
 /// Parameters of the fusion layers and heads, which count neither as adapter nor as base

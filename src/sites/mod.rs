@@ -1,9 +1,11 @@
 //! Sites: the points of a host model where adapters act. A [`ResidualSite`] sits where a
 //! sublayer adds its residual (bottleneck adapters, AdapterFusion); a [`LinearSite`] replaces a
 //! projection (LoRA, IA3); an [`AttentionSite`] takes key/value prefixes in an attention layer,
-//! from the model's [`PrefixPool`] (prefix tuning).
+//! from the model's [`PrefixPool`] (prefix tuning); the [`EmbeddingSite`] adds a prompt to the
+//! embedded input (prompt tuning).
 
 mod attention;
+mod embedding;
 mod linear;
 mod named;
 mod prefix;
@@ -12,6 +14,7 @@ mod rows;
 
 pub use crate::config::{LinearLocation, LinearPosition, SiteLocation, SitePosition};
 pub use attention::{AttentionSite, PrefixedKeyValues};
+pub use embedding::{EmbeddingSite, PromptPlacement};
 pub use linear::LinearSite;
 pub use named::NamedModules;
 pub use prefix::{PrefixPool, PrefixStates};

@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 use layers::Padding;
 
@@ -42,6 +42,8 @@ pub struct BertModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// The prompts (prompt tuning), joined to the embeddings' output.
+    pub prompt_tuning: EmbeddingSite,
     #[module(skip)]
     config: BertConfig,
     #[module(skip)]
@@ -119,6 +121,7 @@ impl BertModel {
                 config.num_attention_heads,
                 h / config.num_attention_heads,
             ),
+            prompt_tuning: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -247,15 +250,28 @@ impl BertModel {
             input
         };
         let [batch, _] = input.input_ids.dims();
-        let mut x = self
+        let embedded = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
-        let padding = input
-            .attention_mask
-            .and_then(|mask| Padding::new(mask, x.dtype()));
+        // As in AdapterHub, a prompt joins the embeddings' output (after their LayerNorm).
+        let prompt = self.prompt_tuning.prompt(batch, None);
+        let mut x = match &prompt {
+            Some(prompt) => self.prompt_tuning.forward(embedded, prompt),
+            None => embedded,
+        };
+        let padding = input.attention_mask.and_then(|mask| {
+            let mask = match &prompt {
+                Some(prompt) => prompt.extend_mask(mask),
+                None => mask,
+            };
+            Padding::new(mask, x.dtype())
+        });
         let prefixes = self.prefix_tuning.states(batch);
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref(), &prefixes);
+        }
+        if let Some(prompt) = prompt {
+            x = prompt.strip(x);
         }
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let cls = x
@@ -324,6 +340,18 @@ impl AdapterHost for BertModel {
 
     fn prefix_pool(&self) -> Option<&PrefixPool> {
         Some(&self.prefix_tuning)
+    }
+
+    fn embedding_site(&self) -> Option<&EmbeddingSite> {
+        Some(&self.prompt_tuning)
+    }
+
+    fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
+        Some(&mut self.prompt_tuning)
+    }
+
+    fn word_embeddings(&self) -> Option<Tensor<2>> {
+        Some(self.embeddings.word_embeddings.weight.val())
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

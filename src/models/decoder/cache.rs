@@ -15,6 +15,8 @@ pub struct KvCache {
     pub(crate) mask: Option<Tensor<2, Int>>,
     /// The rows the cached batch had.
     pub(crate) batch: usize,
+    /// Positions of a prompt (prompt tuning) at the start of the cache.
+    pub(crate) prompt_len: usize,
 }
 
 impl KvCache {

@@ -18,6 +18,9 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor};
 
+use crate::error::{Error, Result};
+use crate::sites::{EmbeddingSite, PromptPlacement};
+
 /// One forward's inputs, resolved against the cache.
 pub(crate) struct Step {
     /// Token ids, `[batch, seq]`.
@@ -28,39 +31,79 @@ pub(crate) struct Step {
     pub positions: Tensor<2, Int>,
     /// Cached positions before this forward.
     pub past: usize,
+    /// The prompt this forward inserts (on a sequence's first forward).
+    pub prompt: Option<PromptPlacement>,
 }
 
 impl Step {
     /// Resolves `input` (repeated `channels` times for a `Parallel` setup) against `cache`:
-    /// the cache takes the new positions' padding and makes room for `layers` layers.
+    /// the cache takes the new positions' padding and makes room for `layers` layers. The
+    /// active prompt of `prompts` joins the sequence's first forward; its positions are then
+    /// part of the mask, the positions and the cache like the tokens'.
     pub(crate) fn new(
         input: DecoderInput,
         channels: usize,
         cache: Option<&mut KvCache>,
         layers: usize,
+        prompts: &EmbeddingSite,
     ) -> Self {
         let input = input.repeat(channels);
+        let first = cache.as_ref().is_none_or(|cache| cache.is_empty());
+        let batch = input.input_ids.dims()[0];
+        let prompt = first
+            .then(|| prompts.prompt(batch, input.attention_mask.as_ref()))
+            .flatten();
         let [batch, seq] = input.input_ids.dims();
         let device = input.input_ids.device();
         let past = cache.as_ref().map_or(0, |cache| cache.len());
         let mask = input
             .attention_mask
             .unwrap_or_else(|| Tensor::ones([batch, seq], &device));
+        // Given positions count the tokens only: a cached prompt moves them up.
+        let positions = match input.position_ids {
+            Some(positions) => positions + cache.as_ref().map_or(0, |c| c.prompt_len) as i64,
+            None => Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
+                .reshape([1, seq])
+                .expand([batch, seq]),
+        };
+        let (mask, positions) = match &prompt {
+            Some(prompt) => (prompt.extend_mask(mask), prompt.extend_positions(positions)),
+            None => (mask, positions),
+        };
         let key_mask = match cache {
-            Some(cache) => cache.extend(mask, layers),
+            Some(cache) => {
+                if let Some(prompt) = &prompt {
+                    cache.prompt_len = prompt.len;
+                }
+                cache.extend(mask, layers)
+            }
             None => mask,
         };
-        let positions = input.position_ids.unwrap_or_else(|| {
-            Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, &device)
-                .reshape([1, seq])
-                .expand([batch, seq])
-        });
         Self {
             input_ids: input.input_ids,
             key_mask,
             positions,
             past,
+            prompt,
         }
+    }
+}
+
+/// Checks that a first forward's prompt, with the input's `seq` positions, fits the context
+/// (what `DecoderInput::check` cannot see).
+pub(crate) fn check_prompt_fits(
+    site: &EmbeddingSite,
+    cache: Option<&KvCache>,
+    seq: usize,
+    context: usize,
+) -> Result<()> {
+    let first = cache.is_none_or(KvCache::is_empty);
+    match site.active_len().filter(|_| first) {
+        Some(len) if len + seq > context => Err(Error::input(
+            "input_ids",
+            format!("the prompt's {len} and {seq} new positions exceed the context of {context}"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 impl Gpt2Model {
@@ -38,6 +38,7 @@ impl Gpt2Model {
             }),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.n_head, config.head_width()),
+            prompt_tuning: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }

@@ -39,10 +39,10 @@ use crate::generation::CausalLm;
 use crate::heads::PredictionHead;
 use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::models::decoder::{AttentionBias, Step, heads, output_logits};
+use crate::models::decoder::{AttentionBias, Step, check_prompt_fits, heads, output_logits};
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A GPT-2 decoder with a language-model head and adapter sites after each attention and
@@ -69,6 +69,8 @@ pub struct Gpt2Model {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// The prompts (prompt tuning), joined to the token embeddings (before the positions').
+    pub prompt_tuning: EmbeddingSite,
     #[module(skip)]
     config: Gpt2Config,
     #[module(skip)]
@@ -98,8 +100,7 @@ impl Gpt2Model {
 
     /// [`Gpt2Model::forward`] after checking the input ([`DecoderInput::check`]).
     pub fn try_forward(&self, input: DecoderInput) -> Result<Tensor<3>> {
-        input.check(self.config.vocab_size, self.config.n_positions, 0, 0)?;
-        Ok(self.forward(input))
+        self.checked_hidden(input).map(|hidden| self.logits(hidden))
     }
 
     /// The logits of `input`'s positions after those in `cache`, adding them to the cache.
@@ -126,6 +127,8 @@ impl Gpt2Model {
         let channels = self.registry.parallel_channels();
         let (vocab, context) = (self.config.vocab_size, self.config.n_positions);
         input.check(vocab, context, cache.len(), cache.batch / channels.max(1))?;
+        let seq = input.input_ids.dims()[1];
+        check_prompt_fits(&self.prompt_tuning, Some(cache), seq, context)?;
         Ok(self.forward_cached(input, cache))
     }
 
@@ -141,17 +144,32 @@ impl Gpt2Model {
     /// Runs the decoder over `input`'s positions after the cached ones.
     fn decode(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let channels = self.registry.parallel_channels();
-        let step = Step::new(input, channels, cache.as_deref_mut(), self.h.len());
-        let seq = step.input_ids.dims()[1];
-        let embedded = self.wte.forward(step.input_ids) + self.wpe.forward(step.positions);
-        let mut x = dropout(&self.drop, embedded);
+        let layers = self.h.len();
+        let step = Step::new(
+            input,
+            channels,
+            cache.as_deref_mut(),
+            layers,
+            &self.prompt_tuning,
+        );
+        let tokens = self.wte.forward(step.input_ids);
+        let tokens = match &step.prompt {
+            Some(prompt) => self.prompt_tuning.forward(tokens, prompt),
+            None => tokens,
+        };
+        let mut x = dropout(&self.drop, tokens + self.wpe.forward(step.positions));
+        let [batch, seq, _] = x.dims();
         let bias = AttentionBias::new(step.key_mask, step.past, seq, [None], x.dtype(), true);
-        let prefixes = self.prefix_tuning.states(x.dims()[0]);
+        let prefixes = self.prefix_tuning.states(batch);
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
             x = block.forward(x, bias.for_window(None), layer_cache, &prefixes);
         }
-        self.ln_f.forward(x)
+        let x = self.ln_f.forward(x);
+        match &step.prompt {
+            Some(prompt) => prompt.strip(x),
+            None => x,
+        }
     }
 
     /// Logits of classification head `head` for `input`, from each row's last real token (or
@@ -179,7 +197,10 @@ impl Gpt2Model {
 
     /// [`Gpt2Model::last_hidden_state`] after checking the input.
     fn checked_hidden(&self, input: DecoderInput) -> Result<Tensor<3>> {
-        input.check(self.config.vocab_size, self.config.n_positions, 0, 0)?;
+        let context = self.config.n_positions;
+        input.check(self.config.vocab_size, context, 0, 0)?;
+        let seq = input.input_ids.dims()[1];
+        check_prompt_fits(&self.prompt_tuning, None, seq, context)?;
         Ok(self.decode(input, None))
     }
 
@@ -255,6 +276,22 @@ impl AdapterHost for Gpt2Model {
 
     fn prefix_pool(&self) -> Option<&PrefixPool> {
         Some(&self.prefix_tuning)
+    }
+
+    fn embedding_site(&self) -> Option<&EmbeddingSite> {
+        Some(&self.prompt_tuning)
+    }
+
+    fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
+        Some(&mut self.prompt_tuning)
+    }
+
+    fn word_embeddings(&self) -> Option<Tensor<2>> {
+        Some(self.wte.weight.val())
+    }
+
+    fn embedding_site_path(&self) -> String {
+        "transformer.prompt_tuning".into()
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 impl LlamaModel {
@@ -43,6 +43,7 @@ impl LlamaModel {
             ),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.kv_heads(), config.head_width()),
+            prompt_tuning: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }

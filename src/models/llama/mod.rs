@@ -43,10 +43,10 @@ use crate::error::Result;
 use crate::generation::CausalLm;
 use crate::heads::PredictionHead;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::models::decoder::{AttentionBias, Step, heads, output_logits};
+use crate::models::decoder::{AttentionBias, Step, check_prompt_fits, heads, output_logits};
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, NamedModules, PrefixPool,
-    ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
+    PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 use rope::Rope;
 
@@ -70,6 +70,8 @@ pub struct LlamaModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// The prompts (prompt tuning), joined to the token embeddings.
+    pub prompt_tuning: EmbeddingSite,
     #[module(skip)]
     config: LlamaConfig,
     #[module(skip)]
@@ -101,13 +103,7 @@ impl LlamaModel {
 
     /// [`LlamaModel::forward`] after checking the input ([`DecoderInput::check`]).
     pub fn try_forward(&self, input: DecoderInput) -> Result<Tensor<3>> {
-        input.check(
-            self.config.vocab_size,
-            self.config.max_position_embeddings,
-            0,
-            0,
-        )?;
-        Ok(self.forward(input))
+        self.checked_hidden(input).map(|hidden| self.logits(hidden))
     }
 
     /// The logits of `input`'s positions after those in `cache`, adding them to the cache.
@@ -135,6 +131,8 @@ impl LlamaModel {
         let config = &self.config;
         let (vocab, context) = (config.vocab_size, config.max_position_embeddings);
         input.check(vocab, context, cache.len(), cache.batch / channels.max(1))?;
+        let seq = input.input_ids.dims()[1];
+        check_prompt_fits(&self.prompt_tuning, Some(cache), seq, context)?;
         Ok(self.forward_cached(input, cache))
     }
 
@@ -150,18 +148,33 @@ impl LlamaModel {
     /// Runs the decoder over `input`'s positions after the cached ones.
     fn decode(&self, input: DecoderInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let channels = self.registry.parallel_channels();
-        let step = Step::new(input, channels, cache.as_deref_mut(), self.layers.len());
-        let seq = step.input_ids.dims()[1];
-        let mut x = self.embed_tokens.forward(step.input_ids);
+        let layers = self.layers.len();
+        let step = Step::new(
+            input,
+            channels,
+            cache.as_deref_mut(),
+            layers,
+            &self.prompt_tuning,
+        );
+        let embedded = self.embed_tokens.forward(step.input_ids);
+        let mut x = match &step.prompt {
+            Some(prompt) => self.prompt_tuning.forward(embedded, prompt),
+            None => embedded,
+        };
+        let [batch, seq, _] = x.dims();
         let rope = self.rope.tables(step.positions, x.dtype());
         let windows = self.layers.iter().map(|layer| layer.self_attn.window);
         let bias = AttentionBias::new(step.key_mask, step.past, seq, windows, x.dtype(), false);
-        let prefixes = self.prefix_tuning.states(x.dims()[0]);
+        let prefixes = self.prefix_tuning.states(batch);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
             x = layer.forward(x, &rope, &bias, layer_cache, &prefixes);
         }
-        self.norm.forward(x)
+        let x = self.norm.forward(x);
+        match &step.prompt {
+            Some(prompt) => prompt.strip(x),
+            None => x,
+        }
     }
 
     /// Logits of classification head `head` for `input`, from each row's last real token (or
@@ -191,6 +204,13 @@ impl LlamaModel {
     fn checked_hidden(&self, input: DecoderInput) -> Result<Tensor<3>> {
         let config = &self.config;
         input.check(config.vocab_size, config.max_position_embeddings, 0, 0)?;
+        let seq = input.input_ids.dims()[1];
+        check_prompt_fits(
+            &self.prompt_tuning,
+            None,
+            seq,
+            config.max_position_embeddings,
+        )?;
         Ok(self.decode(input, None))
     }
 
@@ -274,6 +294,22 @@ impl AdapterHost for LlamaModel {
 
     fn prefix_pool(&self) -> Option<&PrefixPool> {
         Some(&self.prefix_tuning)
+    }
+
+    fn embedding_site(&self) -> Option<&EmbeddingSite> {
+        Some(&self.prompt_tuning)
+    }
+
+    fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
+        Some(&mut self.prompt_tuning)
+    }
+
+    fn word_embeddings(&self) -> Option<Tensor<2>> {
+        Some(self.embed_tokens.weight.val())
+    }
+
+    fn embedding_site_path(&self) -> String {
+        "model.prompt_tuning".into()
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
