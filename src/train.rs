@@ -1,5 +1,6 @@
 //! Training helpers that stay within burn's idioms: burn's AdamW with gradient clipping, a
-//! warmup/decay learning-rate schedule, and running metrics for a progress display.
+//! warmup/decay learning-rate schedule, running metrics for a progress display, and
+//! AdapterDrop.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -34,7 +35,12 @@ use burn::optim::{
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::composition::{AdapterSetup, IntoAdapterSetup};
 use crate::error::{Error, Result};
+use crate::model::AdapterModel;
 
 /// Hyper-parameters of [`Trainer`].
 #[derive(Config, Debug)]
@@ -261,5 +267,52 @@ mod tests {
         let mut constant = Trainer::new(&TrainingConfig::new(), 10);
         constant.step = 7;
         assert_eq!(constant.learning_rate(), 1e-3);
+    }
+}
+
+/// AdapterDrop while training (Rücklé et al., 2021): before each step, the adapters of the
+/// first `n` layers are skipped, `n` drawn uniformly from `0..=max_dropped` by a seeded
+/// generator, so the trained adapters keep working when lower layers are dropped at inference
+/// ([`AdapterModel::set_active_adapters_skipping`]).
+///
+/// ```
+/// use burn::tensor::Device;
+/// use burn_adapters::models::bert::BertConfig;
+/// use burn_adapters::prelude::*;
+/// use burn_adapters::train::AdapterDrop;
+///
+/// let mut model = BertConfig::tiny().init(&Device::flex().autodiff())?;
+/// model.add_adapter("task", BnConfig::seq_bn())?;
+/// model.train_adapter("task")?;
+/// let mut drop = AdapterDrop::new("task", 1, 7)?;
+/// let dropped = drop.apply(&mut model)?; // before each step
+/// assert!(dropped <= 1);
+/// assert_eq!(model.registry().skip_layers().len(), dropped);
+/// # Ok::<(), burn_adapters::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdapterDrop {
+    setup: AdapterSetup,
+    max_dropped: usize,
+    rng: StdRng,
+}
+
+impl AdapterDrop {
+    /// Drops up to `max_dropped` lower layers of `setup`, drawing with `seed`.
+    pub fn new(setup: impl IntoAdapterSetup, max_dropped: usize, seed: u64) -> Result<Self> {
+        Ok(Self {
+            setup: setup.into_setup()?,
+            max_dropped,
+            rng: StdRng::seed_from_u64(seed),
+        })
+    }
+
+    /// Activates the setup with the adapters of a newly drawn number of lower layers skipped,
+    /// and returns that number.
+    pub fn apply<M: AdapterModel>(&mut self, model: &mut M) -> Result<usize> {
+        let dropped = self.rng.random_range(0..=self.max_dropped);
+        let layers: Vec<usize> = (0..dropped).collect();
+        model.set_active_adapters_skipping(self.setup.clone(), &layers)?;
+        Ok(dropped)
     }
 }

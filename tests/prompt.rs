@@ -173,7 +173,10 @@ fn a_prompt_of_token_embeddings_is_those_tokens<M>(
         let d = max_abs_diff_tensors(at_tokens(prompted, &input), at_tokens(spelled_out, &input));
         assert!(d <= TOLERANCE, "{combine}: max |Δ| {d}");
 
-        let (ids, mask) = (input.input_ids.clone(), input.attention_mask.clone().unwrap());
+        let (ids, mask) = (
+            input.input_ids.clone(),
+            input.attention_mask.clone().unwrap(),
+        );
         let generated = generate(&model, ids, mask, &config, |_, _| {}).unwrap();
         let (ids, mask) = (spelled.input_ids, spelled.attention_mask.unwrap());
         assert_eq!(

@@ -18,6 +18,8 @@ pub(crate) struct ActivePlan {
     variants: Vec<AdapterSetup>,
     row_blocks: bool,
     parallel_channels: usize,
+    /// Layers whose sites run no adapter (AdapterDrop).
+    skip_layers: Vec<usize>,
     /// Routings by batch size, most recent last.
     routings: Mutex<Vec<(usize, Arc<Routing>)>>,
 }
@@ -66,8 +68,25 @@ impl ActivePlan {
             row_blocks: setup.has_row_blocks(),
             parallel_channels: setup.parallel_channels(),
             setup,
+            skip_layers: Vec::new(),
             routings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same plan with no adapter running in `layers` (AdapterHub's `skip_layers`).
+    pub fn skipping(mut self, layers: &[usize]) -> Self {
+        self.skip_layers = layers.to_vec();
+        self
+    }
+
+    /// Whether the sites of `layer` run no adapter.
+    pub fn skips(&self, layer: usize) -> bool {
+        self.skip_layers.contains(&layer)
+    }
+
+    /// The layers whose sites run no adapter.
+    pub fn skip_layers(&self) -> &[usize] {
+        &self.skip_layers
     }
 
     /// The setup this plan runs.

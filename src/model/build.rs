@@ -271,7 +271,12 @@ pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
 
 /// Compiles `setup` once and hands the plan to every site (`None` deactivates).
 pub(crate) fn activate<M: AdapterHost>(model: &mut M, setup: Option<AdapterSetup>) {
-    let plan = setup.map(|setup| Arc::new(ActivePlan::new(setup)));
+    activate_plan(model, setup.map(ActivePlan::new));
+}
+
+/// Hands `plan` to every site (`None` deactivates).
+pub(crate) fn activate_plan<M: AdapterHost>(model: &mut M, plan: Option<ActivePlan>) {
+    let plan = plan.map(Arc::new);
     for site in model.residual_sites_mut() {
         site.set_plan(plan.clone());
     }

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
-use crate::composition::{AdapterSetup, IntoAdapterSetup, IntoFusionKey};
+use crate::composition::{ActivePlan, AdapterSetup, IntoAdapterSetup, IntoFusionKey};
 use crate::config::{AdapterConfig, FusionConfig, PromptInit};
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
@@ -149,6 +149,33 @@ pub trait AdapterModel: AdapterHost {
         let setup = setup.into_setup()?;
         setup::check(self, &setup)?;
         activate(self, Some(setup));
+        Ok(())
+    }
+
+    /// [`AdapterModel::set_active_adapters`] with no adapter running in the layers
+    /// `skip_layers` (AdapterHub's `set_active_adapters(setup, skip_layers)`): AdapterDrop. The
+    /// sites of a skipped layer run the plain layer, so dropping the lower layers' adapters saves
+    /// their cost at inference; calling it before each training step with a random number of
+    /// lower layers is AdapterDrop's training (see [`crate::train::AdapterDrop`]).
+    ///
+    /// Fails, leaving the previous setup active, as `set_active_adapters` does, or if a layer is
+    /// beyond the model's (the error names `skip_layers`).
+    fn set_active_adapters_skipping(
+        &mut self,
+        setup: impl IntoAdapterSetup,
+        skip_layers: &[usize],
+    ) -> Result<()> {
+        let layers = self.num_layers();
+        if let Some(layer) = skip_layers.iter().find(|l| **l >= layers) {
+            return Err(Error::invalid(
+                "skip_layers",
+                layer,
+                format!("the model has layers 0..{layers}"),
+            ));
+        }
+        let setup = setup.into_setup()?;
+        setup::check(self, &setup)?;
+        build::activate_plan(self, Some(ActivePlan::new(setup).skipping(skip_layers)));
         Ok(())
     }
 

@@ -66,6 +66,11 @@ impl AdapterRegistry {
         self.active.as_deref().map(ActivePlan::setup)
     }
 
+    /// The layers whose adapters the active setup skips (AdapterDrop; empty without one).
+    pub fn skip_layers(&self) -> &[usize] {
+        self.active.as_deref().map_or(&[], ActivePlan::skip_layers)
+    }
+
     /// Whether adapter `name` is configured to train (set by `add_adapter`, `train_adapter`,
     /// `train_adapter_fusion` and `freeze_model`).
     pub fn is_trainable(&self, name: &str) -> bool {

@@ -102,7 +102,8 @@ impl AttentionSite {
     }
 
     fn compile(&mut self) {
-        self.programs = self.plan.as_ref().and_then(|plan| {
+        let plan = self.plan.as_ref().filter(|plan| !plan.skips(self.layer));
+        self.programs = plan.and_then(|plan| {
             let programs: Arc<[Vec<usize>]> = plan
                 .variants()
                 .iter()

@@ -147,7 +147,9 @@ impl LinearSite {
             loras: &self.loras,
             merged: self.merged.as_deref(),
         };
-        self.programs = self.plan.as_ref().and_then(|plan| {
+        let layer = self.location.layer;
+        let plan = self.plan.as_ref().filter(|plan| !plan.skips(layer));
+        self.programs = plan.and_then(|plan| {
             let programs: Arc<[Option<Program>]> =
                 plan.variants().iter().map(|v| modules.compile(v)).collect();
             programs.iter().any(Option::is_some).then_some(programs)

@@ -125,7 +125,9 @@ impl ResidualSite {
             adapters: &self.adapters,
             fusions: &self.fusions,
         };
-        self.programs = self.plan.as_ref().and_then(|plan| {
+        let layer = self.location.layer;
+        let plan = self.plan.as_ref().filter(|plan| !plan.skips(layer));
+        self.programs = plan.and_then(|plan| {
             let programs: Arc<[Option<Step>]> =
                 plan.variants().iter().map(|v| modules.compile(v)).collect();
             programs.iter().any(Option::is_some).then_some(programs)
