@@ -12,7 +12,8 @@
 //! ```text
 //! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench overhead
 //! BURN_ADAPTERS_BENCH_ROUNDS=40 BURN_ADAPTERS_BENCH_SHAPES=minilm cargo bench --bench overhead
-//! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train (default both)
+//! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train, drop
+//!                                                                 # (default forward,train)
 //! BURN_ADAPTERS_BENCH_VARIANTS="seq_bn,lora merged" cargo bench --bench overhead   # a subset
 //! BURN_ADAPTERS_BENCH_OUT=target/overhead.json cargo bench --bench overhead   # also as JSON
 //! ```
@@ -21,6 +22,7 @@
 
 mod common;
 
+use burn_adapters::AdapterModel;
 use burn_adapters::models::bert::BertModel;
 use common::paired::{Run, paired};
 use common::{
@@ -97,6 +99,54 @@ fn train(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
     }
 }
 
+/// AdapterDrop on MiniLM with `seq_bn`: the forward (8 × 128) and a `train_adapter` step with the
+/// adapters of 0, 3 and 5 of the 6 layers skipped, each over none skipped; the base model's
+/// forward for scale.
+fn adapter_drop(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
+    const DROPPED: [(&str, usize); 3] = [("drop 3", 3), ("drop 5", 5), ("drop 0", 0)];
+    for Shape { name, config } in shapes().into_iter().filter(|s| s.name == "minilm") {
+        let device = bench_device();
+        println!("\npaired AdapterDrop forward, {rounds} rounds, device {device:?}");
+        device.seed(0);
+        let base = config.init(&device).unwrap();
+        let input = input(8, 128, &device);
+        let mut models: Vec<(&str, BertModel)> = DROPPED
+            .iter()
+            .map(|(label, dropped)| {
+                let mut model = with_variant(&base, Some("seq_bn"), false);
+                let layers: Vec<usize> = (0..*dropped).collect();
+                model.set_active_adapters_skipping("a", &layers).unwrap();
+                (*label, model)
+            })
+            .collect();
+        models.insert(0, ("base", base));
+        let runs = models
+            .iter()
+            .map(|(label, model)| {
+                let run: Run = Box::new(|| forward_sum(model, &input));
+                (*label, run)
+            })
+            .collect();
+        let reference = models.len() - 1;
+        out.extend(paired(&format!("drop forward {name} 8x128"), rounds, reference, runs));
+
+        let device = device_with(true);
+        println!("\npaired AdapterDrop train step, {rounds} rounds, device {device:?}");
+        device.seed(0);
+        let base = config.init(&device).unwrap();
+        let runs: Vec<(&str, Run)> = DROPPED
+            .iter()
+            .map(|(label, dropped)| {
+                let mut train = TrainStep::new(&base, "seq_bn", &device).dropping(*dropped);
+                let run: Run = Box::new(move || train.step());
+                (*label, run)
+            })
+            .collect();
+        let reference = runs.len() - 1;
+        out.extend(paired(&format!("drop train step {name} 8x128"), rounds, reference, runs));
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::var("BURN_ADAPTERS_BENCH_ROUNDS")
         .ok()
@@ -111,6 +161,9 @@ fn main() {
     }
     if wanted("train") {
         train(rounds, &mut out);
+    }
+    if wanted("drop") {
+        adapter_drop(rounds, &mut out);
     }
     if let Ok(path) = std::env::var("BURN_ADAPTERS_BENCH_OUT") {
         let json = serde_json::to_string_pretty(&out).expect("a map of numbers");

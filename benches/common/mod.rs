@@ -138,6 +138,14 @@ impl TrainStep {
         }
     }
 
+    /// The same with the adapters of the first `dropped` layers skipped (AdapterDrop).
+    pub fn dropping(mut self, dropped: usize) -> Self {
+        let layers: Vec<usize> = (0..dropped).collect();
+        let model = self.model.as_mut().expect("a model between steps");
+        model.set_active_adapters_skipping("task", &layers).unwrap();
+        self
+    }
+
     /// One step; returns the loss (read back, so the device has finished).
     pub fn step(&mut self) -> f32 {
         use burn::optim::GradientsParams;
