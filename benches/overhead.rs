@@ -128,7 +128,12 @@ fn adapter_drop(rounds: usize, out: &mut serde_json::Map<String, serde_json::Val
             })
             .collect();
         let reference = models.len() - 1;
-        out.extend(paired(&format!("drop forward {name} 8x128"), rounds, reference, runs));
+        out.extend(paired(
+            &format!("drop forward {name} 8x128"),
+            rounds,
+            reference,
+            runs,
+        ));
 
         let device = device_with(true);
         println!("\npaired AdapterDrop train step, {rounds} rounds, device {device:?}");
@@ -143,7 +148,12 @@ fn adapter_drop(rounds: usize, out: &mut serde_json::Map<String, serde_json::Val
             })
             .collect();
         let reference = runs.len() - 1;
-        out.extend(paired(&format!("drop train step {name} 8x128"), rounds, reference, runs));
+        out.extend(paired(
+            &format!("drop train step {name} 8x128"),
+            rounds,
+            reference,
+            runs,
+        ));
     }
 }
 

@@ -13,52 +13,11 @@ use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::{DecoderInput, KvCache, LlamaModel};
 use burn_adapters::prelude::*;
 use common::decoder::*;
+use common::families::{Family, deviation};
 use common::snapshot::snapshot;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
-
-/// A host of the fixtures: how to load its base and run the fixture inputs.
-trait Family: AdapterModel {
-    const NAME: &'static str;
-    /// The key of the output in `expected.safetensors`.
-    const OUTPUT: &'static str;
-    fn base(device: &Device) -> Self;
-    fn output(&self, device: &Device) -> Tensor<3>;
-}
-
-impl Family for BertModel {
-    const NAME: &'static str = "bert";
-    const OUTPUT: &'static str = "last_hidden_state";
-    fn base(device: &Device) -> Self {
-        base_model(device)
-    }
-    fn output(&self, device: &Device) -> Tensor<3> {
-        self.forward(fixture_inputs(device)).last_hidden_state
-    }
-}
-
-impl Family for LlamaModel {
-    const NAME: &'static str = "llama";
-    const OUTPUT: &'static str = "logits";
-    fn base(device: &Device) -> Self {
-        LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), device).unwrap()
-    }
-    fn output(&self, device: &Device) -> Tensor<3> {
-        self.try_forward(decoder_inputs(device)).unwrap()
-    }
-}
-
-impl Family for Gpt2Model {
-    const NAME: &'static str = "gpt2";
-    const OUTPUT: &'static str = "logits";
-    fn base(device: &Device) -> Self {
-        Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), device).unwrap()
-    }
-    fn output(&self, device: &Device) -> Tensor<3> {
-        self.try_forward(decoder_inputs(device)).unwrap()
-    }
-}
 
 fn family_dir<F: Family>() -> PathBuf {
     fixtures().join("prefix").join(F::NAME)
@@ -66,31 +25,6 @@ fn family_dir<F: Family>() -> PathBuf {
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// max |Δ| of `output` against `key` of `file`, over the real tokens for decoders (the padded
-/// rows' logits at padding are not compared, as in the decoder suite).
-fn deviation<F: Family>(output: Tensor<3>, file: &Path, key: &str, device: &Device) -> f64 {
-    let output = match F::OUTPUT {
-        "logits" => at_tokens(output, &decoder_inputs(device)),
-        _ => output,
-    };
-    let (shape, expected) = read_tensor(file, key);
-    assert_eq!(output.dims().to_vec(), shape, "{file:?} {key}");
-    let expected = Tensor::<1>::from_floats(
-        expected
-            .iter()
-            .map(|v| *v as f32)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        device,
-    )
-    .reshape([shape[0], shape[1], shape[2]]);
-    let expected = match F::OUTPUT {
-        "logits" => at_tokens(expected, &decoder_inputs(device)),
-        _ => expected,
-    };
-    max_abs_diff_tensors(output, expected)
 }
 
 fn cases_match_adapterhub<F: Family>() {

@@ -98,6 +98,8 @@ def check_case(case_dir, base_dir, inputs, tol):
     if missing:
         problems.append("missing keys: {}".format(", ".join(sorted(missing))))
     model.set_active_adapters(name)
+    # again: modules created while loading (adapters' ReFT layers) start in training mode, with dropout
+    model.eval()
     with torch.no_grad():
         out = input_positions(model, name, model(**inputs).last_hidden_state)
     if tuple(out.shape) != tuple(expected.shape):

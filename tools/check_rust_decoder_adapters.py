@@ -72,7 +72,7 @@ def check_case(case_dir, base_dir, inputs, tol):
     if info.get("unexpected_keys"):
         problems.append("unexpected keys: {}".format(", ".join(sorted(info["unexpected_keys"]))))
     missing = real_missing_keys(model, info.get("missing_keys") or [], file_keys, model.base_model_prefix + ".")
-    tags = (".adapters.", ".loras.", ".prefix_tunings.", ".prefix_gates.")
+    tags = (".adapters.", ".loras.", ".prefix_tunings.", ".prefix_gates.", ".refts.")
     missing = [k for k in missing if any(t in k for t in tags)]
     if missing:
         problems.append("missing keys: {}".format(", ".join(sorted(missing))))

@@ -13,6 +13,7 @@ mod parse;
 mod placement;
 mod prefix;
 mod prompt;
+mod reft;
 mod values;
 
 pub use activation::Activation;
@@ -22,6 +23,7 @@ pub use lora::*;
 pub use placement::*;
 pub use prefix::*;
 pub use prompt::*;
+pub use reft::*;
 pub use values::*;
 
 use std::fmt;
@@ -48,6 +50,8 @@ pub enum AdapterConfig {
     PrefixTuning(PrefixTuningConfig),
     /// Prompt tuning.
     PromptTuning(PromptTuningConfig),
+    /// Representation fine-tuning (LoReFT, NoReFT, DiReFT).
+    Reft(ReftConfig),
     /// Several methods under one adapter name.
     Union(Vec<AdapterConfig>),
 }
@@ -129,6 +133,12 @@ impl From<PrefixTuningConfig> for AdapterConfig {
 impl From<PromptTuningConfig> for AdapterConfig {
     fn from(config: PromptTuningConfig) -> Self {
         AdapterConfig::PromptTuning(config)
+    }
+}
+
+impl From<ReftConfig> for AdapterConfig {
+    fn from(config: ReftConfig) -> Self {
+        AdapterConfig::Reft(config)
     }
 }
 
@@ -255,7 +265,8 @@ impl AdapterConfig {
             .or_else(|| PrefixTuningConfig::preset(name).map(AdapterConfig::from))
             .or_else(|| {
                 (name == "prompt_tuning").then(|| PromptTuningConfig::prompt_tuning().into())
-            });
+            })
+            .or_else(|| ReftConfig::preset(name).map(AdapterConfig::from));
         if let Some(config) = preset {
             match config.to_json() {
                 Value::Object(map) => return Ok(map),
@@ -289,12 +300,8 @@ impl AdapterConfig {
             Architecture::Lora => AdapterConfig::Lora(deserialize_named(&fields)?),
             Architecture::PrefixTuning => AdapterConfig::PrefixTuning(deserialize_named(&fields)?),
             Architecture::PromptTuning => AdapterConfig::PromptTuning(deserialize_named(&fields)?),
+            Architecture::Reft => AdapterConfig::Reft(deserialize_named(&fields)?),
             Architecture::Union => Self::union_from_json(&fields)?,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "adapter architecture `{other}`"
-                )));
-            }
         };
         config.validate()?;
         Ok(config)
@@ -347,6 +354,9 @@ impl AdapterConfig {
             AdapterConfig::PromptTuning(config) => {
                 serde_json::to_value(config).expect("a PromptTuningConfig always serialises")
             }
+            AdapterConfig::Reft(config) => {
+                serde_json::to_value(config).expect("a ReftConfig always serialises")
+            }
             AdapterConfig::Union(configs) => serde_json::json!({
                 "architecture": "union",
                 "configs": configs.iter().map(Self::to_json).collect::<Vec<_>>(),
@@ -361,6 +371,7 @@ impl AdapterConfig {
             AdapterConfig::Lora(_) => Architecture::Lora,
             AdapterConfig::PrefixTuning(_) => Architecture::PrefixTuning,
             AdapterConfig::PromptTuning(_) => Architecture::PromptTuning,
+            AdapterConfig::Reft(_) => Architecture::Reft,
             AdapterConfig::Union(_) => Architecture::Union,
         }
     }
@@ -388,6 +399,7 @@ impl AdapterConfig {
             AdapterConfig::Lora(config) => config.validate(),
             AdapterConfig::PrefixTuning(config) => config.validate(),
             AdapterConfig::PromptTuning(config) => config.validate(),
+            AdapterConfig::Reft(config) => config.validate(),
             AdapterConfig::Union(configs) => {
                 for config in configs {
                     if matches!(config, AdapterConfig::Union(_)) {
@@ -433,6 +445,14 @@ impl AdapterConfig {
         })
     }
 
+    /// The ReFT part of this config, if any.
+    pub fn reft(&self) -> Option<&ReftConfig> {
+        self.parts().iter().find_map(|part| match part {
+            AdapterConfig::Reft(config) => Some(config),
+            _ => None,
+        })
+    }
+
     /// Layers listed in `leave_out` by any part of the config.
     pub(crate) fn leave_out(&self) -> Vec<usize> {
         match self {
@@ -440,6 +460,7 @@ impl AdapterConfig {
             AdapterConfig::Lora(config) => config.leave_out.clone(),
             AdapterConfig::PrefixTuning(config) => config.leave_out.clone(),
             AdapterConfig::PromptTuning(_) => Vec::new(),
+            AdapterConfig::Reft(_) => Vec::new(),
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }

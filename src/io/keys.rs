@@ -108,6 +108,27 @@ pub(crate) fn prompt_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name of a ReFT parameter given its path inside
+/// [`ReftModule`](crate::methods::ReftModule) (`units.{k}.learned_source.weight`,
+/// `units.{k}.projection.Orthogonal.original`, ...): torch's parametrization names for an
+/// orthogonal projection.
+pub(crate) fn reft_name(path: &str) -> Option<ReferenceName> {
+    let (unit, field) = path.strip_prefix("units.")?.split_once('.')?;
+    let unit: usize = unit.parse().ok()?;
+    let (name, transpose) = match field {
+        "learned_source.weight" => ("learned_source.weight", true),
+        "learned_source.bias" => ("learned_source.bias", false),
+        "projection.Plain" => ("projection.weight", false),
+        "projection.Orthogonal.original" => ("projection.parametrizations.weight.original", false),
+        "projection.Orthogonal.base" => ("projection.parametrizations.weight.0.base", false),
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![format!("units.{unit}.{name}")],
+        transpose,
+    })
+}
+
 /// The AdapterHub name of a prediction-head parameter (`layers.{i}.weight`): the index of the
 /// layer in AdapterHub's `nn.Sequential` of dropout, linear and activation modules.
 pub(crate) fn head_name(

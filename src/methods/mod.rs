@@ -9,6 +9,7 @@ pub(crate) mod init;
 mod lora;
 mod prefix;
 mod prompt;
+mod reft;
 
 pub use blocks::OutputBlocks;
 pub use bottleneck::*;
@@ -17,3 +18,4 @@ pub use fusion::*;
 pub use lora::*;
 pub use prefix::*;
 pub use prompt::*;
+pub use reft::*;

@@ -8,7 +8,7 @@ use super::AdapterModel;
 use super::build::{AdapterModules, build_modules, device_of, install};
 use crate::config::{AdapterConfig, CompositionMode, LinearPosition};
 use crate::error::{Error, Result};
-use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning, PromptTuning};
+use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning, PromptTuning, ReftModule};
 use crate::names::validate_name;
 
 /// How [`AdapterModel::average_adapter`] combines adapters.
@@ -102,11 +102,27 @@ pub(crate) fn average_adapter<M: AdapterModel>(
             .collect();
         replaced(prompt, weighted_sum(&found, &weights, |_| false))
     });
+    // AdapterHub averages every tensor of the state dict, an orthogonal projection's base too.
+    let reft = modules
+        .reft
+        .into_iter()
+        .zip(model.hidden_sites())
+        .map(|(module, site)| {
+            module.map(|module| {
+                let found: Vec<ParamValues> = sources
+                    .iter()
+                    .filter_map(|(n, _)| site.refts().get(*n).map(values_of::<ReftModule>))
+                    .collect();
+                replaced(module, weighted_sum(&found, &weights, |_| false))
+            })
+        })
+        .collect();
     let modules = AdapterModules {
         residual,
         linear,
         prefix,
         prompt,
+        reft,
     };
     install(model, name, config, modules, None);
     Ok(())

@@ -11,11 +11,12 @@ use super::AdapterHost;
 use crate::composition::{ActivePlan, AdapterSetup};
 use crate::config::{
     AdapterConfig, BnConfig, LinearPosition, LoRAConfig, PrefixTuningConfig, PromptTuningConfig,
+    ReftConfig,
 };
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::methods::{
-    Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning, PromptTuning,
+    Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning, PromptTuning, ReftModule,
 };
 
 /// The modules of one adapter, built for each site of a host (in the orders of
@@ -25,6 +26,8 @@ pub(crate) struct AdapterModules {
     pub linear: Vec<Option<LoRA>>,
     pub prefix: Option<PrefixModules>,
     pub prompt: Option<PromptTuning>,
+    /// Per hidden-state site, in the order of [`AdapterHost::hidden_sites`].
+    pub reft: Vec<Option<ReftModule>>,
 }
 
 /// An adapter's prefix module and what it places at each attention site.
@@ -106,12 +109,55 @@ pub(crate) fn build_modules<M: AdapterHost>(
         .prompt_tuning()
         .map(|prompt| build_prompt(model, prompt, seed, &device))
         .transpose()?;
+    let reft = match config.reft() {
+        Some(reft) => build_refts(model, reft, seed, &device)?,
+        None => model.hidden_sites().map(|_| None).collect(),
+    };
     Ok(AdapterModules {
         residual,
         linear,
         prefix,
         prompt,
+        reft,
     })
+}
+
+/// The interventions of `config` after every layer it names.
+fn build_refts<M: AdapterHost>(
+    model: &M,
+    config: &ReftConfig,
+    seed: Option<u64>,
+    device: &Device,
+) -> Result<Vec<Option<ReftModule>>> {
+    if model.hidden_sites().next().is_none() {
+        return Err(Error::Unsupported(
+            "ReFT on a host without hidden-state sites (see `AdapterHost::hidden_sites`)".into(),
+        ));
+    }
+    if let crate::config::ReftLayers::Only(layers) = &config.layers {
+        let count = model.num_layers();
+        if let Some(layer) = layers.iter().find(|l| **l >= count) {
+            return Err(Error::invalid(
+                "layers",
+                layer,
+                format!("the model has layers 0..{count}"),
+            ));
+        }
+    }
+    let config = ReftConfig {
+        init_weights_seed: seed.or(config.init_weights_seed),
+        ..config.clone()
+    };
+    model
+        .hidden_sites()
+        .map(|site| {
+            config
+                .layers
+                .contains(site.layer())
+                .then(|| ReftModule::new(&config, model.hidden_size(), device))
+                .transpose()
+        })
+        .collect()
 }
 
 /// A prompt of `config` for the host's embedding site.
@@ -220,6 +266,11 @@ pub(crate) fn install<M: AdapterHost>(
     if let (Some(prompt), Some(site)) = (modules.prompt, model.embedding_site_mut()) {
         site.insert(name, match_autodiff(prompt, autodiff));
     }
+    for (site, reft) in model.hidden_sites_mut().zip(modules.reft) {
+        if let Some(reft) = reft {
+            site.insert(name, match_autodiff(reft, autodiff));
+        }
+    }
     if let (Some(head), Some(heads)) = (head, model.heads_mut()) {
         heads.insert(name.to_string(), match_autodiff(head, autodiff));
     }
@@ -244,6 +295,9 @@ pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
         pool.remove(name);
     }
     if let Some(site) = model.embedding_site_mut() {
+        site.remove(name);
+    }
+    for site in model.hidden_sites_mut() {
         site.remove(name);
     }
     let fused: Vec<_> = model
@@ -290,6 +344,9 @@ pub(crate) fn activate_plan<M: AdapterHost>(model: &mut M, plan: Option<ActivePl
         pool.set_plan(plan.clone());
     }
     if let Some(site) = model.embedding_site_mut() {
+        site.set_plan(plan.clone());
+    }
+    for site in model.hidden_sites_mut() {
         site.set_plan(plan.clone());
     }
     model.registry_mut().active = plan;

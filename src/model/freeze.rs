@@ -52,6 +52,9 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
         if let Some(site) = model.embedding_site_mut() {
             site.map_prompts(|name, prompt| trainable(prompt, named(name)));
         }
+        for site in model.hidden_sites_mut() {
+            site.map_refts(|name, reft| trainable(reft, named(name)));
+        }
         if let Some(heads) = model.heads_mut() {
             let all = std::mem::take(heads);
             *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));

@@ -8,8 +8,8 @@ use crate::io::ModelInfo;
 use burn::tensor::Tensor;
 
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
+    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A transformer that carries adapter sites.
@@ -28,6 +28,9 @@ use crate::sites::{
 ///   to its keys and values;
 /// - optionally holds an [`EmbeddingSite`] that its forward applies to the embedded input, which
 ///   makes prompt tuning available;
+/// - optionally holds a [`HiddenStateSite`] after each layer, called on the layer's output with
+///   the forward's [`InterventionPositions`](crate::sites::InterventionPositions), which makes
+///   ReFT available;
 /// - holds an [`AdapterRegistry`] in a `#[module(skip)]` field;
 /// - lists its sites in a fixed order, the same for the `_mut` variants.
 ///
@@ -87,6 +90,17 @@ pub trait AdapterHost: Module + Sized {
     /// The embedding site, mutably.
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
         None
+    }
+
+    /// Every hidden-state site (ReFT), one per layer in layer order. Hosts without them keep
+    /// the default and cannot take ReFT.
+    fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
+        std::iter::empty()
+    }
+
+    /// Every hidden-state site mutably, in the order of [`AdapterHost::hidden_sites`].
+    fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {
+        std::iter::empty()
     }
 
     /// The token embedding matrix, `[vocab, hidden]` (what `init_prompt_from_tokens` reads), for
@@ -175,6 +189,12 @@ pub trait AdapterHost: Module + Sized {
     /// by default: the base model's attribute).
     fn prefix_pool_path(&self) -> String {
         "prefix_tuning".into()
+    }
+
+    /// Where layer `layer`'s ReFT interventions sit in the tensor names of AdapterHub's files
+    /// (`encoder.layer.{i}.reft_layer` by default).
+    fn hidden_site_path(&self, layer: usize) -> String {
+        format!("encoder.layer.{layer}.reft_layer")
     }
 
     /// Where the prompts sit in the tensor names of AdapterHub's files (`prompt_tuning` by

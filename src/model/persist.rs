@@ -16,7 +16,7 @@ use crate::io::adapterhub::{
 use crate::io::in_file;
 use crate::io::keys::{
     SELF_PREFIX, bottleneck_name, head_name, lora_name, prefix_gate_name, prefix_name, prompt_name,
-    wrapped_module,
+    reft_name, wrapped_module,
 };
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
@@ -114,7 +114,22 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
     {
         collect(prompt, prompt_path(model, name), &prompt_name, &mut tensors);
     }
+    for site in model.hidden_sites() {
+        if let Some(reft) = site.refts().get(name) {
+            collect(
+                reft,
+                reft_path(model, site.layer(), name),
+                &reft_name,
+                &mut tensors,
+            );
+        }
+    }
     tensors
+}
+
+/// Where adapter `name`'s intervention after layer `layer` sits.
+fn reft_path<M: AdapterHost>(model: &M, layer: usize, name: &str) -> String {
+    format!("{}.refts.{name}", model.hidden_site_path(layer))
 }
 
 /// Where adapter `name`'s prompt sits.
@@ -178,6 +193,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
         linear,
         prefix,
         prompt,
+        reft,
     } = build_modules(model, &saved.config, Some(0))?;
     let device = device_of(model)?;
     let mut filler = Filler::new(&saved.weights, &device);
@@ -211,12 +227,22 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
     let prompt = prompt
         .map(|prompt| filler.fill(prompt, prompt_path(model, saved_name), &prompt_name))
         .transpose()?;
+    let reft = reft
+        .into_iter()
+        .zip(model.hidden_sites())
+        .map(|(reft, site)| {
+            let path = reft_path(model, site.layer(), saved_name);
+            reft.map(|reft| filler.fill(reft, path, &reft_name))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
     filler.finish()?;
     Ok(AdapterModules {
         residual,
         linear,
         prefix,
         prompt,
+        reft,
     })
 }
 

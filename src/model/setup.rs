@@ -20,32 +20,33 @@ pub(crate) fn check<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<
     check_lora_stacks(model, setup)
 }
 
-/// A prompt joins the whole batch's input: it runs only as the setup's first adapter
-/// (AdapterHub applies the first adapter's prompt and silently ignores the others') and not in
+/// Prompts and ReFT interventions act on the whole batch: they run only as the setup's first
+/// adapter (AdapterHub applies the first adapter's and silently ignores the others') and not in
 /// blocks that give rows different adapters.
 fn check_prompts<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
     let prompting = |name: &str| {
         model
             .adapter_config(name)
-            .is_ok_and(|config| config.prompt_tuning().is_some())
+            .is_ok_and(|config| config.prompt_tuning().is_some() || config.reft().is_some())
     };
     let names = setup.names();
     let Some(name) = names.iter().find(|n| prompting(n)) else {
         return Ok(());
     };
     let reason = if setup.has_row_blocks() {
-        "a prompt joins every row's input, so it cannot run in Parallel, BatchSplit or PerRow"
+        "it acts on every row, so it cannot run in Parallel, BatchSplit or PerRow"
     } else if setup.first() != Some(*name) {
-        "only the setup's first adapter can prompt"
+        "only the setup's first adapter runs one"
     } else if let Some(other) = names.iter().find(|n| *n != name && prompting(n)) {
         return Err(Error::InvalidSetup(format!(
-            "`{setup}`: `{name}` and `{other}` both have prompts; only the first adapter prompts"
+            "`{setup}`: `{name}` and `{other}` both have a prompt or a ReFT intervention; only \
+             the first adapter's runs"
         )));
     } else {
         return Ok(());
     };
     Err(Error::InvalidSetup(format!(
-        "`{setup}`: `{name}` has prompt tuning: {reason}"
+        "`{setup}`: `{name}` has a prompt or a ReFT intervention: {reason}"
     )))
 }
 

@@ -62,7 +62,26 @@ fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .embedding_site()
         .and_then(|site| site.prompts().get(name))
         .map_or(0, Module::num_params);
-    residual + linear + gates + prefix + prompt
+    let reft: usize = model
+        .hidden_sites()
+        .filter_map(|site| site.refts().get(name))
+        .map(reft_params)
+        .sum();
+    residual + linear + gates + prefix + prompt + reft
+}
+
+/// A ReFT module's parameters as AdapterHub counts them: an orthogonal projection's `base`
+/// buffer is not one.
+fn reft_params(reft: &crate::methods::ReftModule) -> usize {
+    let bases: usize = reft
+        .units
+        .iter()
+        .filter_map(|unit| match &unit.projection {
+            crate::methods::ReftProjection::Orthogonal(o) => Some(o.base.num_params()),
+            crate::methods::ReftProjection::Plain(_) => None,
+        })
+        .sum();
+    reft.num_params() - bases
 }
 
 /// Parameters of the fusion layers and heads, which count neither as adapter nor as base

@@ -2,10 +2,12 @@
 //! sublayer adds its residual (bottleneck adapters, AdapterFusion); a [`LinearSite`] replaces a
 //! projection (LoRA, IA3); an [`AttentionSite`] takes key/value prefixes in an attention layer,
 //! from the model's [`PrefixPool`] (prefix tuning); the [`EmbeddingSite`] adds a prompt to the
-//! embedded input (prompt tuning).
+//! embedded input (prompt tuning); a [`HiddenStateSite`] intervenes on a layer's output at
+//! chosen positions (ReFT).
 
 mod attention;
 mod embedding;
+mod hidden;
 mod linear;
 mod named;
 mod prefix;
@@ -15,6 +17,7 @@ mod rows;
 pub use crate::config::{LinearLocation, LinearPosition, SiteLocation, SitePosition};
 pub use attention::{AttentionSite, PrefixedKeyValues};
 pub use embedding::{EmbeddingSite, PromptPlacement};
+pub use hidden::{HiddenStateSite, InterventionPositions};
 pub use linear::LinearSite;
 pub use named::NamedModules;
 pub use prefix::{PrefixPool, PrefixStates};

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod decoder;
+pub mod families;
 pub mod one_site;
 pub mod snapshot;
 

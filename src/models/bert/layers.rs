@@ -10,7 +10,7 @@ use crate::backend::is_flex;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::input_checks::masked_score;
-use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Word, position and token-type embeddings.
 #[derive(Module, Debug)]
@@ -187,6 +187,8 @@ pub struct BertLayer {
     pub intermediate: BertIntermediate,
     /// FFN second half.
     pub output: BertOutput,
+    /// ReFT interventions on the layer's output (AdapterHub's `reft_layer`).
+    pub reft_layer: HiddenStateSite,
 }
 
 impl BertLayer {

@@ -14,14 +14,14 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{DropoutConfig, EmbeddingConfig, LayerNormConfig, LinearConfig};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, InterventionPositions, LinearLocation,
+    LinearPosition, LinearSite, NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 use layers::Padding;
 
@@ -100,6 +100,7 @@ impl BertModel {
                             position: SitePosition::Output,
                         }),
                     },
+                    reft_layer: HiddenStateSite::new(i),
                 }
             })
             .collect();
@@ -259,16 +260,18 @@ impl BertModel {
             Some(prompt) => self.prompt_tuning.forward(embedded, prompt),
             None => embedded,
         };
-        let padding = input.attention_mask.and_then(|mask| {
-            let mask = match &prompt {
-                Some(prompt) => prompt.extend_mask(mask),
-                None => mask,
-            };
-            Padding::new(mask, x.dtype())
+        let mask = input.attention_mask.map(|mask| match &prompt {
+            Some(prompt) => prompt.extend_mask(mask),
+            None => mask,
         });
+        let positions = self.intervention_positions(mask.as_ref(), &x);
+        let padding = mask.and_then(|mask| Padding::new(mask, x.dtype()));
         let prefixes = self.prefix_tuning.states(batch);
         for layer in &self.encoder.layer {
             x = layer.forward(x, padding.as_ref(), &prefixes);
+            if let Some(positions) = &positions {
+                x = layer.reft_layer.forward(x, positions);
+            }
         }
         if let Some(prompt) = prompt {
             x = prompt.strip(x);
@@ -284,6 +287,19 @@ impl BertModel {
             last_hidden_state: x,
             pooler_output,
         }
+    }
+}
+
+impl BertModel {
+    /// The positions ReFT counts from, when an intervention is active.
+    fn intervention_positions(
+        &self,
+        mask: Option<&Tensor<2, Int>>,
+        x: &Tensor<3>,
+    ) -> Option<InterventionPositions> {
+        let active = self.encoder.layer.iter().any(|l| l.reft_layer.is_active());
+        let [batch, seq, _] = x.dims();
+        active.then(|| InterventionPositions::new(mask, batch, 0, seq, &x.device()))
     }
 }
 
@@ -344,6 +360,17 @@ impl AdapterHost for BertModel {
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
         Some(&self.prompt_tuning)
+    }
+
+    fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
+        self.encoder.layer.iter().map(|layer| &layer.reft_layer)
+    }
+
+    fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {
+        self.encoder
+            .layer
+            .iter_mut()
+            .map(|layer| &mut layer.reft_layer)
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {

@@ -19,7 +19,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
-use crate::sites::{EmbeddingSite, PromptPlacement};
+use crate::sites::{EmbeddingSite, HiddenStateSite, InterventionPositions, PromptPlacement};
 
 /// One forward's inputs, resolved against the cache.
 pub(crate) struct Step {
@@ -87,6 +87,21 @@ impl Step {
             prompt,
         }
     }
+}
+
+/// The positions ReFT counts from in a forward of `x` after `past` cached positions whose keys'
+/// padding is `key_mask`, when one of `sites` intervenes.
+pub(crate) fn intervention_positions<'a>(
+    mut sites: impl Iterator<Item = &'a HiddenStateSite>,
+    key_mask: &Tensor<2, Int>,
+    past: usize,
+    x: &Tensor<3>,
+) -> Option<InterventionPositions> {
+    let [batch, seq, _] = x.dims();
+    let device = x.device();
+    sites
+        .any(HiddenStateSite::is_active)
+        .then(|| InterventionPositions::new(Some(key_mask), batch, past, seq, &device))
 }
 
 /// Checks that a first forward's prompt, with the input's `seq` positions, fits the context

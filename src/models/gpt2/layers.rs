@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, activation::softmax};
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::LayerCache;
-use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Causal self-attention with one fused query/key/value projection (`attn`).
 #[derive(Module, Debug)]
@@ -125,6 +125,8 @@ pub struct Gpt2Block {
     pub attention_adapters: ResidualSite,
     /// Adapters after the feed-forward block (`output_adapter`).
     pub output_adapters: ResidualSite,
+    /// ReFT interventions on the block's output (AdapterHub's `reft_layer`).
+    pub reft_layer: HiddenStateSite,
 }
 
 impl Gpt2Block {

@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
+    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 impl Gpt2Model {
@@ -128,5 +128,6 @@ fn build_block(config: &Gpt2Config, layer: usize, device: &Device) -> Gpt2Block 
         },
         attention_adapters: residual(SitePosition::Attention),
         output_adapters: residual(SitePosition::Output),
+        reft_layer: HiddenStateSite::new(layer),
     }
 }

@@ -39,10 +39,12 @@ use crate::generation::CausalLm;
 use crate::heads::PredictionHead;
 use crate::methods::dropout;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::models::decoder::{AttentionBias, Step, check_prompt_fits, heads, output_logits};
+use crate::models::decoder::{
+    AttentionBias, Step, check_prompt_fits, heads, intervention_positions, output_logits,
+};
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
+    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 /// A GPT-2 decoder with a language-model head and adapter sites after each attention and
@@ -157,6 +159,8 @@ impl Gpt2Model {
             Some(prompt) => self.prompt_tuning.forward(tokens, prompt),
             None => tokens,
         };
+        let sites = self.h.iter().map(|block| &block.reft_layer);
+        let positions = intervention_positions(sites, &step.key_mask, step.past, &tokens);
         let mut x = dropout(&self.drop, tokens + self.wpe.forward(step.positions));
         let [batch, seq, _] = x.dims();
         let bias = AttentionBias::new(step.key_mask, step.past, seq, [None], x.dtype(), true);
@@ -164,6 +168,9 @@ impl Gpt2Model {
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
             x = block.forward(x, bias.for_window(None), layer_cache, &prefixes);
+            if let Some(positions) = &positions {
+                x = block.reft_layer.forward(x, positions);
+            }
         }
         let x = self.ln_f.forward(x);
         match &step.prompt {
@@ -280,6 +287,18 @@ impl AdapterHost for Gpt2Model {
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
         Some(&self.prompt_tuning)
+    }
+
+    fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
+        self.h.iter().map(|block| &block.reft_layer)
+    }
+
+    fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {
+        self.h.iter_mut().map(|block| &mut block.reft_layer)
+    }
+
+    fn hidden_site_path(&self, layer: usize) -> String {
+        format!("transformer.h.{layer}.reft_layer")
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {

@@ -10,7 +10,7 @@ use super::rope::RopeTables;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::{AttentionBias, LayerCache};
-use crate::sites::{AttentionSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
 
 /// Grouped-query self-attention with rotary positions (`self_attn`).
 #[derive(Module, Debug)]
@@ -142,6 +142,8 @@ pub struct LlamaDecoderLayer {
     pub attention_adapters: ResidualSite,
     /// Adapters after the feed-forward block (`output_adapter`).
     pub output_adapters: ResidualSite,
+    /// ReFT interventions on the layer's output (AdapterHub's `reft_layer`).
+    pub reft_layer: HiddenStateSite,
 }
 
 impl LlamaDecoderLayer {

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
+    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 
 impl LlamaModel {
@@ -116,5 +116,6 @@ fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDeco
         },
         attention_adapters: residual(SitePosition::Attention),
         output_adapters: residual(SitePosition::Output),
+        reft_layer: HiddenStateSite::new(layer),
     }
 }

@@ -43,10 +43,12 @@ use crate::error::Result;
 use crate::generation::CausalLm;
 use crate::heads::PredictionHead;
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
-use crate::models::decoder::{AttentionBias, Step, check_prompt_fits, heads, output_logits};
+use crate::models::decoder::{
+    AttentionBias, Step, check_prompt_fits, heads, intervention_positions, output_logits,
+};
 use crate::sites::{
-    AttentionSite, EmbeddingSite, LinearLocation, LinearPosition, LinearSite, NamedModules,
-    PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
+    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
 };
 use rope::Rope;
 
@@ -162,6 +164,8 @@ impl LlamaModel {
             None => embedded,
         };
         let [batch, seq, _] = x.dims();
+        let sites = self.layers.iter().map(|layer| &layer.reft_layer);
+        let positions = intervention_positions(sites, &step.key_mask, step.past, &x);
         let rope = self.rope.tables(step.positions, x.dtype());
         let windows = self.layers.iter().map(|layer| layer.self_attn.window);
         let bias = AttentionBias::new(step.key_mask, step.past, seq, windows, x.dtype(), false);
@@ -169,6 +173,9 @@ impl LlamaModel {
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
             x = layer.forward(x, &rope, &bias, layer_cache, &prefixes);
+            if let Some(positions) = &positions {
+                x = layer.reft_layer.forward(x, positions);
+            }
         }
         let x = self.norm.forward(x);
         match &step.prompt {
@@ -298,6 +305,18 @@ impl AdapterHost for LlamaModel {
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
         Some(&self.prompt_tuning)
+    }
+
+    fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
+        self.layers.iter().map(|layer| &layer.reft_layer)
+    }
+
+    fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {
+        self.layers.iter_mut().map(|layer| &mut layer.reft_layer)
+    }
+
+    fn hidden_site_path(&self, layer: usize) -> String {
+        format!("model.layers.{layer}.reft_layer")
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {

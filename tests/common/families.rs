@@ -1,0 +1,80 @@
+//! The fixture hosts (BERT, Llama, GPT-2) behind one trait, for the suites that run every
+//! method on each of them.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use burn_adapters::AdapterModel;
+use burn_adapters::models::bert::BertModel;
+use burn_adapters::models::gpt2::Gpt2Model;
+use burn_adapters::models::llama::LlamaModel;
+
+use super::decoder::{at_tokens, decoder_inputs};
+use super::{base_model, fixture_inputs, fixtures, max_abs_diff_tensors, read_tensor};
+
+/// A host of the fixtures: how to load its base and run the fixture inputs.
+pub trait Family: AdapterModel {
+    const NAME: &'static str;
+    /// The key of the output in `expected.safetensors`.
+    const OUTPUT: &'static str;
+    fn base(device: &Device) -> Self;
+    fn output(&self, device: &Device) -> Tensor<3>;
+}
+
+impl Family for BertModel {
+    const NAME: &'static str = "bert";
+    const OUTPUT: &'static str = "last_hidden_state";
+    fn base(device: &Device) -> Self {
+        base_model(device)
+    }
+    fn output(&self, device: &Device) -> Tensor<3> {
+        self.forward(fixture_inputs(device)).last_hidden_state
+    }
+}
+
+impl Family for LlamaModel {
+    const NAME: &'static str = "llama";
+    const OUTPUT: &'static str = "logits";
+    fn base(device: &Device) -> Self {
+        LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), device).unwrap()
+    }
+    fn output(&self, device: &Device) -> Tensor<3> {
+        self.try_forward(decoder_inputs(device)).unwrap()
+    }
+}
+
+impl Family for Gpt2Model {
+    const NAME: &'static str = "gpt2";
+    const OUTPUT: &'static str = "logits";
+    fn base(device: &Device) -> Self {
+        Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), device).unwrap()
+    }
+    fn output(&self, device: &Device) -> Tensor<3> {
+        self.try_forward(decoder_inputs(device)).unwrap()
+    }
+}
+
+/// max |Δ| of `output` against `key` of `file`, over the real tokens for decoders (the padded
+/// rows' logits at padding are not compared, as in the decoder suite).
+pub fn deviation<F: Family>(output: Tensor<3>, file: &Path, key: &str, device: &Device) -> f64 {
+    let output = match F::OUTPUT {
+        "logits" => at_tokens(output, &decoder_inputs(device)),
+        _ => output,
+    };
+    let (shape, expected) = read_tensor(file, key);
+    assert_eq!(output.dims().to_vec(), shape, "{file:?} {key}");
+    let expected = Tensor::<1>::from_floats(
+        expected
+            .iter()
+            .map(|v| *v as f32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        device,
+    )
+    .reshape([shape[0], shape[1], shape[2]]);
+    let expected = match F::OUTPUT {
+        "logits" => at_tokens(expected, &decoder_inputs(device)),
+        _ => expected,
+    };
+    max_abs_diff_tensors(output, expected)
+}
