@@ -70,7 +70,8 @@ def record_subtract_projection(model, name, case_dir):
 
 def keep_orthogonal_columns(model, name):
     """torch's orthogonal map multiplies column i by `int(original[i, i])`: a diagonal entry perturbed into (-1, 1)
-    truncates to 0 and silences the projection. Keep the diagonal in (-1.3, -1]."""
+    truncates to 0 and silences the projection (burn-adapters takes the sign instead). Keep the diagonal in
+    (-1.3, -1], where both agree."""
     with torch.no_grad():
         for n, p in model.named_parameters():
             if ".refts.{}.".format(name) in n and n.endswith("parametrizations.weight.original"):

@@ -34,7 +34,13 @@ impl OrthogonalWeight {
     /// The orthonormal-rowed matrix, `[r, hidden]`, as torch computes it: with `X = originalᵀ`
     /// and `A` its strictly lower part, `Q = H₁⋯H_r I[:, :r]` for the Householder reflections
     /// `Hᵢ = I − τᵢ vᵢ vᵢᵀ` (`vᵢ = A[:, i] + eᵢ`, `τᵢ = 2 / (1 + ‖A[:, i]‖²)`), each column
-    /// times `trunc(X[i, i])`, then `base · Q`, transposed back.
+    /// times the sign of `X[i, i]`, then `base · Q`, transposed back.
+    ///
+    /// torch multiplies by `X[i, i].int()` instead: the diagonal starts at exactly −1 and gets no
+    /// gradient, but weight decay moves it into (−1, 0), where the truncation zeroes the row
+    /// (one AdamW step with weight decay silences a torch LoReFT). The sign is what the factor
+    /// is for; the two agree on every diagonal in (−2, −1] ∪ [1, 2), which is where torch
+    /// training without weight decay keeps it.
     pub fn weight(&self) -> Tensor<2> {
         let x = self.original.val().transpose();
         let [hidden, r] = x.dims();
@@ -55,10 +61,8 @@ impl OrthogonalWeight {
             let projection = vi.clone().transpose().matmul(q.clone());
             q = q - vi.matmul(projection) * ti;
         }
-        // torch multiplies by `X.diagonal().int()`: truncation toward zero, no gradient.
         let diagonal = (x.detach() * eye).sum_dim(0);
-        let truncated = diagonal.clone().abs().floor() * diagonal.sign();
-        let q = q * truncated;
+        let q = q * diagonal.sign();
         self.base.val().detach().matmul(q).transpose()
     }
 }

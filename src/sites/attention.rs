@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::module::{
-    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::NamedModules;
 use super::prefix::PrefixStates;
@@ -370,62 +367,4 @@ impl PrefixedKeyValues {
     }
 }
 
-impl Module for AttentionSite {
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        self.gates.collect_devices(devices)
-    }
-
-    fn fork(self, device: &Device) -> Self {
-        Self {
-            gates: self.gates.fork(device),
-            ..self
-        }
-    }
-
-    fn to_device(self, device: &Device) -> Self {
-        Self {
-            gates: self.gates.to_device(device),
-            ..self
-        }
-    }
-
-    fn train(self) -> Self {
-        Self {
-            gates: self.gates.train(),
-            ..self
-        }
-    }
-
-    fn valid(&self) -> Self {
-        Self {
-            gates: self.gates.valid(),
-            ..self.clone()
-        }
-    }
-
-    fn materialize(self) -> Self {
-        Self {
-            gates: self.gates.materialize(),
-            ..self
-        }
-    }
-
-    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        self.gates.visit(visitor);
-    }
-
-    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
-        Self {
-            gates: self.gates.map(mapper),
-            ..self
-        }
-    }
-}
-
-impl ModuleDisplayDefault for AttentionSite {
-    fn content(&self, content: Content) -> Option<Content> {
-        self.gates.content(content)
-    }
-}
-
-impl ModuleDisplay for AttentionSite {}
+container_site_module!(AttentionSite, gates);

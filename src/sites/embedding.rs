@@ -2,11 +2,8 @@
 
 use std::sync::Arc;
 
-use burn::module::{
-    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-};
 use burn::tensor::kind::Basic;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::NamedModules;
 use crate::composition::ActivePlan;
@@ -285,62 +282,4 @@ fn concat<const D: usize, K: Basic>(parts: Vec<Option<Tensor<D, K>>>) -> Tensor<
     }
 }
 
-impl Module for EmbeddingSite {
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        self.prompts.collect_devices(devices)
-    }
-
-    fn fork(self, device: &Device) -> Self {
-        Self {
-            prompts: self.prompts.fork(device),
-            ..self
-        }
-    }
-
-    fn to_device(self, device: &Device) -> Self {
-        Self {
-            prompts: self.prompts.to_device(device),
-            ..self
-        }
-    }
-
-    fn train(self) -> Self {
-        Self {
-            prompts: self.prompts.train(),
-            ..self
-        }
-    }
-
-    fn valid(&self) -> Self {
-        Self {
-            prompts: self.prompts.valid(),
-            ..self.clone()
-        }
-    }
-
-    fn materialize(self) -> Self {
-        Self {
-            prompts: self.prompts.materialize(),
-            ..self
-        }
-    }
-
-    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        self.prompts.visit(visitor);
-    }
-
-    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
-        Self {
-            prompts: self.prompts.map(mapper),
-            ..self
-        }
-    }
-}
-
-impl ModuleDisplayDefault for EmbeddingSite {
-    fn content(&self, content: Content) -> Option<Content> {
-        self.prompts.content(content)
-    }
-}
-
-impl ModuleDisplay for EmbeddingSite {}
+container_site_module!(EmbeddingSite, prompts);

@@ -2,9 +2,6 @@
 
 use std::sync::Arc;
 
-use burn::module::{
-    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::NamedModules;
@@ -200,62 +197,4 @@ impl HiddenStateSite {
     }
 }
 
-impl Module for HiddenStateSite {
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        self.refts.collect_devices(devices)
-    }
-
-    fn fork(self, device: &Device) -> Self {
-        Self {
-            refts: self.refts.fork(device),
-            ..self
-        }
-    }
-
-    fn to_device(self, device: &Device) -> Self {
-        Self {
-            refts: self.refts.to_device(device),
-            ..self
-        }
-    }
-
-    fn train(self) -> Self {
-        Self {
-            refts: self.refts.train(),
-            ..self
-        }
-    }
-
-    fn valid(&self) -> Self {
-        Self {
-            refts: self.refts.valid(),
-            ..self.clone()
-        }
-    }
-
-    fn materialize(self) -> Self {
-        Self {
-            refts: self.refts.materialize(),
-            ..self
-        }
-    }
-
-    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        self.refts.visit(visitor);
-    }
-
-    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
-        Self {
-            refts: self.refts.map(mapper),
-            ..self
-        }
-    }
-}
-
-impl ModuleDisplayDefault for HiddenStateSite {
-    fn content(&self, content: Content) -> Option<Content> {
-        self.refts.content(content)
-    }
-}
-
-impl ModuleDisplay for HiddenStateSite {}
+container_site_module!(HiddenStateSite, refts);

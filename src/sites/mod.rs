@@ -5,6 +5,73 @@
 //! embedded input (prompt tuning); a [`HiddenStateSite`] intervenes on a layer's output at
 //! chosen positions (ReFT).
 
+/// `Module` and `ModuleDisplay` for a site whose parameters all sit in one keyed container field:
+/// the container is visited in the site's place, so its entries appear under the site's own
+/// field name in the host (`prefix_tuning.<name>...`).
+macro_rules! container_site_module {
+    ($site:ty, $field:ident) => {
+        impl burn::module::Module for $site {
+            fn collect_devices(&self, devices: burn::module::Devices) -> burn::module::Devices {
+                self.$field.collect_devices(devices)
+            }
+
+            fn fork(self, device: &burn::tensor::Device) -> Self {
+                Self {
+                    $field: self.$field.fork(device),
+                    ..self
+                }
+            }
+
+            fn to_device(self, device: &burn::tensor::Device) -> Self {
+                Self {
+                    $field: self.$field.to_device(device),
+                    ..self
+                }
+            }
+
+            fn train(self) -> Self {
+                Self {
+                    $field: self.$field.train(),
+                    ..self
+                }
+            }
+
+            fn valid(&self) -> Self {
+                Self {
+                    $field: self.$field.valid(),
+                    ..self.clone()
+                }
+            }
+
+            fn materialize(self) -> Self {
+                Self {
+                    $field: self.$field.materialize(),
+                    ..self
+                }
+            }
+
+            fn visit<V: burn::module::ModuleVisitor>(&self, visitor: &mut V) {
+                self.$field.visit(visitor);
+            }
+
+            fn map<M: burn::module::ModuleMapper>(self, mapper: &mut M) -> Self {
+                Self {
+                    $field: self.$field.map(mapper),
+                    ..self
+                }
+            }
+        }
+
+        impl burn::module::ModuleDisplayDefault for $site {
+            fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+                self.$field.content(content)
+            }
+        }
+
+        impl burn::module::ModuleDisplay for $site {}
+    };
+}
+
 mod attention;
 mod embedding;
 mod hidden;

@@ -3,9 +3,6 @@
 
 use std::sync::Arc;
 
-use burn::module::{
-    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::NamedModules;
@@ -163,62 +160,4 @@ impl PrefixStates {
     }
 }
 
-impl Module for PrefixPool {
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        self.prefixes.collect_devices(devices)
-    }
-
-    fn fork(self, device: &Device) -> Self {
-        Self {
-            prefixes: self.prefixes.fork(device),
-            ..self
-        }
-    }
-
-    fn to_device(self, device: &Device) -> Self {
-        Self {
-            prefixes: self.prefixes.to_device(device),
-            ..self
-        }
-    }
-
-    fn train(self) -> Self {
-        Self {
-            prefixes: self.prefixes.train(),
-            ..self
-        }
-    }
-
-    fn valid(&self) -> Self {
-        Self {
-            prefixes: self.prefixes.valid(),
-            ..self.clone()
-        }
-    }
-
-    fn materialize(self) -> Self {
-        Self {
-            prefixes: self.prefixes.materialize(),
-            ..self
-        }
-    }
-
-    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        self.prefixes.visit(visitor);
-    }
-
-    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
-        Self {
-            prefixes: self.prefixes.map(mapper),
-            ..self
-        }
-    }
-}
-
-impl ModuleDisplayDefault for PrefixPool {
-    fn content(&self, content: Content) -> Option<Content> {
-        self.prefixes.content(content)
-    }
-}
-
-impl ModuleDisplay for PrefixPool {}
+container_site_module!(PrefixPool, prefixes);

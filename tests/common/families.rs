@@ -9,7 +9,9 @@ use burn_adapters::models::bert::BertModel;
 use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::LlamaModel;
 
-use super::decoder::{at_tokens, decoder_inputs};
+use burn_adapters::generation::{CausalLm, GenerationConfig, generate};
+
+use super::decoder::{at_tokens, decoder_inputs, reference_tokens};
 use super::{base_model, fixture_inputs, fixtures, max_abs_diff_tensors, read_tensor};
 
 /// A host of the fixtures: how to load its base and run the fixture inputs.
@@ -77,4 +79,45 @@ pub fn deviation<F: Family>(output: Tensor<3>, file: &Path, key: &str, device: &
         _ => expected,
     };
     max_abs_diff_tensors(output, expected)
+}
+
+/// Where `tools/check_rust_adapters.py` (BERT) and `check_rust_decoder_adapters.py` (the
+/// decoders) read `F`'s Rust-saved adapters below an export directory.
+pub fn export_dir<F: Family>(root: &Path) -> std::path::PathBuf {
+    match F::NAME {
+        "bert" => root.join("bert"),
+        family => root.join("decoder").join(family),
+    }
+}
+
+/// Saves `model`'s active adapter `name` to `out`, checks that a fresh base reloads it with
+/// the same output, and writes that output to `out/expected.safetensors` for the Python
+/// checkers.
+pub fn save_and_reload<F: Family>(model: &F, name: &str, out: &Path, device: &Device) {
+    model.save_adapter(out, name).unwrap();
+    let mut reloaded = F::base(device);
+    reloaded.load_adapter(out).unwrap();
+    reloaded.set_active_adapters(name).unwrap();
+    let before = model.output(device);
+    let dims = before.dims();
+    let before = super::values(before);
+    let after = super::values(reloaded.output(device));
+    assert_eq!(before, after, "{} {name}", F::NAME);
+    super::write_f32(&out.join("expected.safetensors"), F::OUTPUT, &before, &dims);
+}
+
+/// Greedy generation through the KV cache with the adapter in `dir` active equals the fixture's
+/// `generated` (transformers + adapters recomputing every step).
+pub fn generates_as_reference<F: Family + CausalLm>(dir: &Path, device: &Device) {
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let mut model = F::base(device);
+    model.load_adapter(dir).unwrap();
+    model.set_active_adapters(name).unwrap();
+    let config = GenerationConfig::new(20)
+        .with_stop_tokens(vec![2])
+        .with_pad_token_id(0);
+    let input = decoder_inputs(device);
+    let (ids, mask) = (input.input_ids, input.attention_mask.unwrap());
+    let tokens = generate(&model, ids, mask, &config, |_, _| {}).unwrap();
+    assert_eq!(tokens, reference_tokens(dir), "{} {name}", F::NAME);
 }
