@@ -192,3 +192,39 @@ fn bad_reft_configs_and_setups_are_errors() {
     }
     model.set_active_adapters("Stack[r, b]").unwrap();
 }
+
+/// On burn's `TransformerEncoder` (one layer, no AdapterHub counterpart), the intervention is
+/// the closed form at the prefix positions and nothing elsewhere.
+#[test]
+fn an_encoder_intervention_is_the_closed_form() {
+    use burn::nn::transformer::TransformerEncoderConfig;
+    use burn::tensor::{Distribution, Tensor};
+    use burn_adapters::models::encoder::{AdapterTransformerEncoder, TransformerEncoderInput};
+    let device = device();
+    let encoder = TransformerEncoderConfig::new(16, 32, 4, 1)
+        .with_dropout(0.0)
+        .init(&device);
+    let mut model = AdapterTransformerEncoder::from_encoder(encoder);
+    let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+    let plain = model.forward(TransformerEncoderInput::new(x.clone()));
+    let config = AdapterConfig::load("noreft[r=2,prefix_positions=2,dropout=0.0]").unwrap();
+    model.add_adapter("r", config).unwrap();
+    model.set_active_adapters("r").unwrap();
+    let out = model.forward(TransformerEncoderInput::new(x));
+    let unit = &model
+        .hidden_sites()
+        .next()
+        .unwrap()
+        .refts()
+        .get("r")
+        .unwrap()
+        .units[0];
+    let h = plain.clone().narrow(1, 0, 2);
+    let r = unit.projection.weight();
+    let source = unit.learned_source.forward(h.clone())
+        - h.clone().matmul(r.clone().transpose().unsqueeze());
+    let expected = h + source.matmul(r.unsqueeze());
+    let d = max_abs_diff_tensors(out.clone().narrow(1, 0, 2), expected);
+    assert!(d <= 1e-5, "intervened positions: max |Δ| {d}");
+    assert_eq!(values(out.narrow(1, 2, 3)), values(plain.narrow(1, 2, 3)));
+}

@@ -11,8 +11,8 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::methods::dropout;
 use crate::sites::{
-    AttentionSite, LinearLocation, LinearPosition, LinearSite, PrefixStates, ResidualSite,
-    SiteLocation, SitePosition,
+    AttentionSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite, PrefixStates,
+    ResidualSite, SiteLocation, SitePosition,
 };
 
 /// burn's [`MultiHeadAttention`] with its query, key and value projections as LoRA sites.
@@ -187,6 +187,8 @@ pub struct AdapterEncoderLayer {
     pub attention_adapters: ResidualSite,
     /// Adapters after the FFN (`output_adapter`).
     pub output_adapters: ResidualSite,
+    /// ReFT interventions on the layer's output.
+    pub reft_layer: HiddenStateSite,
 }
 
 impl AdapterEncoderLayer {
@@ -206,6 +208,7 @@ impl AdapterEncoderLayer {
             norm_first: layer.norm_first,
             attention_adapters: site(SitePosition::Attention),
             output_adapters: site(SitePosition::Output),
+            reft_layer: HiddenStateSite::new(index),
         }
     }
 

@@ -19,7 +19,9 @@ use burn::tensor::{Bool, Device, Tensor};
 use crate::config::{check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
 use crate::model::{AdapterHost, AdapterRegistry};
-use crate::sites::{AttentionSite, LinearSite, PrefixPool, ResidualSite};
+use crate::sites::{
+    AttentionSite, HiddenStateSite, InterventionPositions, LinearSite, PrefixPool, ResidualSite,
+};
 
 /// The configuration of an [`AdapterTransformerEncoder`]: burn's encoder config, checked before
 /// the encoder is built.
@@ -203,9 +205,22 @@ impl AdapterTransformerEncoder {
         } else {
             (tensor, mask_pad, mask_attn)
         };
-        let prefixes = self.prefix_tuning.states(x.dims()[0]);
+        let [batch, seq, _] = x.dims();
+        let prefixes = self.prefix_tuning.states(batch);
+        let positions = self
+            .layers
+            .iter()
+            .any(|layer| layer.reft_layer.is_active())
+            .then(|| {
+                let tokens = mask_pad.clone().map(|pad| pad.bool_not().int());
+                InterventionPositions::new(tokens.as_ref(), batch, 0, seq, &x.device())
+            });
         self.layers.iter().fold(x, |x, layer| {
-            layer.forward(x, mask_pad.clone(), mask_attn.clone(), &prefixes)
+            let x = layer.forward(x, mask_pad.clone(), mask_attn.clone(), &prefixes);
+            match &positions {
+                Some(positions) => layer.reft_layer.forward(x, positions),
+                None => x,
+            }
         })
     }
 
@@ -303,6 +318,14 @@ impl AdapterHost for AdapterTransformerEncoder {
         self.layers
             .iter_mut()
             .map(|layer| &mut layer.mha.prefix_tuning)
+    }
+
+    fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
+        self.layers.iter().map(|layer| &layer.reft_layer)
+    }
+
+    fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {
+        self.layers.iter_mut().map(|layer| &mut layer.reft_layer)
     }
 
     fn registry(&self) -> &AdapterRegistry {
