@@ -129,7 +129,7 @@ fn unknown_unsupported_and_malformed_specs() {
         matches!(AdapterConfig::load("no_such_preset"), Err(Error::UnknownConfig(n)) if n == "no_such_preset")
     );
     assert!(matches!(
-        AdapterConfig::load("loreft"),
+        AdapterConfig::load("seq_bn_inv"),
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(

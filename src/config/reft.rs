@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(json, expected);
         let direft = serde_json::to_value(ReftConfig::direft()).unwrap();
         assert_eq!(direft["subtract_projection"], false);
-        let back: ReftConfig = serde_json::from_value(direft).unwrap();
-        assert_eq!(back, ReftConfig::direft());
+        let back = super::super::AdapterConfig::from_json(&direft).unwrap();
+        assert_eq!(back, ReftConfig::direft().into());
     }
 }
