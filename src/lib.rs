@@ -3,9 +3,9 @@
 //! # burn-adapters
 //!
 //! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
-//! named bottleneck adapters (Pfeiffer, Houlsby, parallel), LoRA and IA3 that you add to a
-//! transformer, train while the base model stays frozen, switch, merge, and save in AdapterHub's
-//! (or, for LoRA, Hugging Face PEFT's) file format.
+//! named bottleneck adapters (Pfeiffer, Houlsby, parallel), LoRA and IA3, prefix and prompt
+//! tuning and ReFT that you add to a transformer, train while the base model stays frozen,
+//! switch, merge, and save in AdapterHub's (or, for LoRA, Hugging Face PEFT's) file format.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -39,7 +39,9 @@
 //! 6. `methods`: the adapter modules and their forward math.
 //! 7. `heads`: prediction heads.
 //! 8. `sites`: where methods act inside a host ([`sites::ResidualSite`] at residual blocks,
-//!    [`sites::LinearSite`] in projections).
+//!    [`sites::LinearSite`] in projections, [`sites::AttentionSite`] and [`sites::PrefixPool`]
+//!    for key/value prefixes, [`sites::EmbeddingSite`] for prompts, [`sites::HiddenStateSite`]
+//!    for ReFT interventions).
 //! 9. `io`: file formats as plain values (AdapterHub's and PEFT's directories); no modules, no
 //!    hosts.
 //! 10. `model`: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;

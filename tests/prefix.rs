@@ -446,3 +446,46 @@ fn bad_prefix_configs_and_setups_are_errors_naming_the_field() {
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
 }
+
+/// `average_adapter` (linear, AdapterHub's only strategy for these methods) sums every
+/// parameter with the weights: prefix MLPs and gates, prompts and ReFT units alike.
+#[test]
+fn linear_averages_of_prefixes_prompts_and_refts_are_weighted_sums() {
+    use burn_adapters::model::AverageStrategy;
+    let device = device();
+    for spec in [
+        "prefix_tuning[prefix_length=2,bottleneck_size=4,use_gating=True]",
+        "prompt_tuning[prompt_length=3]",
+        "loreft[r=2]",
+    ] {
+        let mut model = BertModel::base(&device);
+        // one config (average_adapter asks for it); the device's stream draws different values
+        for name in ["a", "b"] {
+            model
+                .add_adapter(name, AdapterConfig::load(spec).unwrap())
+                .unwrap();
+        }
+        model
+            .average_adapter("avg", &[("a", 0.3), ("b", 0.7)], AverageStrategy::Linear)
+            .unwrap();
+        let params = snapshot(&model);
+        let of = |name: &str| {
+            let marker = format!(".{name}.");
+            let mut found: Vec<(String, Vec<f32>)> = params
+                .iter()
+                .filter(|(path, _)| path.contains(&marker))
+                .map(|(path, v)| (path.replacen(&marker, "._.", 1), v.clone()))
+                .collect();
+            found.sort_by(|x, y| x.0.cmp(&y.0));
+            found
+        };
+        let (a, b, avg) = (of("a"), of("b"), of("avg"));
+        assert!(!avg.is_empty() && avg.len() == a.len(), "{spec}: {avg:?}");
+        for (((path, a), (_, b)), (_, got)) in a.iter().zip(&b).zip(&avg) {
+            for ((a, b), got) in a.iter().zip(b).zip(got) {
+                let want = 0.3 * a + 0.7 * b;
+                assert!((got - want).abs() <= 1e-6, "{spec} {path}: {got} vs {want}");
+            }
+        }
+    }
+}

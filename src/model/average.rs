@@ -5,10 +5,10 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::AdapterModel;
-use super::build::{AdapterModules, build_modules, device_of, install};
+use super::build::{AdapterModules, PrefixModules, build_modules, device_of, install};
 use crate::config::{AdapterConfig, CompositionMode, LinearPosition};
 use crate::error::{Error, Result};
-use crate::methods::{Bottleneck, LoRA, PrefixGate, PrefixTuning, PromptTuning, ReftModule};
+use crate::methods::LoRA;
 use crate::names::validate_name;
 
 /// How [`AdapterModel::average_adapter`] combines adapters.
@@ -43,23 +43,30 @@ pub(crate) fn average_adapter<M: AdapterModel>(
     let config = averaged_config(model, sources, strategy)?;
     check_fused_sources(model, sources, strategy)?;
     let modules = build_modules(model, &config, Some(0))?;
-    let weights: Vec<f64> = sources.iter().map(|(_, w)| *w).collect();
+    let modules = average_modules(model, modules, sources, strategy)?;
+    install(model, name, config, modules, None);
+    Ok(())
+}
+
+/// `modules` (built for the averaged config) with every parameter combined from the sources'
+/// modules at the same place.
+fn average_modules<M: AdapterModel>(
+    model: &M,
+    modules: AdapterModules,
+    sources: &[(&str, f64)],
+    strategy: AverageStrategy,
+) -> Result<AdapterModules> {
     let residual = modules
         .residual
         .into_iter()
         .zip(model.residual_sites())
         .map(|(module, site)| {
-            module.map(|module| {
-                let found: Vec<ParamValues> = sources
-                    .iter()
-                    .filter_map(|(n, _)| site.adapters().get(*n).map(values_of::<Bottleneck>))
-                    .collect();
-                replaced(module, weighted_sum(&found, &weights, |_| false))
-            })
+            module.map(|m| linear_average(m, sources, |n| site.adapters().get(n)))
         })
         .collect();
     // The SVD runs on the model's backend without gradient tracking.
     let host = device_of(model)?.without_autodiff();
+    let weights: Vec<f64> = sources.iter().map(|(_, w)| *w).collect();
     let linear = modules
         .linear
         .into_iter()
@@ -76,56 +83,57 @@ pub(crate) fn average_adapter<M: AdapterModel>(
             Ok(Some(replaced(module, averaged)))
         })
         .collect::<Result<_>>()?;
-    let prefix = modules.prefix.map(|mut prefix| {
-        let pool = model.prefix_pool().map(|pool| pool.prefixes());
-        let found: Vec<ParamValues> = sources
-            .iter()
-            .filter_map(|(n, _)| pool.and_then(|p| p.get(*n)).map(values_of::<PrefixTuning>))
-            .collect();
-        prefix.module = replaced(prefix.module, weighted_sum(&found, &weights, |_| false));
-        for (placed, site) in prefix.sites.iter_mut().zip(model.attention_sites()) {
-            if let Some((_, Some(gate))) = placed {
-                let found: Vec<ParamValues> = sources
-                    .iter()
-                    .filter_map(|(n, _)| site.gates().get(*n).map(values_of::<PrefixGate>))
-                    .collect();
-                *gate = replaced(gate.clone(), weighted_sum(&found, &weights, |_| false));
-            }
-        }
-        prefix
-    });
-    let prompt = modules.prompt.map(|prompt| {
-        let site = model.embedding_site().map(|site| site.prompts());
-        let found: Vec<ParamValues> = sources
-            .iter()
-            .filter_map(|(n, _)| site.and_then(|s| s.get(*n)).map(values_of::<PromptTuning>))
-            .collect();
-        replaced(prompt, weighted_sum(&found, &weights, |_| false))
-    });
+    let prefix = modules
+        .prefix
+        .map(|prefix| average_prefix(model, prefix, sources));
+    let prompts = model.embedding_site().map(|site| site.prompts());
+    let prompt = modules
+        .prompt
+        .map(|m| linear_average(m, sources, |n| prompts.and_then(|p| p.get(n))));
     // AdapterHub averages every tensor of the state dict, an orthogonal projection's base too.
     let reft = modules
         .reft
         .into_iter()
         .zip(model.hidden_sites())
-        .map(|(module, site)| {
-            module.map(|module| {
-                let found: Vec<ParamValues> = sources
-                    .iter()
-                    .filter_map(|(n, _)| site.refts().get(*n).map(values_of::<ReftModule>))
-                    .collect();
-                replaced(module, weighted_sum(&found, &weights, |_| false))
-            })
-        })
+        .map(|(module, site)| module.map(|m| linear_average(m, sources, |n| site.refts().get(n))))
         .collect();
-    let modules = AdapterModules {
+    Ok(AdapterModules {
         residual,
         linear,
         prefix,
         prompt,
         reft,
-    };
-    install(model, name, config, modules, None);
-    Ok(())
+    })
+}
+
+/// A prefix module and its gates averaged linearly (the only way AdapterHub averages prefixes).
+fn average_prefix<M: AdapterModel>(
+    model: &M,
+    mut prefix: PrefixModules,
+    sources: &[(&str, f64)],
+) -> PrefixModules {
+    let pool = model.prefix_pool().map(|pool| pool.prefixes());
+    prefix.module = linear_average(prefix.module, sources, |n| pool.and_then(|p| p.get(n)));
+    for (placed, site) in prefix.sites.iter_mut().zip(model.attention_sites()) {
+        if let Some((_, Some(gate))) = placed {
+            *gate = linear_average(gate.clone(), sources, |n| site.gates().get(n));
+        }
+    }
+    prefix
+}
+
+/// `module` with every parameter the weighted sum of those of the sources' modules that
+/// `lookup` finds (AdapterHub's `linear`).
+fn linear_average<'a, T: Module + 'a>(
+    module: T,
+    sources: &[(&str, f64)],
+    lookup: impl Fn(&str) -> Option<&'a T>,
+) -> T {
+    let (found, weights): (Vec<ParamValues>, Vec<f64>) = sources
+        .iter()
+        .filter_map(|(n, w)| lookup(n).map(|m| (values_of(m), *w)))
+        .unzip();
+    replaced(module, weighted_sum(&found, &weights, |_| false))
 }
 
 /// The sources' shared config, with the rank of `LoraDeltaWSvd`; checks weights and strategy.

@@ -240,49 +240,76 @@ impl AttentionSite {
         let [_, heads, _, head_dim] = groups
             .iter()
             .find_map(|(_, p)| p.as_ref().map(|[k, _]| k.dims()))?;
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        let mut pads = Vec::new();
-        for (rows, prefix) in groups {
-            let length = prefix.as_ref().map_or(0, |[k, _]| k.dims()[2]);
-            let pad = longest - length;
-            let zeros = || Tensor::<4>::zeros([rows, heads, pad, head_dim], &device);
-            let (k, v) = match prefix {
-                Some([k, v]) if pad == 0 => (k, v),
-                Some([k, v]) => (
-                    Tensor::cat(vec![zeros().cast(k.dtype()), k], 2),
-                    Tensor::cat(vec![zeros().cast(v.dtype()), v], 2),
-                ),
-                None => (zeros(), zeros()),
-            };
-            keys.push(k);
-            values.push(v);
-            pads.push((rows, pad));
-        }
-        let restore = |t: Tensor<4>| match &routing.restore {
-            Some(order) => t.select(0, indices(order)),
-            None => t,
-        };
-        let padding = pads.iter().any(|(_, pad)| *pad > 0).then(|| {
-            let mask: Vec<bool> = pads
-                .iter()
-                .flat_map(|&(rows, pad)| {
-                    (0..rows).flat_map(move |_| (0..longest).map(move |p| p < pad))
-                })
-                .collect();
-            let batch = mask.len() / longest;
-            let mask =
-                Tensor::<2, Bool>::from_data(TensorData::new(mask, [batch, longest]), &device);
-            match &routing.restore {
-                Some(order) => mask.select(0, indices(order)),
-                None => mask,
-            }
-        });
+        let shape = [heads, longest, head_dim];
+        let (padded, pads): (Vec<[Tensor<4>; 2]>, Vec<(usize, usize)>) = groups
+            .into_iter()
+            .map(|(rows, prefix)| left_padded(prefix, rows, shape, &device))
+            .unzip();
+        let (keys, values): (Vec<_>, Vec<_>) = padded.into_iter().map(|[k, v]| (k, v)).unzip();
+        let padding = missing_positions(&pads, longest, &device);
         Some((
-            restore(Tensor::cat(keys, 0)),
-            restore(Tensor::cat(values, 0)),
-            padding,
+            in_batch_order(Tensor::cat(keys, 0), routing),
+            in_batch_order(Tensor::cat(values, 0), routing),
+            padding.map(|mask| in_batch_order(mask, routing)),
         ))
+    }
+}
+
+/// A row group's prefix keys and values padded on the left with zeros to `[rows, heads,
+/// longest, head_dim]` (all zeros without a prefix), and `(rows, padded positions)`.
+fn left_padded(
+    prefix: Option<[Tensor<4>; 2]>,
+    rows: usize,
+    [heads, longest, head_dim]: [usize; 3],
+    device: &burn::tensor::Device,
+) -> ([Tensor<4>; 2], (usize, usize)) {
+    let length = prefix.as_ref().map_or(0, |[k, _]| k.dims()[2]);
+    let pad = longest - length;
+    let zeros = || Tensor::<4>::zeros([rows, heads, pad, head_dim], device);
+    let padded = match prefix {
+        Some(prefix) if pad == 0 => prefix,
+        Some(prefix) => prefix.map(|t| {
+            let dtype = t.dtype();
+            Tensor::cat(vec![zeros().cast(dtype), t], 2)
+        }),
+        None => [zeros(), zeros()],
+    };
+    (padded, (rows, pad))
+}
+
+/// `true` at each row's padded prefix positions, `[rows, longest]` in the groups' order;
+/// `None` when no row is padded.
+fn missing_positions(
+    pads: &[(usize, usize)],
+    longest: usize,
+    device: &burn::tensor::Device,
+) -> Option<Tensor<2, Bool>> {
+    if pads.iter().all(|(_, pad)| *pad == 0) {
+        return None;
+    }
+    let mask: Vec<bool> = pads
+        .iter()
+        .flat_map(|&(rows, pad)| (0..rows).flat_map(move |_| (0..longest).map(move |p| p < pad)))
+        .collect();
+    let batch = mask.len() / longest;
+    Some(Tensor::from_data(
+        TensorData::new(mask, [batch, longest]),
+        device,
+    ))
+}
+
+/// `t` (rows in the groups' order) in the batch's row order.
+fn in_batch_order<const D: usize, K: burn::tensor::kind::Basic>(
+    t: Tensor<D, K>,
+    routing: &Routing,
+) -> Tensor<D, K> {
+    match &routing.restore {
+        Some(order) => {
+            let data = TensorData::new(order.clone(), [order.len()]);
+            let device = t.device();
+            t.select(0, Tensor::<1, Int>::from_data(data, &device))
+        }
+        None => t,
     }
 }
 

@@ -25,7 +25,7 @@ impl KvCache {
         Self::default()
     }
 
-    /// How many positions are cached.
+    /// How many positions are cached (an active prompt's included: it sits in the first ones).
     pub fn len(&self) -> usize {
         self.mask.as_ref().map_or(0, |mask| mask.dims()[1])
     }
