@@ -9,6 +9,7 @@ case "$target" in
     # a config selector byte, then a real adapter file
     { printf '\000'; cat $fx/bn/seq_bn/adapter.safetensors; } > "$dir/seq_bn"
     { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union"
+    { printf '\004'; cat $fx/invertible/bert/glow/adapter.safetensors; } > "$dir/glow"
     # a prefix tuning's tensors (the fixture holds AdapterHub's .bin): zeros of the names and shapes
     # its cases.json lists, without the per-layer copies of the pool
     python3 - "$dir/prefix" <<'PY'
@@ -49,7 +50,8 @@ open(sys.argv[1] + "/data.pkl", "wb").write(z.read(name))
 PY
     ;;
   config_string)
-    printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union" ;;
+    printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union"
+    printf 'seq_bn_inv[inv_adapter=glow,inv_adapter_reduction_factor=4]' > "$dir/invertible" ;;
   setup_text)
     printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack" ;;
   model_config)
@@ -60,5 +62,6 @@ PY
     { printf '\003'; cat $fx/decoder/gpt2/base/config.json; } > "$dir/gpt2"
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   config_json)
-    cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn" ;;
+    cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
+    cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora" ;;
 esac

@@ -129,7 +129,7 @@ fn unknown_unsupported_and_malformed_specs() {
         matches!(AdapterConfig::load("no_such_preset"), Err(Error::UnknownConfig(n)) if n == "no_such_preset")
     );
     assert!(matches!(
-        AdapterConfig::load("seq_bn_inv"),
+        AdapterConfig::load("compacter"),
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
@@ -138,7 +138,11 @@ fn unknown_unsupported_and_malformed_specs() {
     ));
     assert!(matches!(
         AdapterConfig::load("seq_bn[inv_adapter=nice]"),
-        Err(Error::Unsupported(_))
+        Err(Error::InvalidConfig { field, .. }) if field == "inv_adapter_reduction_factor"
+    ));
+    assert!(matches!(
+        AdapterConfig::load("seq_bn[inv_adapter=real_nvp,inv_adapter_reduction_factor=2]"),
+        Err(Error::InvalidConfig { field, .. }) if field == "inv_adapter"
     ));
     assert!(matches!(
         AdapterConfig::load("seq_bn|double_seq_bn"),

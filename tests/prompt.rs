@@ -223,7 +223,7 @@ fn training_changes_only_the_prompt() {
         .collect();
     assert_eq!(
         moved,
-        ["prompt_tuning.p.embedding"],
+        ["embedding_site.prompt_tunings.p.embedding"],
         "only the prompt trains"
     );
 }
@@ -287,4 +287,72 @@ fn bad_prompts_and_setups_are_errors() {
     gpt2.set_active_adapters("p").unwrap();
     let err = gpt2.try_forward(decoder_inputs(&device)).unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+}
+
+/// On burn's `TransformerEncoder` (no AdapterHub counterpart), a prompt is the same encoder run
+/// on the prompt and the input together: unmasked, and under a causal attention mask with a
+/// padding mask, where every position sees the prompt and the prompt sees only itself.
+#[test]
+fn an_encoder_prompt_is_the_prompt_before_the_input() {
+    use burn::nn::attention::generate_autoregressive_mask;
+    use burn::nn::transformer::TransformerEncoderConfig;
+    use burn::tensor::{Bool, Distribution};
+    use burn_adapters::models::encoder::{AdapterTransformerEncoder, TransformerEncoderInput};
+    let device = device();
+    let encoder = TransformerEncoderConfig::new(16, 32, 4, 2)
+        .with_dropout(0.0)
+        .init(&device);
+    let mut model = AdapterTransformerEncoder::from_encoder(encoder);
+    let config = AdapterConfig::load("prompt_tuning[prompt_length=3]").unwrap();
+    model.add_adapter("p", config).unwrap();
+    let (batch, seq, len) = (2, 5, 3);
+    let x = Tensor::<3>::random([batch, seq, 16], Distribution::Normal(0.0, 1.0), &device);
+    let prompt = model.embedding_site().unwrap().prompts().get("p").unwrap();
+    let prompt = prompt
+        .embedding
+        .val()
+        .unsqueeze::<3>()
+        .expand([batch, len, 16]);
+    let joined = Tensor::cat(vec![prompt, x.clone()], 1);
+    let pad =
+        Tensor::<2, Int>::from_ints([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], &device).equal_elem(1);
+    let causal = generate_autoregressive_mask(batch, seq, &device);
+    let joined_pad = Tensor::cat(
+        vec![
+            Tensor::<2, Bool>::full([batch, len], false, &device),
+            pad.clone(),
+        ],
+        1,
+    );
+    let top = Tensor::cat(
+        vec![
+            Tensor::<3, Bool>::full([batch, len, len], false, &device),
+            Tensor::<3, Bool>::full([batch, len, seq], true, &device),
+        ],
+        2,
+    );
+    let bottom = Tensor::cat(
+        vec![
+            Tensor::<3, Bool>::full([batch, seq, len], false, &device),
+            causal.clone(),
+        ],
+        2,
+    );
+    let joined_attn = Tensor::cat(vec![top, bottom], 1);
+    let plain = model.forward(TransformerEncoderInput::new(joined.clone()));
+    let masked = model.forward(
+        TransformerEncoderInput::new(joined)
+            .mask_pad(joined_pad)
+            .mask_attn(joined_attn),
+    );
+    model.set_active_adapters("p").unwrap();
+    let out = model.forward(TransformerEncoderInput::new(x.clone()));
+    let d = max_abs_diff_tensors(out, plain.narrow(1, len, seq));
+    assert!(d <= 1e-6, "unmasked: max |Δ| {d}");
+    let input = TransformerEncoderInput::new(x)
+        .mask_pad(pad)
+        .mask_attn(causal);
+    let out = model.try_forward(input).unwrap();
+    let d = max_abs_diff_tensors(out, masked.narrow(1, len, seq));
+    assert!(d <= 1e-6, "masked: max |Δ| {d}");
 }

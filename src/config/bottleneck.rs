@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 /// fields with struct update syntax or the config-string syntax of
 /// [`AdapterConfig::load`](crate::AdapterConfig::load).
 ///
-/// The PHM (Compacter), invertible-adapter and cross-attention fields are parsed and written back
-/// unchanged; enabling them is reported as [`Error::Unsupported`] when the adapter is built.
+/// The PHM (Compacter) and cross-attention fields are parsed and written back unchanged; enabling
+/// them is reported as [`Error::Unsupported`] when the adapter is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BnConfig {
@@ -60,10 +60,12 @@ pub struct BnConfig {
     /// A learned gate `mean_seq(sigmoid(Linear(x)))` on the adapter output.
     #[serde(default)]
     pub use_gating: bool,
-    /// Invertible adapter on the embeddings (`"nice"` / `"glow"`). Not supported yet.
+    /// An invertible adapter on the embeddings, inverted before the output embeddings of
+    /// language-model heads (`seq_bn_inv`, `double_seq_bn_inv`).
     #[serde(default)]
-    pub inv_adapter: Option<String>,
-    /// Reduction factor of the invertible adapter.
+    pub inv_adapter: Option<InvertibleBlock>,
+    /// The invertible adapter's subnetworks are `d → d / this → d'` (each half of the
+    /// embedding, `d`, floored); required with `inv_adapter`.
     #[serde(default)]
     pub inv_adapter_reduction_factor: Option<f64>,
     /// Adapter after cross-attention (decoders). Not supported yet.
@@ -114,6 +116,16 @@ pub struct BnConfig {
     /// Row-wise stochastic depth on the adapter's up projection during training.
     #[serde(default)]
     pub stochastic_depth: f64,
+}
+
+/// The coupling block of an invertible adapter (AdapterHub's `inv_adapter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvertibleBlock {
+    /// Additive coupling (Dinh et al., 2015): `y₁ = x₁ + F(x₂)`, `y₂ = x₂ + G(y₁)`.
+    Nice,
+    /// Affine coupling (Kingma & Dhariwal, 2018) with soft-clamped scales.
+    Glow,
 }
 
 fn yes() -> bool {
@@ -204,6 +216,26 @@ impl BnConfig {
         Self::new(true, true, 16, Activation::Silu)
     }
 
+    /// `seq_bn_inv` / `pfeiffer+inv`: [`BnConfig::seq_bn`] with a NICE invertible adapter on the
+    /// embeddings (reduction factor 2), as in MAD-X (Pfeiffer et al., 2020).
+    pub fn seq_bn_inv() -> Self {
+        Self {
+            inv_adapter: Some(InvertibleBlock::Nice),
+            inv_adapter_reduction_factor: Some(2.0),
+            ..Self::seq_bn()
+        }
+    }
+
+    /// `double_seq_bn_inv` / `houlsby+inv`: [`BnConfig::double_seq_bn`] with a NICE invertible
+    /// adapter on the embeddings (reduction factor 2).
+    pub fn double_seq_bn_inv() -> Self {
+        Self {
+            inv_adapter: Some(InvertibleBlock::Nice),
+            inv_adapter_reduction_factor: Some(2.0),
+            ..Self::double_seq_bn()
+        }
+    }
+
     /// `par_bn` / `parallel`: a parallel adapter beside the FFN (He et al., 2021). relu, reduction
     /// factor 2, scaling 4, identity initialisation.
     pub fn par_bn() -> Self {
@@ -230,6 +262,8 @@ impl BnConfig {
             "double_seq_bn" | "houlsby" => Self::double_seq_bn(),
             "par_bn" | "parallel" => Self::par_bn(),
             "scaled_par_bn" => Self::scaled_par_bn(),
+            "seq_bn_inv" | "pfeiffer+inv" => Self::seq_bn_inv(),
+            "double_seq_bn_inv" | "houlsby+inv" => Self::double_seq_bn_inv(),
             _ => return None,
         })
     }
@@ -271,10 +305,17 @@ impl BnConfig {
                 "phm_layer = true (Compacter PHM layers)".into(),
             ));
         }
-        if let Some(inv) = &self.inv_adapter {
-            return Err(Error::Unsupported(format!(
-                "inv_adapter = {inv:?} (invertible adapters)"
-            )));
+        if self.inv_adapter.is_some() {
+            match self.inv_adapter_reduction_factor {
+                Some(factor) if factor.is_finite() && factor > 0.0 => {}
+                other => {
+                    return Err(Error::invalid(
+                        "inv_adapter_reduction_factor",
+                        format!("{other:?}"),
+                        "an invertible adapter needs a positive, finite reduction factor",
+                    ));
+                }
+            }
         }
         if self.cross_adapter {
             return Err(Error::Unsupported(

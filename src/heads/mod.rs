@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::methods::dropout;
 use crate::methods::init::{InitRng, param};
+use crate::methods::{InvertibleAdapter, dropout};
 
 /// How a sequence head reduces the token states to one vector per example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -303,21 +303,30 @@ impl PredictionHead {
         self.reference_index(i) + 1 + usize::from(self.config.parts().2.is_some())
     }
 
-    fn mlp<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
-        let last = self.layers.len() - 1;
+    fn mlp<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.output_layer(self.hidden_layers(x))
+    }
+
+    /// Every layer but the output layer, with their activations and norms.
+    fn hidden_layers<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
         let activation = self.config.parts().2;
-        for (i, layer) in self.layers.iter().enumerate() {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers[..last].iter().enumerate() {
             x = layer.forward(dropout(&self.dropout, x));
-            if i < last {
-                if let Some(act) = activation {
-                    x = act.forward(x);
-                }
-                if let Some(norm) = self.norms.get(i) {
-                    x = norm.forward(x);
-                }
+            if let Some(act) = activation {
+                x = act.forward(x);
+            }
+            if let Some(norm) = self.norms.get(i) {
+                x = norm.forward(x);
             }
         }
         x
+    }
+
+    /// The output layer (a language-model head's output embeddings).
+    fn output_layer<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let last = self.layers.len() - 1;
+        self.layers[last].forward(dropout(&self.dropout, x))
     }
 
     /// Logits of a sequence head from the encoder's last hidden state.
@@ -370,5 +379,26 @@ impl PredictionHead {
     /// - hidden: `[batch, seq, d_model]`, output: `[batch, seq, num_labels]`
     pub fn forward_tokens(&self, hidden: Tensor<3>) -> Tensor<3> {
         self.mlp(hidden)
+    }
+
+    /// [`PredictionHead::forward_tokens`] with the inverse of the model's active invertible
+    /// adapter applied before a causal-LM head's output layer (AdapterHub's `rev=True`); other
+    /// heads ignore it, as AdapterHub's do.
+    ///
+    /// # Shapes
+    ///
+    /// - hidden: `[batch, seq, d_model]`, output: `[batch, seq, num_labels]`
+    pub fn forward_tokens_inverting(
+        &self,
+        hidden: Tensor<3>,
+        invertible: Option<&InvertibleAdapter>,
+    ) -> Tensor<3> {
+        match (invertible, &self.config) {
+            (Some(invertible), HeadConfig::CausalLm { .. }) => {
+                let hidden = invertible.inverse(self.hidden_layers(hidden));
+                self.output_layer(hidden)
+            }
+            _ => self.forward_tokens(hidden),
+        }
     }
 }

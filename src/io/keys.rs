@@ -108,6 +108,31 @@ pub(crate) fn prompt_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name of an invertible adapter's parameter given its path inside
+/// [`InvertibleAdapter`](crate::methods::InvertibleAdapter) (`Nice.f.down.weight` ↔
+/// `F.0.weight`, `Glow.s1.up.bias` ↔ `s1.2.bias`).
+pub(crate) fn invertible_name(path: &str) -> Option<ReferenceName> {
+    let (_, path) = path.split_once('.')?;
+    let (net, rest) = path.split_once('.')?;
+    let net = match net {
+        "f" => "F",
+        "g" => "G",
+        "s1" | "s2" => net,
+        _ => return None,
+    };
+    let (index, transpose) = match rest {
+        "down.weight" => ("0.weight", true),
+        "down.bias" => ("0.bias", false),
+        "up.weight" => ("2.weight", true),
+        "up.bias" => ("2.bias", false),
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![format!("{net}.{index}")],
+        transpose,
+    })
+}
+
 /// The AdapterHub name of a ReFT parameter given its path inside
 /// [`ReftModule`](crate::methods::ReftModule) (`units.{k}.learned_source.weight`,
 /// `units.{k}.projection.Orthogonal.original`, ...): torch's parametrization names for an

@@ -90,6 +90,10 @@ fn average_modules<M: AdapterModel>(
     let prompt = modules
         .prompt
         .map(|m| linear_average(m, sources, |n| prompts.and_then(|p| p.get(n))));
+    let invertibles = model.embedding_site().map(|site| site.invertibles());
+    let invertible = modules
+        .invertible
+        .map(|m| linear_average(m, sources, |n| invertibles.and_then(|i| i.get(n))));
     // AdapterHub averages every tensor of the state dict, an orthogonal projection's base too.
     let reft = modules
         .reft
@@ -102,6 +106,7 @@ fn average_modules<M: AdapterModel>(
         linear,
         prefix,
         prompt,
+        invertible,
         reft,
     })
 }

@@ -16,7 +16,8 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::methods::{
-    Bottleneck, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning, PromptTuning, ReftModule,
+    Bottleneck, InvertibleAdapter, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning,
+    PromptTuning, ReftModule,
 };
 
 /// The modules of one adapter, built for each site of a host (in the orders of
@@ -26,6 +27,8 @@ pub(crate) struct AdapterModules {
     pub linear: Vec<Option<LoRA>>,
     pub prefix: Option<PrefixModules>,
     pub prompt: Option<PromptTuning>,
+    /// The invertible adapter on the embeddings.
+    pub invertible: Option<InvertibleAdapter>,
     /// Per hidden-state site, in the order of [`AdapterHost::hidden_sites`].
     pub reft: Vec<Option<ReftModule>>,
 }
@@ -113,13 +116,45 @@ pub(crate) fn build_modules<M: AdapterHost>(
         Some(reft) => build_refts(model, reft, seed, &device)?,
         None => model.hidden_sites().map(|_| None).collect(),
     };
+    let invertible = build_invertible(model, config, seed, &device)?;
     Ok(AdapterModules {
         residual,
         linear,
         prefix,
         prompt,
+        invertible,
         reft,
     })
+}
+
+/// The invertible adapter of `config`'s bottleneck part that asks for one, for the host's
+/// embedding site.
+fn build_invertible<M: AdapterHost>(
+    model: &M,
+    config: &AdapterConfig,
+    seed: Option<u64>,
+    device: &Device,
+) -> Result<Option<InvertibleAdapter>> {
+    let Some(bn) = config
+        .parts()
+        .iter()
+        .filter_map(|part| part.bottleneck())
+        .find(|bn| bn.inv_adapter.is_some())
+    else {
+        return Ok(None);
+    };
+    if model.embedding_site().is_none() {
+        return Err(Error::Unsupported(
+            "invertible adapters (`inv_adapter`) on a host without an embedding site (see \
+             `AdapterHost::embedding_site`)"
+                .into(),
+        ));
+    }
+    let bn = BnConfig {
+        init_weights_seed: seed.or(bn.init_weights_seed),
+        ..bn.clone()
+    };
+    InvertibleAdapter::new(&bn, model.hidden_size(), device)
 }
 
 /// The interventions of `config` after every layer it names.
@@ -265,6 +300,9 @@ pub(crate) fn install<M: AdapterHost>(
     }
     if let (Some(prompt), Some(site)) = (modules.prompt, model.embedding_site_mut()) {
         site.insert(name, match_autodiff(prompt, autodiff));
+    }
+    if let (Some(invertible), Some(site)) = (modules.invertible, model.embedding_site_mut()) {
+        site.insert_invertible(name, match_autodiff(invertible, autodiff));
     }
     for (site, reft) in model.hidden_sites_mut().zip(modules.reft) {
         if let Some(reft) = reft {

@@ -51,6 +51,7 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
         }
         if let Some(site) = model.embedding_site_mut() {
             site.map_prompts(|name, prompt| trainable(prompt, named(name)));
+            site.map_invertibles(|name, invertible| trainable(invertible, named(name)));
         }
         for site in model.hidden_sites_mut() {
             site.map_refts(|name, reft| trainable(reft, named(name)));

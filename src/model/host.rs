@@ -27,7 +27,8 @@ use crate::sites::{
 ///   [`states`](PrefixPool::states) once and each attention layer prepends its site's prefixes
 ///   to its keys and values;
 /// - optionally holds an [`EmbeddingSite`] that its forward applies to the embedded input, which
-///   makes prompt tuning available;
+///   makes prompt tuning and invertible adapters available (language-model heads invert the
+///   latter before their output embeddings);
 /// - optionally holds a [`HiddenStateSite`] after each layer, called on the layer's output with
 ///   the forward's [`InterventionPositions`](crate::sites::InterventionPositions), which makes
 ///   ReFT available;
@@ -201,5 +202,11 @@ pub trait AdapterHost: Module + Sized {
     /// default: the base model's attribute).
     fn embedding_site_path(&self) -> String {
         "prompt_tuning".into()
+    }
+
+    /// Where the invertible adapters sit in the tensor names of AdapterHub's files
+    /// (`invertible_adapters` by default: the base model's attribute).
+    fn invertible_adapters_path(&self) -> String {
+        "invertible_adapters".into()
     }
 }

@@ -15,8 +15,8 @@ use crate::io::adapterhub::{
 };
 use crate::io::in_file;
 use crate::io::keys::{
-    SELF_PREFIX, bottleneck_name, head_name, lora_name, prefix_gate_name, prefix_name, prompt_name,
-    reft_name, wrapped_module,
+    SELF_PREFIX, bottleneck_name, head_name, invertible_name, lora_name, prefix_gate_name,
+    prefix_name, prompt_name, reft_name, wrapped_module,
 };
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
@@ -114,6 +114,13 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
     {
         collect(prompt, prompt_path(model, name), &prompt_name, &mut tensors);
     }
+    if let Some(invertible) = model
+        .embedding_site()
+        .and_then(|site| site.invertibles().get(name))
+    {
+        let path = invertible_path(model, name);
+        collect(invertible, path, &invertible_name, &mut tensors);
+    }
     for site in model.hidden_sites() {
         if let Some(reft) = site.refts().get(name) {
             collect(
@@ -135,6 +142,11 @@ fn reft_path<M: AdapterHost>(model: &M, layer: usize, name: &str) -> String {
 /// Where adapter `name`'s prompt sits.
 fn prompt_path<M: AdapterHost>(model: &M, name: &str) -> String {
     format!("{}.prompt_tunings.{name}", model.embedding_site_path())
+}
+
+/// Where adapter `name`'s invertible adapter sits.
+fn invertible_path<M: AdapterHost>(model: &M, name: &str) -> String {
+    format!("{}.{name}", model.invertible_adapters_path())
 }
 
 /// Where adapter `name`'s prefix module sits under the pool at `pool_path`.
@@ -193,6 +205,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
         linear,
         prefix,
         prompt,
+        invertible,
         reft,
     } = build_modules(model, &saved.config, Some(0))?;
     let device = device_of(model)?;
@@ -227,6 +240,9 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
     let prompt = prompt
         .map(|prompt| filler.fill(prompt, prompt_path(model, saved_name), &prompt_name))
         .transpose()?;
+    let invertible = invertible
+        .map(|inv| filler.fill(inv, invertible_path(model, saved_name), &invertible_name))
+        .transpose()?;
     let reft = reft
         .into_iter()
         .zip(model.hidden_sites())
@@ -242,6 +258,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
         linear,
         prefix,
         prompt,
+        invertible,
         reft,
     })
 }

@@ -62,12 +62,16 @@ fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .embedding_site()
         .and_then(|site| site.prompts().get(name))
         .map_or(0, Module::num_params);
+    let invertible = model
+        .embedding_site()
+        .and_then(|site| site.invertibles().get(name))
+        .map_or(0, Module::num_params);
     let reft: usize = model
         .hidden_sites()
         .filter_map(|site| site.refts().get(name))
         .map(reft_params)
         .sum();
-    residual + linear + gates + prefix + prompt + reft
+    residual + linear + gates + prefix + prompt + invertible + reft
 }
 
 /// A ReFT module's parameters as AdapterHub counts them: an orthogonal projection's `base`

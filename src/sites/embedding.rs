@@ -1,27 +1,42 @@
-//! The embedding site: where the embedded input takes a prompt (prompt tuning).
+//! The embedding site: where the embedded input takes a prompt (prompt tuning) and an
+//! invertible adapter, whose inverse a language-model head applies before its output embeddings.
 
 use std::sync::Arc;
 
+use burn::module::Module;
 use burn::tensor::kind::Basic;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::NamedModules;
 use crate::composition::ActivePlan;
-use crate::methods::PromptTuning;
+use crate::methods::{InvertibleAdapter, PromptTuning};
 
-/// The prompts of a host (AdapterHub's `PromptTuningLayer`), applied to the embedded input.
+/// The modules of a host's embeddings: prompts (AdapterHub's `PromptTuningLayer`) and
+/// invertible adapters (its `InvertibleAdapterLayer`).
 ///
-/// The active setup's first adapter prompts, if it has a prompt (as in AdapterHub; the model API
-/// refuses setups where another adapter would). A host calls [`EmbeddingSite::prompt`] before
-/// its layers to learn where the prompt goes, [`EmbeddingSite::forward`] on the embedded input,
-/// extends its mask and positions with the [`PromptPlacement`], and drops the prompt's positions
-/// from its outputs ([`PromptPlacement::strip`]).
+/// As in AdapterHub, both belong to the active setup's first adapter: its invertible adapter
+/// transforms the embedded input, then its prompt joins it (the model API refuses setups where
+/// another adapter would prompt). A host calls [`EmbeddingSite::prompt`] before its layers to
+/// learn where the prompt goes, [`EmbeddingSite::transform`] (the invertible adapter) then
+/// [`EmbeddingSite::forward`] (the prompt) on the embedded input, extends its
+/// mask and positions with the [`PromptPlacement`], drops the prompt's positions from its
+/// outputs ([`PromptPlacement::strip`]), and passes [`EmbeddingSite::invertible`] to its
+/// language-model heads, which invert it before their output embeddings.
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddingSite {
-    prompts: NamedModules<PromptTuning>,
+    modules: EmbeddingModules,
     plan: Option<Arc<ActivePlan>>,
     /// The prompt the active setup runs.
     active: Option<usize>,
+    /// The invertible adapter the active setup runs.
+    active_invertible: Option<usize>,
+}
+
+/// The site's parameters, under AdapterHub's attribute names.
+#[derive(Module, Debug, Default)]
+struct EmbeddingModules {
+    prompt_tunings: NamedModules<PromptTuning>,
+    invertible_adapters: NamedModules<InvertibleAdapter>,
 }
 
 /// Where an active prompt sits in each row of the combined sequence.
@@ -41,18 +56,32 @@ impl EmbeddingSite {
 
     /// The prompts held here, by adapter name.
     pub fn prompts(&self) -> &NamedModules<PromptTuning> {
-        &self.prompts
+        &self.modules.prompt_tunings
+    }
+
+    /// The invertible adapters held here, by adapter name.
+    pub fn invertibles(&self) -> &NamedModules<InvertibleAdapter> {
+        &self.modules.invertible_adapters
     }
 
     /// Stores `prompt` under `name`.
     pub(crate) fn insert(&mut self, name: &str, prompt: PromptTuning) {
-        self.prompts.insert(name.to_string(), prompt);
+        self.modules.prompt_tunings.insert(name.to_string(), prompt);
         self.compile();
     }
 
-    /// Removes the prompt of `name`, if present.
+    /// Stores `invertible` under `name`.
+    pub(crate) fn insert_invertible(&mut self, name: &str, invertible: InvertibleAdapter) {
+        let invertibles = &mut self.modules.invertible_adapters;
+        invertibles.insert(name.to_string(), invertible);
+        self.compile();
+    }
+
+    /// Removes the prompt and the invertible adapter of `name`, if present.
     pub(crate) fn remove(&mut self, name: &str) {
-        if self.prompts.remove(name).is_some() {
+        let prompt = self.modules.prompt_tunings.remove(name);
+        let invertible = self.modules.invertible_adapters.remove(name);
+        if prompt.is_some() || invertible.is_some() {
             self.compile();
         }
     }
@@ -65,18 +94,49 @@ impl EmbeddingSite {
 
     /// Replaces every prompt by `f(name, prompt)`.
     pub(crate) fn map_prompts(&mut self, f: impl FnMut(&String, PromptTuning) -> PromptTuning) {
-        let prompts = std::mem::take(&mut self.prompts);
-        self.prompts = prompts.map_entries(f);
+        let prompts = std::mem::take(&mut self.modules.prompt_tunings);
+        self.modules.prompt_tunings = prompts.map_entries(f);
+    }
+
+    /// Replaces every invertible adapter by `f(name, adapter)`.
+    pub(crate) fn map_invertibles(
+        &mut self,
+        f: impl FnMut(&String, InvertibleAdapter) -> InvertibleAdapter,
+    ) {
+        let invertibles = std::mem::take(&mut self.modules.invertible_adapters);
+        self.modules.invertible_adapters = invertibles.map_entries(f);
     }
 
     fn compile(&mut self) {
         let first = self.plan.as_ref().and_then(|plan| plan.setup().first());
-        self.active = first.and_then(|name| self.prompts.position(name));
+        self.active = first.and_then(|name| self.modules.prompt_tunings.position(name));
+        self.active_invertible =
+            first.and_then(|name| self.modules.invertible_adapters.position(name));
     }
 
     /// The active prompt's length, if one is active.
     pub fn active_len(&self) -> Option<usize> {
-        self.active.map(|index| self.prompts.at(index).len())
+        self.active
+            .map(|index| self.modules.prompt_tunings.at(index).len())
+    }
+
+    /// The active invertible adapter, if the active setup's first adapter has one: what a
+    /// language-model head inverts before its output embeddings.
+    pub fn invertible(&self) -> Option<&InvertibleAdapter> {
+        self.active_invertible
+            .map(|index| self.modules.invertible_adapters.at(index))
+    }
+
+    /// `embedded` through the active invertible adapter, if any.
+    ///
+    /// # Shapes
+    ///
+    /// - embedded: `[batch, seq, hidden]`, output: the same shape.
+    pub fn transform(&self, embedded: Tensor<3>) -> Tensor<3> {
+        match self.invertible() {
+            Some(invertible) => invertible.forward(embedded),
+            None => embedded,
+        }
     }
 
     /// Where the active prompt goes in a batch of `batch` rows, if one is active: before every
@@ -88,7 +148,7 @@ impl EmbeddingSite {
         batch: usize,
         attention_mask: Option<&Tensor<2, Int>>,
     ) -> Option<PromptPlacement> {
-        let prompt = self.prompts.at(self.active?);
+        let prompt = self.modules.prompt_tunings.at(self.active?);
         let offsets = match (prompt.offset(), attention_mask) {
             (0, _) | (_, None) => vec![prompt.offset(); batch],
             (after, Some(mask)) => first_tokens(mask)
@@ -113,7 +173,7 @@ impl EmbeddingSite {
             return embedded;
         };
         let [batch, _, hidden] = embedded.dims();
-        let prompt = self.prompts.at(index).embedding.val();
+        let prompt = self.modules.prompt_tunings.at(index).embedding.val();
         let prompt = prompt
             .unsqueeze::<3>()
             .expand([batch, placement.len, hidden]);
@@ -177,6 +237,18 @@ impl PromptPlacement {
         let [batch, _] = mask.dims();
         let ones = Tensor::<2, Int>::ones([batch, self.len], &mask.device());
         self.insert(mask, ones)
+    }
+
+    /// An attention mask (`[batch, seq, seq]`, `true` = a query must not see a key) of the
+    /// combined sequence: every query sees the prompt, and the prompt's queries see only the
+    /// prompt (so a causal mask stays causal).
+    pub fn extend_attention_mask(&self, mask: Tensor<3, Bool>) -> Tensor<3, Bool> {
+        let [batch, _, seq] = mask.dims();
+        let device = mask.device();
+        let blind = Tensor::<3, Bool>::full([batch, self.len, seq], true, &device);
+        let rows = self.insert(mask, blind).swap_dims(1, 2);
+        let seen = Tensor::<3, Bool>::full([batch, self.len, seq + self.len], false, &device);
+        self.insert(rows, seen).swap_dims(1, 2)
     }
 
     /// Position ids (`[batch, seq]`) of the combined sequence: the prompt takes the positions
@@ -282,4 +354,4 @@ fn concat<const D: usize, K: Basic>(parts: Vec<Option<Tensor<D, K>>>) -> Tensor<
     }
 }
 
-container_site_module!(EmbeddingSite, prompts);
+container_site_module!(EmbeddingSite, modules);

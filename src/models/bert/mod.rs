@@ -42,8 +42,8 @@ pub struct BertModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
-    /// The prompts (prompt tuning), joined to the embeddings' output.
-    pub prompt_tuning: EmbeddingSite,
+    /// The prompts and invertible adapters on the embeddings' output.
+    pub embedding_site: EmbeddingSite,
     #[module(skip)]
     config: BertConfig,
     #[module(skip)]
@@ -122,7 +122,7 @@ impl BertModel {
                 config.num_attention_heads,
                 h / config.num_attention_heads,
             ),
-            prompt_tuning: EmbeddingSite::new(),
+            embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }
@@ -206,7 +206,8 @@ impl BertModel {
             .heads
             .get(head)
             .ok_or_else(|| Error::UnknownHead(head.to_string()))?;
-        Ok(head.forward_tokens(self.try_forward(input)?.last_hidden_state))
+        let hidden = self.try_forward(input)?.last_hidden_state;
+        Ok(head.forward_tokens_inverting(hidden, self.embedding_site.invertible()))
     }
 
     /// [`BertModel::forward`] after checking `input` against the model ([`BertInput::check`]):
@@ -254,10 +255,12 @@ impl BertModel {
         let embedded = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
-        // As in AdapterHub, a prompt joins the embeddings' output (after their LayerNorm).
-        let prompt = self.prompt_tuning.prompt(batch, None);
+        // As in AdapterHub, the invertible adapter transforms the embeddings' output (after their
+        // LayerNorm), then a prompt joins it.
+        let embedded = self.embedding_site.transform(embedded);
+        let prompt = self.embedding_site.prompt(batch, None);
         let mut x = match &prompt {
-            Some(prompt) => self.prompt_tuning.forward(embedded, prompt),
+            Some(prompt) => self.embedding_site.forward(embedded, prompt),
             None => embedded,
         };
         let mask = input.attention_mask.map(|mask| match &prompt {
@@ -359,7 +362,7 @@ impl AdapterHost for BertModel {
     }
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
-        Some(&self.prompt_tuning)
+        Some(&self.embedding_site)
     }
 
     fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
@@ -374,7 +377,7 @@ impl AdapterHost for BertModel {
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
-        Some(&mut self.prompt_tuning)
+        Some(&mut self.embedding_site)
     }
 
     fn word_embeddings(&self) -> Option<Tensor<2>> {

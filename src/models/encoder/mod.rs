@@ -20,7 +20,8 @@ use crate::config::{check_positive, check_probability, check_sizes};
 use crate::error::{Error, Result};
 use crate::model::{AdapterHost, AdapterRegistry};
 use crate::sites::{
-    AttentionSite, HiddenStateSite, InterventionPositions, LinearSite, PrefixPool, ResidualSite,
+    AttentionSite, EmbeddingSite, HiddenStateSite, InterventionPositions, LinearSite, PrefixPool,
+    PromptPlacement, ResidualSite,
 };
 
 /// The configuration of an [`AdapterTransformerEncoder`]: burn's encoder config, checked before
@@ -131,6 +132,8 @@ pub struct AdapterTransformerEncoder {
     pub quiet_softmax: bool,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// The invertible adapters and prompts on the input (the embedded sequence).
+    pub embedding_site: EmbeddingSite,
     #[module(skip)]
     registry: AdapterRegistry,
 }
@@ -152,6 +155,7 @@ impl AdapterTransformerEncoder {
             norm_first: encoder.norm_first,
             quiet_softmax: encoder.quiet_softmax,
             prefix_tuning: PrefixPool::new(encoder.n_heads, encoder.d_model / encoder.n_heads),
+            embedding_site: EmbeddingSite::new(),
             registry: AdapterRegistry::default(),
         }
     }
@@ -205,7 +209,15 @@ impl AdapterTransformerEncoder {
         } else {
             (tensor, mask_pad, mask_attn)
         };
-        let [batch, seq, _] = x.dims();
+        let x = self.embedding_site.transform(x);
+        let [batch, _, _] = x.dims();
+        let tokens = mask_pad.clone().map(|pad| pad.bool_not().int());
+        let prompt = self.embedding_site.prompt(batch, tokens.as_ref());
+        let (x, mask_pad, mask_attn) = match &prompt {
+            Some(prompt) => with_prompt(&self.embedding_site, prompt, x, mask_pad, mask_attn),
+            None => (x, mask_pad, mask_attn),
+        };
+        let seq = x.dims()[1];
         let prefixes = self.prefix_tuning.states(batch);
         let positions = self
             .layers
@@ -215,13 +227,17 @@ impl AdapterTransformerEncoder {
                 let tokens = mask_pad.clone().map(|pad| pad.bool_not().int());
                 InterventionPositions::new(tokens.as_ref(), batch, 0, seq, &x.device())
             });
-        self.layers.iter().fold(x, |x, layer| {
+        let x = self.layers.iter().fold(x, |x, layer| {
             let x = layer.forward(x, mask_pad.clone(), mask_attn.clone(), &prefixes);
             match &positions {
                 Some(positions) => layer.reft_layer.forward(x, positions),
                 None => x,
             }
-        })
+        });
+        match prompt {
+            Some(prompt) => prompt.strip(x),
+            None => x,
+        }
     }
 
     /// [`AdapterTransformerEncoder::forward`] after checking the input's shapes: an input of
@@ -255,6 +271,21 @@ impl AdapterTransformerEncoder {
         }
         Ok(self.forward(input))
     }
+}
+
+/// The input with the active prompt inserted, and its masks extended: the prompt is never
+/// padding, and under an attention mask every query sees it while it sees only itself (so a
+/// causal mask stays causal).
+fn with_prompt(
+    site: &EmbeddingSite,
+    prompt: &PromptPlacement,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+    mask_attn: Option<Tensor<3, Bool>>,
+) -> (Tensor<3>, Option<Tensor<2, Bool>>, Option<Tensor<3, Bool>>) {
+    let mask_pad = mask_pad.map(|pad| prompt.extend_mask(pad.bool_not().int()).equal_elem(0));
+    let mask_attn = mask_attn.map(|mask| prompt.extend_attention_mask(mask));
+    (site.forward(x, prompt), mask_pad, mask_attn)
 }
 
 impl AdapterHost for AdapterTransformerEncoder {
@@ -322,6 +353,14 @@ impl AdapterHost for AdapterTransformerEncoder {
 
     fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
         self.layers.iter().map(|layer| &layer.reft_layer)
+    }
+
+    fn embedding_site(&self) -> Option<&EmbeddingSite> {
+        Some(&self.embedding_site)
+    }
+
+    fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
+        Some(&mut self.embedding_site)
     }
 
     fn hidden_sites_mut(&mut self) -> impl Iterator<Item = &mut HiddenStateSite> {

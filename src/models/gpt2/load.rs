@@ -38,7 +38,7 @@ impl Gpt2Model {
             }),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.n_head, config.head_width()),
-            prompt_tuning: EmbeddingSite::new(),
+            embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }

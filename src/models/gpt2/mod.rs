@@ -71,8 +71,9 @@ pub struct Gpt2Model {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
-    /// The prompts (prompt tuning), joined to the token embeddings (before the positions').
-    pub prompt_tuning: EmbeddingSite,
+    /// The prompts (joined to the token embeddings, before the positions') and invertible
+    /// adapters (on the embeddings' output, after their dropout).
+    pub embedding_site: EmbeddingSite,
     #[module(skip)]
     config: Gpt2Config,
     #[module(skip)]
@@ -130,7 +131,7 @@ impl Gpt2Model {
         let (vocab, context) = (self.config.vocab_size, self.config.n_positions);
         input.check(vocab, context, cache.len(), cache.batch / channels.max(1))?;
         let seq = input.input_ids.dims()[1];
-        check_prompt_fits(&self.prompt_tuning, Some(cache), seq, context)?;
+        check_prompt_fits(&self.embedding_site, Some(cache), seq, context)?;
         Ok(self.forward_cached(input, cache))
     }
 
@@ -152,16 +153,17 @@ impl Gpt2Model {
             channels,
             cache.as_deref_mut(),
             layers,
-            &self.prompt_tuning,
+            &self.embedding_site,
         );
         let tokens = self.wte.forward(step.input_ids);
         let tokens = match &step.prompt {
-            Some(prompt) => self.prompt_tuning.forward(tokens, prompt),
+            Some(prompt) => self.embedding_site.forward(tokens, prompt),
             None => tokens,
         };
         let sites = self.h.iter().map(|block| &block.reft_layer);
         let positions = intervention_positions(sites, &step.key_mask, step.past, &tokens);
-        let mut x = dropout(&self.drop, tokens + self.wpe.forward(step.positions));
+        let x = dropout(&self.drop, tokens + self.wpe.forward(step.positions));
+        let mut x = self.embedding_site.transform(x);
         let [batch, seq, _] = x.dims();
         let bias = AttentionBias::new(step.key_mask, step.past, seq, [None], x.dtype(), true);
         let prefixes = self.prefix_tuning.states(batch);
@@ -199,7 +201,8 @@ impl Gpt2Model {
     /// - input: `[batch, seq]`, output: `[batch, seq, num_labels or vocab_size]`
     pub fn tag(&self, head: &str, input: DecoderInput) -> Result<Tensor<3>> {
         let head = heads::head(&self.heads, head)?;
-        Ok(head.forward_tokens(self.checked_hidden(input)?))
+        let hidden = self.checked_hidden(input)?;
+        Ok(head.forward_tokens_inverting(hidden, self.embedding_site.invertible()))
     }
 
     /// [`Gpt2Model::last_hidden_state`] after checking the input.
@@ -207,11 +210,16 @@ impl Gpt2Model {
         let context = self.config.n_positions;
         input.check(self.config.vocab_size, context, 0, 0)?;
         let seq = input.input_ids.dims()[1];
-        check_prompt_fits(&self.prompt_tuning, None, seq, context)?;
+        check_prompt_fits(&self.embedding_site, None, seq, context)?;
         Ok(self.decode(input, None))
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        // AdapterHub inverts the invertible adapter before the output embeddings.
+        let hidden = match self.embedding_site.invertible() {
+            Some(invertible) => invertible.inverse(hidden),
+            None => hidden,
+        };
         output_logits(hidden, self.lm_head.as_ref(), &self.wte)
     }
 }
@@ -286,7 +294,7 @@ impl AdapterHost for Gpt2Model {
     }
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
-        Some(&self.prompt_tuning)
+        Some(&self.embedding_site)
     }
 
     fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
@@ -302,7 +310,7 @@ impl AdapterHost for Gpt2Model {
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
-        Some(&mut self.prompt_tuning)
+        Some(&mut self.embedding_site)
     }
 
     fn word_embeddings(&self) -> Option<Tensor<2>> {
@@ -311,6 +319,10 @@ impl AdapterHost for Gpt2Model {
 
     fn embedding_site_path(&self) -> String {
         "transformer.prompt_tuning".into()
+    }
+
+    fn invertible_adapters_path(&self) -> String {
+        "transformer.invertible_adapters".into()
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

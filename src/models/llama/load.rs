@@ -43,7 +43,7 @@ impl LlamaModel {
             ),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.kv_heads(), config.head_width()),
-            prompt_tuning: EmbeddingSite::new(),
+            embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
         }

@@ -72,8 +72,8 @@ pub struct LlamaModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
-    /// The prompts (prompt tuning), joined to the token embeddings.
-    pub prompt_tuning: EmbeddingSite,
+    /// The invertible adapters and prompts on the token embeddings.
+    pub embedding_site: EmbeddingSite,
     #[module(skip)]
     config: LlamaConfig,
     #[module(skip)]
@@ -134,7 +134,7 @@ impl LlamaModel {
         let (vocab, context) = (config.vocab_size, config.max_position_embeddings);
         input.check(vocab, context, cache.len(), cache.batch / channels.max(1))?;
         let seq = input.input_ids.dims()[1];
-        check_prompt_fits(&self.prompt_tuning, Some(cache), seq, context)?;
+        check_prompt_fits(&self.embedding_site, Some(cache), seq, context)?;
         Ok(self.forward_cached(input, cache))
     }
 
@@ -156,11 +156,12 @@ impl LlamaModel {
             channels,
             cache.as_deref_mut(),
             layers,
-            &self.prompt_tuning,
+            &self.embedding_site,
         );
         let embedded = self.embed_tokens.forward(step.input_ids);
+        let embedded = self.embedding_site.transform(embedded);
         let mut x = match &step.prompt {
-            Some(prompt) => self.prompt_tuning.forward(embedded, prompt),
+            Some(prompt) => self.embedding_site.forward(embedded, prompt),
             None => embedded,
         };
         let [batch, seq, _] = x.dims();
@@ -204,7 +205,8 @@ impl LlamaModel {
     /// - input: `[batch, seq]`, output: `[batch, seq, num_labels or vocab_size]`
     pub fn tag(&self, head: &str, input: DecoderInput) -> Result<Tensor<3>> {
         let head = heads::head(&self.heads, head)?;
-        Ok(head.forward_tokens(self.checked_hidden(input)?))
+        let hidden = self.checked_hidden(input)?;
+        Ok(head.forward_tokens_inverting(hidden, self.embedding_site.invertible()))
     }
 
     /// [`LlamaModel::last_hidden_state`] after checking the input.
@@ -213,7 +215,7 @@ impl LlamaModel {
         input.check(config.vocab_size, config.max_position_embeddings, 0, 0)?;
         let seq = input.input_ids.dims()[1];
         check_prompt_fits(
-            &self.prompt_tuning,
+            &self.embedding_site,
             None,
             seq,
             config.max_position_embeddings,
@@ -222,6 +224,11 @@ impl LlamaModel {
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        // AdapterHub inverts the invertible adapter before the output embeddings.
+        let hidden = match self.embedding_site.invertible() {
+            Some(invertible) => invertible.inverse(hidden),
+            None => hidden,
+        };
         output_logits(hidden, self.lm_head.as_ref(), &self.embed_tokens)
     }
 }
@@ -304,7 +311,7 @@ impl AdapterHost for LlamaModel {
     }
 
     fn embedding_site(&self) -> Option<&EmbeddingSite> {
-        Some(&self.prompt_tuning)
+        Some(&self.embedding_site)
     }
 
     fn hidden_sites(&self) -> impl Iterator<Item = &HiddenStateSite> {
@@ -320,7 +327,7 @@ impl AdapterHost for LlamaModel {
     }
 
     fn embedding_site_mut(&mut self) -> Option<&mut EmbeddingSite> {
-        Some(&mut self.prompt_tuning)
+        Some(&mut self.embedding_site)
     }
 
     fn word_embeddings(&self) -> Option<Tensor<2>> {
@@ -329,6 +336,10 @@ impl AdapterHost for LlamaModel {
 
     fn embedding_site_path(&self) -> String {
         "model.prompt_tuning".into()
+    }
+
+    fn invertible_adapters_path(&self) -> String {
+        "model.invertible_adapters".into()
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

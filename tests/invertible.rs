@@ -1,0 +1,281 @@
+//! Invertible adapters (NICE and GLOW couplings on the embeddings, inverted before the output
+//! embeddings) against AdapterHub (`tools/gen_fixtures_invertible.py`) on BERT, Llama and GPT-2:
+//! outputs, parameter counts, the setup's first adapter, cached generation, files both ways,
+//! training, the inverse, and bad configs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_adapters::heads::HeadConfig;
+use burn_adapters::models::bert::BertModel;
+use burn_adapters::models::gpt2::Gpt2Model;
+use burn_adapters::models::llama::LlamaModel;
+use burn_adapters::prelude::*;
+use common::decoder::*;
+use common::families::{Family, deviation, export_dir, generates_as_reference, save_and_reload};
+use common::snapshot::snapshot;
+use common::*;
+
+const TOLERANCE: f64 = 1e-5;
+
+fn family_dir<F: Family>() -> PathBuf {
+    fixtures().join("invertible").join(F::NAME)
+}
+
+/// `(name, case, dir)` of every single-adapter case.
+fn cases<F: Family>() -> Vec<(String, serde_json::Value, PathBuf)> {
+    let listed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(family_dir::<F>().join("cases.json")).unwrap(),
+    )
+    .unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 5, "{}", F::NAME);
+    listed
+        .iter()
+        .map(|case| {
+            let name = case["name"].as_str().unwrap().to_string();
+            let dir = family_dir::<F>().join(&name);
+            (name, case.clone(), dir)
+        })
+        .collect()
+}
+
+fn invertibles_match_adapterhub<F: Family>() {
+    let device = device();
+    for (name, case, dir) in cases::<F>() {
+        let mut model = F::base(&device);
+        model.load_adapter(&dir).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let expected = dir.join("expected.safetensors");
+        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
+        println!("{} {name}: max |Δ| {d:.2e}", F::NAME);
+        assert!(d <= TOLERANCE, "{} {name}: max |Δ| {d}", F::NAME);
+        let params = model.adapter_summary().adapters[0].num_params as u64;
+        assert_eq!(params, case["num_params"].as_u64().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn bert_invertible_adapters_match_adapterhub() {
+    invertibles_match_adapterhub::<BertModel>();
+}
+
+#[test]
+fn llama_invertible_adapters_match_adapterhub() {
+    invertibles_match_adapterhub::<LlamaModel>();
+}
+
+#[test]
+fn gpt2_invertible_adapters_match_adapterhub() {
+    invertibles_match_adapterhub::<Gpt2Model>();
+}
+
+/// Only the setup's first adapter's invertible adapter runs: `Stack(plain, inv)` runs none.
+fn first_adapter_inverts<F: Family>() {
+    let device = device();
+    let dir = family_dir::<F>().join("stack");
+    let mut model = F::base(&device);
+    model.load_adapter(dir.join("inv")).unwrap();
+    model.load_adapter(dir.join("plain")).unwrap();
+    for setup in ["Stack(inv, plain)", "Stack(plain, inv)"] {
+        model
+            .set_active_adapters(setup.replace('(', "[").replace(')', "]").as_str())
+            .unwrap();
+        let key = format!("{setup}/{}", F::OUTPUT);
+        let expected = dir.join("expected.safetensors");
+        let d = deviation::<F>(model.output(&device), &expected, &key, &device);
+        println!("{} {setup}: max |Δ| {d:.2e}", F::NAME);
+        assert!(d <= TOLERANCE, "{} {setup}: max |Δ| {d}", F::NAME);
+    }
+}
+
+#[test]
+fn the_setups_first_adapter_inverts_as_in_adapterhub() {
+    first_adapter_inverts::<BertModel>();
+    first_adapter_inverts::<LlamaModel>();
+    first_adapter_inverts::<Gpt2Model>();
+}
+
+#[test]
+fn llama_generation_with_invertible_adapters_matches_transformers() {
+    for (_, _, dir) in cases::<LlamaModel>() {
+        generates_as_reference::<LlamaModel>(&dir, &device());
+    }
+}
+
+#[test]
+fn gpt2_generation_with_invertible_adapters_matches_transformers() {
+    for (_, _, dir) in cases::<Gpt2Model>() {
+        generates_as_reference::<Gpt2Model>(&dir, &device());
+    }
+}
+
+/// Rust-saved files reload the same; under `BURN_ADAPTERS_EXPORT_INVERTIBLE` they go to
+/// `<dir>/bert/<case>` and `<dir>/decoder/<family>/<case>` for the Python checkers.
+fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
+    let device = device();
+    for (name, _, dir) in cases::<F>() {
+        let mut model = F::base(&device);
+        model.load_adapter(&dir).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), &device);
+    }
+}
+
+#[test]
+fn rust_saved_invertible_adapters_reload_exactly() {
+    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_INVERTIBLE").map(PathBuf::from);
+    let scratch = tempfile::tempdir().unwrap();
+    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    rust_saved_files_reload_exactly::<BertModel>(&root);
+    rust_saved_files_reload_exactly::<LlamaModel>(&root);
+    rust_saved_files_reload_exactly::<Gpt2Model>(&root);
+}
+
+/// The inverse undoes the coupling (NICE exactly up to rounding, GLOW through its scales), on
+/// the fixtures' perturbed adapters.
+#[test]
+fn the_inverse_undoes_the_coupling() {
+    let device = device();
+    for name in ["seq_bn_inv", "glow", "nice_gelu_rf4"] {
+        let mut model = base_model(&device);
+        model
+            .load_adapter(family_dir::<BertModel>().join(name))
+            .unwrap();
+        let site = model.embedding_site().unwrap();
+        let invertible = site.invertibles().get(name).unwrap();
+        let x = Tensor::<3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &device);
+        let y = invertible.forward(x.clone());
+        assert!(max_abs_diff_tensors(y.clone(), x.clone()) > 0.1, "{name}");
+        let d = max_abs_diff_tensors(invertible.inverse(y), x);
+        assert!(d <= 1e-5, "{name}: inverse(forward(x)) - x: {d}");
+    }
+}
+
+/// A causal-LM head and the decoder's own output embeddings read the hidden states through the
+/// inverse; the hidden states themselves come from the transformed embeddings.
+#[test]
+fn language_model_heads_invert_before_the_output_embeddings() {
+    let device = device();
+    let dir = family_dir::<LlamaModel>().join("glow");
+    let mut model = LlamaModel::base(&device);
+    model.load_adapter(&dir).unwrap();
+    let head = HeadConfig::CausalLm {
+        vocab_size: 64,
+        embedding_size: 32,
+        layers: 1,
+        activation_function: None,
+        layer_norm: false,
+        bias: true,
+        shift_labels: true,
+        label2id: None,
+        dropout_prob: None,
+    };
+    model.add_head("glow", head).unwrap();
+    model.set_active_adapters("glow").unwrap();
+    let input = decoder_inputs(&device);
+    let hidden = model.last_hidden_state(input.clone());
+    let inverted = model
+        .embedding_site()
+        .unwrap()
+        .invertible()
+        .unwrap()
+        .inverse(hidden);
+    let output_layer = &model.heads.get("glow").unwrap().layers[0];
+    let expected = output_layer.forward(inverted.clone());
+    let d = max_abs_diff_tensors(model.tag("glow", input.clone()).unwrap(), expected);
+    assert!(d <= 1e-6, "head: {d}");
+    let lm_head = match &model.lm_head {
+        Some(lm_head) => lm_head.forward(inverted),
+        None => inverted.matmul(model.embed_tokens.weight.val().transpose().unsqueeze()),
+    };
+    let d = max_abs_diff_tensors(model.forward(input), lm_head);
+    assert!(d <= 1e-5, "lm_head: {d}");
+}
+
+/// Training moves the invertible adapter and the bottlenecks of the adapter, nothing else.
+#[test]
+fn training_moves_only_the_adapter() {
+    let device = Device::flex().autodiff();
+    let mut model =
+        LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device).unwrap();
+    let config = AdapterConfig::load("seq_bn_inv[inv_adapter=\"glow\"]").unwrap();
+    model.add_adapter("inv", config).unwrap();
+    model.train_adapter("inv").unwrap();
+    let before = snapshot(&model);
+    let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
+    assert!(losses.last() < losses.first(), "{losses:?}");
+    let moved: Vec<String> = snapshot(&model)
+        .into_iter()
+        .filter(|(path, values)| before.get(path) != Some(values))
+        .map(|(path, _)| path)
+        .collect();
+    for path in &moved {
+        assert!(path.contains(".inv."), "{path} moved");
+    }
+    for net in ["s1.down", "s1.up", "s2.down", "s2.up"] {
+        assert!(moved.iter().any(|p| p.contains(net)), "{net}: {moved:?}");
+    }
+}
+
+#[test]
+fn bad_invertible_configs_are_errors() {
+    for (spec, field) in [
+        (
+            "seq_bn[inv_adapter=\"nice\"]",
+            "inv_adapter_reduction_factor",
+        ),
+        (
+            "seq_bn_inv[inv_adapter_reduction_factor=0]",
+            "inv_adapter_reduction_factor",
+        ),
+        (
+            "seq_bn_inv[inv_adapter_reduction_factor=-2]",
+            "inv_adapter_reduction_factor",
+        ),
+    ] {
+        let err = AdapterConfig::load(spec).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { field: f, .. } if f == field),
+            "{spec}: {err}"
+        );
+    }
+    let device = device();
+    let mut model = base_model(&device);
+    for factor in ["17", "1e-9"] {
+        let spec = format!("seq_bn_inv[inv_adapter_reduction_factor={factor}]");
+        let err = model
+            .add_adapter("inv", AdapterConfig::load(&spec).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { field, .. } if field == "inv_adapter_reduction_factor"),
+            "{spec}: {err}"
+        );
+        assert!(!model.has_adapter("inv"));
+    }
+}
+
+/// On burn's `TransformerEncoder` (no AdapterHub counterpart), the invertible adapter
+/// transforms the input: with no bottleneck placed, the output is the base encoder's on the
+/// coupled input.
+#[test]
+fn an_encoder_runs_on_the_coupled_input() {
+    use burn::nn::transformer::TransformerEncoderConfig;
+    use burn_adapters::models::encoder::{AdapterTransformerEncoder, TransformerEncoderInput};
+    let device = device();
+    let encoder = TransformerEncoderConfig::new(16, 32, 4, 1)
+        .with_dropout(0.0)
+        .init(&device);
+    let mut model = AdapterTransformerEncoder::from_encoder(encoder);
+    let config = AdapterConfig::load("seq_bn_inv[leave_out=[0]]").unwrap();
+    model.add_adapter("inv", config).unwrap();
+    let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+    let site = model.embedding_site().unwrap();
+    let coupled = site.invertibles().get("inv").unwrap().forward(x.clone());
+    let expected = model.forward(TransformerEncoderInput::new(coupled));
+    model.set_active_adapters("inv").unwrap();
+    let out = model.forward(TransformerEncoderInput::new(x));
+    assert_eq!(values(out), values(expected));
+}
