@@ -11,7 +11,7 @@ active, run in eval mode under no_grad on the inputs and compare with the expect
 
 Prints one line per case with max |d| and a final `N passed, M failed` line.  Exits non-zero if any case
 fails (max |d| > --tol, load error, unexpected/missing weights) or if no case was found. GLOW invertible adapters
-run FrEIA's coupling, as in gen_fixtures_invertible.py (adapters 1.3.0's GLOW forward fails).
+and MTL-LoRA's linear task matrix run with tools/reference_fixes.py (adapters 1.3.0 fails on both).
 """
 
 import argparse
@@ -122,9 +122,9 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of load errors")
     args = ap.parse_args()
-    from gen_fixtures_invertible import patch_glow
+    from reference_fixes import apply_all as apply_reference_fixes
 
-    patch_glow()
+    apply_reference_fixes()
     torch.manual_seed(0)
     raw = load_file(args.inputs)
     inputs = {k: raw[k].to(torch.int64) for k in INPUT_KEYS if k in raw}

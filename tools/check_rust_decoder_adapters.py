@@ -8,8 +8,8 @@ inputs): AdapterHub files (`adapter_config.json`, `adapter.safetensors`) or a PE
 For each case: load <fixtures>/<family>/base as a causal LM (eager attention); for AdapterHub files adapters.init,
 load_adapter(case) and make it active, for PEFT PeftModel.from_pretrained(base, case); run the fixture inputs in eval
 mode under no_grad and compare the logits. Loading must use every tensor of the file and leave no adapter parameter
-missing. Invertible adapters are inverted before `lm_head` and GLOW blocks run FrEIA's coupling, as in
-gen_fixtures_invertible.py (adapters 1.3.0's static-head decoders skip the inverse; its GLOW forward fails).
+missing. Invertible adapters are inverted before `lm_head`, as in gen_fixtures_invertible.py (adapters 1.3.0's static-head
+decoders skip the inverse), and tools/reference_fixes.py is applied.
 
 Prints one line per case and `N passed, M failed`; exits non-zero on any failure or when no case was found.
 """
@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM
 
 import adapters
 from check_rust_adapters import real_missing_keys
-from gen_fixtures_invertible import patch_glow
+from reference_fixes import apply_all as apply_reference_fixes
 
 logging.getLogger("adapters").setLevel(logging.ERROR)
 
@@ -97,7 +97,7 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
-    patch_glow()
+    apply_reference_fixes()
     inputs = load_file(os.path.join(args.fixtures, "inputs.safetensors"))
     passed = failed = 0
     for family in sorted(os.listdir(args.dir)):

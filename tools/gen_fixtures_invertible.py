@@ -38,6 +38,7 @@ import fixture_common as C
 import gen_fixtures as G
 import gen_fixtures_decoder as D
 from gen_fixtures_prefix import Family
+from reference_fixes import patch_glow
 
 SEED = 2468
 NOISE = 0.3
@@ -51,33 +52,6 @@ CASES = [
 ]
 
 STACKS = ["Stack(inv, plain)", "Stack(plain, inv)"]
-
-
-def glow_forward(self, x, c=[], rev=False):
-    """FrEIA's GLOWCouplingBlock (Ardizzone et al.), along the last dimension, on AdapterHub's `s1` and `s2`."""
-
-    def split(r, first):
-        return r[..., :first], r[..., first:]
-
-    x1, x2 = split(x, self.split_len1)
-    if not rev:
-        s2, t2 = split(self.s2(x2), self.split_len1)
-        y1 = self.e(s2) * x1 + t2
-        s1, t1 = split(self.s1(y1), self.split_len2)
-        y2 = self.e(s1) * x2 + t1
-    else:
-        s1, t1 = split(self.s1(x1), self.split_len2)
-        y2 = (x2 - t1) / self.e(s1)
-        s2, t2 = split(self.s2(y2), self.split_len1)
-        y1 = (x1 - t2) / self.e(s2)
-    return torch.cat((y1, y2), -1)
-
-
-def patch_glow():
-    """Runs `glow_forward` in every GLOWCouplingBlock."""
-    from adapters.methods.modeling import GLOWCouplingBlock
-
-    GLOWCouplingBlock.forward = glow_forward
 
 
 def invert_before_lm_head(family, model):

@@ -105,6 +105,85 @@ pub struct LoRAConfig {
     pub vera_b: Option<f64>,
     /// Data type of the LoRA weights (`None`: the model's).
     pub dtype: Option<String>,
+    /// MTL-LoRA's multi-task factors (AdapterHub's `MTLLoRAConfig`, architecture `"mtl_lora"`);
+    /// `None` for LoRA and IA3. Read and written by
+    /// [`AdapterConfig`](super::AdapterConfig)'s JSON form, beside the LoRA fields.
+    #[serde(skip)]
+    pub multi_task: Option<MultiTaskLoRA>,
+}
+
+/// The fields MTL-LoRA (Yang et al., 2024) adds to LoRA: `n_up_projection` up projections
+/// `B₁..Bₙ` mixed by learned weights, and a task-specific `r × r` matrix between `A` and them:
+/// `Δ = dropout(x) A Λ Σₖ softmax(w / sharpness)ₖ Bₖ · alpha / r`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiTaskLoRA {
+    /// Number of up projections.
+    #[serde(default = "one")]
+    pub n_up_projection: usize,
+    /// The form of the task-specific matrix `Λ`.
+    #[serde(default)]
+    pub task_specific_matrix_type: TaskSpecificMatrix,
+    /// Temperature of the up projections' mixing weights.
+    #[serde(default = "sharpness", serialize_with = "python_number")]
+    pub weights_sharpness: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn sharpness() -> f64 {
+    0.05
+}
+
+impl Default for MultiTaskLoRA {
+    /// AdapterHub's defaults: one up projection, singular values, sharpness 0.05.
+    fn default() -> Self {
+        Self {
+            n_up_projection: 1,
+            task_specific_matrix_type: TaskSpecificMatrix::SingularValues,
+            weights_sharpness: 0.05,
+        }
+    }
+}
+
+/// MTL-LoRA's task-specific matrix `Λ` (`task_specific_matrix_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSpecificMatrix {
+    /// A diagonal, `r` values starting at 1.
+    #[default]
+    SingularValues,
+    /// A full `r × r` matrix starting at all ones.
+    Linear,
+}
+
+impl MultiTaskLoRA {
+    /// The JSON keys of these fields (the rest of an `mtl_lora` config is a `LoRAConfig`).
+    pub(crate) const KEYS: [&'static str; 3] = [
+        "n_up_projection",
+        "task_specific_matrix_type",
+        "weights_sharpness",
+    ];
+
+    fn validate(&self) -> Result<()> {
+        if self.n_up_projection == 0 {
+            return Err(Error::invalid(
+                "n_up_projection",
+                0,
+                "MTL-LoRA needs at least one up projection",
+            ));
+        }
+        if !(self.weights_sharpness.is_finite() && self.weights_sharpness > 0.0) {
+            return Err(Error::invalid(
+                "weights_sharpness",
+                self.weights_sharpness,
+                "the mixing weights are divided by it: a positive, finite number",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl LoRAConfig {
@@ -128,6 +207,15 @@ impl LoRAConfig {
             vera_d: None,
             vera_b: None,
             dtype: None,
+            multi_task: None,
+        }
+    }
+
+    /// The `mtl_lora` preset: [`LoRAConfig::lora`] with AdapterHub's MTL-LoRA defaults.
+    pub fn mtl_lora() -> Self {
+        Self {
+            multi_task: Some(MultiTaskLoRA::default()),
+            ..Self::lora()
         }
     }
 
@@ -149,6 +237,7 @@ impl LoRAConfig {
         match name {
             "lora" => Some(Self::lora()),
             "ia3" => Some(Self::ia3()),
+            "mtl_lora" => Some(Self::mtl_lora()),
             _ => None,
         }
     }
@@ -175,6 +264,17 @@ impl LoRAConfig {
                     "dropout",
                     self.dropout,
                     "composition_mode \"scale\" (IA3) has no dropout",
+                ));
+            }
+        }
+        if let Some(multi_task) = &self.multi_task {
+            multi_task.validate()?;
+            if self.composition_mode != CompositionMode::Add {
+                // AdapterHub builds a plain IA3 module then, ignoring the MTL fields.
+                return Err(Error::invalid(
+                    "composition_mode",
+                    "\"scale\"",
+                    "MTL-LoRA adds its update (composition_mode \"add\")",
                 ));
             }
         }

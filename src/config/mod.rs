@@ -64,6 +64,8 @@ pub enum Architecture {
     Bottleneck,
     /// LoRA and its relatives (IA3, DoRA, VeRA).
     Lora,
+    /// MTL-LoRA (a [`LoRAConfig`] with [`MultiTaskLoRA`] factors).
+    MtlLora,
     /// Prefix tuning.
     PrefixTuning,
     /// Prompt tuning.
@@ -80,6 +82,7 @@ impl Architecture {
         match self {
             Architecture::Bottleneck => "bottleneck",
             Architecture::Lora => "lora",
+            Architecture::MtlLora => "mtl_lora",
             Architecture::PrefixTuning => "prefix_tuning",
             Architecture::PromptTuning => "prompt_tuning",
             Architecture::Reft => "reft",
@@ -97,6 +100,7 @@ impl Architecture {
         Ok(match name {
             "bottleneck" => Architecture::Bottleneck,
             "lora" => Architecture::Lora,
+            "mtl_lora" => Architecture::MtlLora,
             "prefix_tuning" => Architecture::PrefixTuning,
             "prompt_tuning" => Architecture::PromptTuning,
             "reft" => Architecture::Reft,
@@ -105,7 +109,7 @@ impl Architecture {
                 return Err(Error::invalid(
                     "architecture",
                     format!("{other:?}"),
-                    "expected bottleneck, lora, prefix_tuning, prompt_tuning, reft or union",
+                    "expected bottleneck, lora, mtl_lora, prefix_tuning, prompt_tuning, reft or union",
                 ));
             }
         })
@@ -167,6 +171,7 @@ const KNOWN_PRESETS: &[(&str, &str)] = &[
     ("ia3", "lora (ia3)"),
     ("dora", "lora (dora)"),
     ("vera", "lora (vera)"),
+    ("mtl_lora", "mtl_lora"),
     ("prefix_tuning", "prefix_tuning"),
     ("prefix_tuning_flat", "prefix_tuning"),
     ("prompt_tuning", "prompt_tuning"),
@@ -298,6 +303,7 @@ impl AdapterConfig {
         let config = match architecture {
             Architecture::Bottleneck => AdapterConfig::Bottleneck(deserialize_named(&fields)?),
             Architecture::Lora => AdapterConfig::Lora(deserialize_named(&fields)?),
+            Architecture::MtlLora => AdapterConfig::Lora(mtl_lora_from_json(fields)?),
             Architecture::PrefixTuning => AdapterConfig::PrefixTuning(deserialize_named(&fields)?),
             Architecture::PromptTuning => AdapterConfig::PromptTuning(deserialize_named(&fields)?),
             Architecture::Reft => AdapterConfig::Reft(deserialize_named(&fields)?),
@@ -346,7 +352,16 @@ impl AdapterConfig {
                 serde_json::to_value(config).expect("a BnConfig always serialises")
             }
             AdapterConfig::Lora(config) => {
-                serde_json::to_value(config).expect("a LoRAConfig always serialises")
+                let mut value =
+                    serde_json::to_value(config).expect("a LoRAConfig always serialises");
+                if let (Some(multi_task), Value::Object(map)) = (&config.multi_task, &mut value) {
+                    let Ok(Value::Object(fields)) = serde_json::to_value(multi_task) else {
+                        unreachable!("MultiTaskLoRA serialises to an object")
+                    };
+                    map.extend(fields);
+                    map.insert("architecture".into(), "mtl_lora".into());
+                }
+                value
             }
             AdapterConfig::PrefixTuning(config) => {
                 serde_json::to_value(config).expect("a PrefixTuningConfig always serialises")
@@ -368,6 +383,7 @@ impl AdapterConfig {
     pub fn architecture(&self) -> Architecture {
         match self {
             AdapterConfig::Bottleneck(_) => Architecture::Bottleneck,
+            AdapterConfig::Lora(config) if config.multi_task.is_some() => Architecture::MtlLora,
             AdapterConfig::Lora(_) => Architecture::Lora,
             AdapterConfig::PrefixTuning(_) => Architecture::PrefixTuning,
             AdapterConfig::PromptTuning(_) => Architecture::PromptTuning,
@@ -470,6 +486,18 @@ impl AdapterConfig {
 /// bottlenecks at different sites (mh_adapter / output_adapter); undecidable, so allowed, when
 /// either leaves layers out.
 fn check_union_pairs(configs: &[AdapterConfig]) -> Result<()> {
+    let loras = configs.iter().filter(|c| c.lora().is_some()).count();
+    if loras > 1
+        && configs
+            .iter()
+            .any(|c| c.architecture() == Architecture::MtlLora)
+    {
+        return Err(Error::invalid(
+            "configs",
+            "lora and mtl_lora",
+            "a union holds one LoRA-family config: both would wrap the same projections",
+        ));
+    }
     for (i, a) in configs.iter().enumerate() {
         for b in &configs[i + 1..] {
             if a.architecture() != b.architecture()
@@ -492,6 +520,22 @@ fn check_union_pairs(configs: &[AdapterConfig]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An `mtl_lora` config: its [`MultiTaskLoRA`] keys, the rest a [`LoRAConfig`].
+fn mtl_lora_from_json(mut fields: Value) -> Result<LoRAConfig> {
+    let Value::Object(map) = &mut fields else {
+        unreachable!("from_json passes the config's object")
+    };
+    let multi_task: Map<String, Value> = MultiTaskLoRA::KEYS
+        .iter()
+        .filter_map(|key| map.remove(*key).map(|value| (key.to_string(), value)))
+        .collect();
+    let multi_task = deserialize_named(&Value::Object(multi_task))?;
+    Ok(LoRAConfig {
+        multi_task: Some(multi_task),
+        ..deserialize_named(&fields)?
+    })
 }
 
 /// Whether `name` is one of AdapterHub's preset names.

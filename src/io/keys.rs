@@ -45,15 +45,21 @@ pub(crate) fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceNa
     })
 }
 
-/// The AdapterHub name of a LoRA/IA3 parameter given its path inside [`LoRA`]. AdapterHub's
-/// `lora_A` is `[r, d_input]` and `lora_B` `[d_output, r]` (`[d_output, 1]` for IA3): ours are
-/// their transposes.
+/// The AdapterHub name of a LoRA/IA3/MTL-LoRA parameter given its path inside [`LoRA`].
+/// AdapterHub's `lora_A` is `[r, d_input]` and `lora_B` `[d_output, r]` (`[d_output, 1]` for IA3,
+/// `[n, d_output, r]` for MTL-LoRA): ours are their transposes (of the last two dimensions).
 ///
 /// [`LoRA`]: crate::methods::LoRA
 pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
     let (name, transpose) = match path {
         "lora_a" => ("lora_A", true),
         "lora_b" => ("lora_B", true),
+        // MTL-LoRA's up projections, AdapterHub's `[n, d_output, r]`.
+        "multi_task.lora_b" => ("lora_B", true),
+        "multi_task.task_specific.SingularValues" | "multi_task.task_specific.Linear" => {
+            ("task_specific.values", false)
+        }
+        "multi_task.weights" => ("weights", false),
         "gate.weight" => ("gate.weight", true),
         "gate.bias" => ("gate.bias", false),
         _ => return None,

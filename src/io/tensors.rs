@@ -20,19 +20,29 @@ pub(crate) struct HostTensor {
 }
 
 impl HostTensor {
-    /// The transpose of a 2-D tensor (torch `[out, in]` ↔ burn `[in, out]`).
+    /// The transpose of the last two dimensions (torch `[out, in]` ↔ burn `[in, out]`); a
+    /// rank-1 tensor is its own.
     pub(crate) fn transposed(&self) -> Self {
-        let [rows, cols] = [self.shape[0], self.shape[1]];
+        let rank = self.shape.len();
+        if rank < 2 {
+            return self.clone();
+        }
+        let [rows, cols] = [self.shape[rank - 2], self.shape[rank - 1]];
         let mut values = vec![0.0; self.values.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                values[c * rows + r] = self.values[r * cols + c];
+        for (matrix, out) in self
+            .values
+            .chunks(rows * cols)
+            .zip(values.chunks_mut(rows * cols))
+        {
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = matrix[r * cols + c];
+                }
             }
         }
-        Self {
-            shape: vec![cols, rows],
-            values,
-        }
+        let mut shape = self.shape.clone();
+        shape.swap(rank - 2, rank - 1);
+        Self { shape, values }
     }
 }
 

@@ -5,16 +5,18 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
-use super::OutputBlocks;
 use super::dropout;
 use super::init::{InitRng, param};
+use super::{MultiTaskFactors, OutputBlocks};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
 
 /// One LoRA or IA3 module at one linear layer (AdapterHub's `LoRA` / `IA3`).
 ///
 /// - LoRA (`composition_mode = "add"`): `y = W x + b + dropout(x) A B · alpha / r`;
-/// - IA3 (`composition_mode = "scale"`): `y = (W x + b) ⊙ l · alpha`.
+/// - IA3 (`composition_mode = "scale"`): `y = (W x + b) ⊙ l · alpha`;
+/// - MTL-LoRA: LoRA with `A Λ` for `A` and a mixture of up projections for `B`
+///   ([`MultiTaskFactors`]).
 ///
 /// With `use_gating`, the scaling is replaced by a learned gate: the mean over the sequence of
 /// `sigmoid(gate(x))`. Matrices are stored in burn's `[d_input, d_output]` orientation
@@ -28,8 +30,11 @@ use crate::error::{Error, Result};
 pub struct LoRA {
     /// `A`, `[d_input, r]` (LoRA only).
     pub lora_a: Option<Param<Tensor<2>>>,
-    /// `B`, `[r, d_output]` for LoRA; the scaling vector `l`, `[1, d_output]`, for IA3.
-    pub lora_b: Param<Tensor<2>>,
+    /// `B`, `[r, d_output]` for LoRA; the scaling vector `l`, `[1, d_output]`, for IA3; `None`
+    /// for MTL-LoRA, whose up projections are in `multi_task`.
+    pub lora_b: Option<Param<Tensor<2>>>,
+    /// MTL-LoRA's task-specific matrix and mixed up projections.
+    pub multi_task: Option<MultiTaskFactors>,
     /// The output blocks updated, when only some blocks of a fused projection are.
     #[module(skip)]
     pub blocks: Option<OutputBlocks>,
@@ -59,7 +64,8 @@ impl LoRA {
 
     /// Builds the module for the enabled `blocks` of a fused projection `d_input → d_output`
     /// (AdapterHub's `LoRAMergedLinear`), initialised as [`LoRA::new`] does. A gate is refused:
-    /// AdapterHub gates each block separately, which this module does not do.
+    /// AdapterHub gates each block separately, which this module does not do; so is MTL-LoRA,
+    /// whose `r`-wide task-specific matrix AdapterHub applies to all blocks' ranks at once.
     pub fn new_in_blocks(
         config: &LoRAConfig,
         d_input: usize,
@@ -70,6 +76,11 @@ impl LoRA {
         if config.use_gating {
             return Err(Error::Unsupported(
                 "a gated LoRA on a fused projection (GPT-2's `c_attn`)".into(),
+            ));
+        }
+        if config.multi_task.is_some() {
+            return Err(Error::Unsupported(
+                "MTL-LoRA on a fused projection (GPT-2's `c_attn`)".into(),
             ));
         }
         Self::build(config, d_input, d_output, Some(blocks), device)
@@ -110,7 +121,7 @@ impl LoRA {
                 };
                 (
                     Some(param(a, [d_input, ranks], device)),
-                    param(b, [r, d_output], device),
+                    Some(param(b, [r, d_output], device)),
                     config.alpha / r as f64,
                 )
             }
@@ -121,9 +132,14 @@ impl LoRA {
                     LoRAInit::Bert => rng.normal(d_output, 0.0, 0.02),
                     LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
                 };
-                (None, param(l, [1, d_output], device), config.alpha)
+                (None, Some(param(l, [1, d_output], device)), config.alpha)
             }
         };
+        let multi_task = config.multi_task.as_ref().map(|multi_task| {
+            let shape = [r, d_output];
+            MultiTaskFactors::new(multi_task, config.init_weights, shape, &mut rng, device)
+        });
+        let lora_b = if multi_task.is_some() { None } else { lora_b };
         // torch's nn.Linear default bias, then a N(0, 0.02) weight, as AdapterHub does.
         let gate = config.use_gating.then(|| {
             let bias = rng.uniform(1, 1.0 / (d_input as f64).sqrt());
@@ -135,6 +151,7 @@ impl LoRA {
         Ok(Self {
             lora_a,
             lora_b,
+            multi_task,
             gate,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
@@ -164,25 +181,25 @@ impl LoRA {
             // [batch, seq, 1] → mean over the sequence → [batch, 1, 1]
             sigmoid(gate.forward(input.clone())).mean_dim(1)
         });
-        match &self.lora_a {
+        match self.down() {
             Some(a) => {
                 let x = dropout(&self.dropout, previous.unwrap_or_else(|| input.clone()));
                 // Scale the rank-r intermediate: r values per token instead of d_output.
-                let low_rank = x.matmul(a.val().unsqueeze());
+                let low_rank = x.matmul(a.unsqueeze());
                 let low_rank = match gate {
                     Some(gate) => low_rank * gate,
                     None => low_rank.mul_scalar(self.scaling),
                 };
                 match &self.blocks {
-                    None => low_rank.matmul(self.lora_b.val().unsqueeze()),
-                    Some(blocks) => blocks.pad(per_block(low_rank, self.lora_b.val()), 0.0),
+                    None => low_rank.matmul(self.up().unsqueeze()),
+                    Some(blocks) => blocks.pad(per_block(low_rank, self.up()), 0.0),
                 }
             }
             None => {
                 // Gated modules are never blocked (`new_in_blocks` refuses the gate).
                 let s: Tensor<3> = match &gate {
-                    Some(_) => self.lora_b.val().unsqueeze(),
-                    None => self.ia3_scale(self.lora_b.val()).unsqueeze(),
+                    Some(_) => self.up().unsqueeze(),
+                    None => self.ia3_scale(self.up()).unsqueeze(),
                 };
                 let scaled = match previous {
                     Some(previous) => previous * s,
@@ -193,6 +210,24 @@ impl LoRA {
                     None => scaled,
                 }
             }
+        }
+    }
+
+    /// The down projection LoRA applies: `A`, or `A Λ` for MTL-LoRA; `None` for IA3.
+    fn down(&self) -> Option<Tensor<2>> {
+        let a = self.lora_a.as_ref()?.val();
+        Some(match &self.multi_task {
+            Some(multi_task) => multi_task.down(a),
+            None => a,
+        })
+    }
+
+    /// `B` (LoRA), `l` (IA3), or MTL-LoRA's mixture of up projections.
+    fn up(&self) -> Tensor<2> {
+        match (&self.lora_b, &self.multi_task) {
+            (Some(b), _) => b.val(),
+            (None, Some(multi_task)) => multi_task.up(),
+            (None, None) => unreachable!("a LoRA module has B or MTL-LoRA's up projections"),
         }
     }
 
@@ -220,7 +255,7 @@ impl LoRA {
         }
         // As the merge computes it: in f32, `l` times the scalar.
         let alpha = self.scaling as f32;
-        let l = self.lora_b.val().into_data().convert::<f32>();
+        let l = self.up().into_data().convert::<f32>();
         let l = l.as_slice::<f32>().unwrap_or_default();
         match l.iter().position(|l| !(1.0 / (l * alpha)).is_finite()) {
             Some(output) => Err(format!(
@@ -242,7 +277,7 @@ impl LoRA {
                 bias: linear.bias,
             };
         }
-        let s = self.ia3_scale(self.lora_b.val().detach());
+        let s = self.ia3_scale(self.up().detach());
         Linear {
             weight: update(linear.weight, |w| w / s.clone()),
             bias: linear
@@ -251,10 +286,10 @@ impl LoRA {
         }
     }
 
-    /// `A B·scaling` (LoRA only), zero outside the enabled blocks.
+    /// `A B·scaling` (LoRA and MTL-LoRA), zero outside the enabled blocks.
     fn low_rank_delta(&self) -> Option<Tensor<2>> {
-        let a = self.lora_a.as_ref()?.val().detach();
-        let b = self.lora_b.val().detach().mul_scalar(self.scaling);
+        let a = self.down()?.detach();
+        let b = self.up().detach().mul_scalar(self.scaling);
         Some(match &self.blocks {
             None => a.matmul(b),
             Some(blocks) => blocks.pad(per_block(a, b), 0.0),
@@ -287,7 +322,7 @@ impl LoRA {
                 bias: linear.bias,
             };
         }
-        let s = self.ia3_scale(self.lora_b.val().detach());
+        let s = self.ia3_scale(self.up().detach());
         Linear {
             weight: update(linear.weight, |w| w * s.clone()),
             bias: linear

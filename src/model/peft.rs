@@ -180,6 +180,9 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
     if lora.use_gating {
         return Err(unsupported("PEFT has no gated LoRA"));
     }
+    if lora.multi_task.is_some() {
+        return Err(unsupported("PEFT has no MTL-LoRA"));
+    }
     let mut tensors = TensorMap::new();
     let mut targets = Vec::new();
     for site in model.linear_sites() {

@@ -150,11 +150,10 @@ impl Fill<'_, '_> {
             }
         }
         let tensor = &file.tensors[found];
-        let expected: Vec<usize> = if name.transpose {
-            dims.iter().rev().copied().collect()
-        } else {
-            dims.to_vec()
-        };
+        let mut expected = dims.to_vec();
+        if name.transpose && dims.len() >= 2 {
+            expected.swap(dims.len() - 2, dims.len() - 1);
+        }
         if tensor.shape != expected || tensor.values.len() != expected.iter().product::<usize>() {
             return Err(Error::ShapeMismatch {
                 path: file.path.clone(),
