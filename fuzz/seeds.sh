@@ -51,9 +51,11 @@ PY
     ;;
   config_string)
     printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union"
-    printf 'seq_bn_inv[inv_adapter=glow,inv_adapter_reduction_factor=4]' > "$dir/invertible" ;;
+    printf 'seq_bn_inv[inv_adapter=glow,inv_adapter_reduction_factor=4]' > "$dir/invertible"
+    printf 'mtl_lora[n_up_projection=3,task_specific_matrix_type=linear]|seq_bn' > "$dir/mtl_lora" ;;
   setup_text)
-    printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack" ;;
+    printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack"
+    printf 'Stack[MultiTask[a, Stack[b, c]](task_ids=1,0,1)]' > "$dir/multi_task" ;;
   model_config)
     # a selector byte (0 BERT config, 1 decoder config, 2 shard index, 3 GPT-2 config), then a real file
     { printf '\000'; cat $fx/base/config.json; } > "$dir/bert"
@@ -63,5 +65,6 @@ PY
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
-    cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora" ;;
+    cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora"
+    cp $fx/mtl_lora/bert/mtl_seq_bn/adapter_config.json "$dir/mtl_seq_bn" ;;
 esac

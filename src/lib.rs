@@ -3,8 +3,8 @@
 //! # burn-adapters
 //!
 //! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
-//! named bottleneck adapters (Pfeiffer, Houlsby, parallel), LoRA and IA3, prefix and prompt
-//! tuning and ReFT that you add to a transformer, train while the base model stays frozen,
+//! named bottleneck adapters (Pfeiffer, Houlsby, parallel, invertible), LoRA, IA3 and MTL-LoRA,
+//! prefix and prompt tuning and ReFT that you add to a transformer, train while the base model stays frozen,
 //! switch, merge, and save in AdapterHub's (or, for LoRA, Hugging Face PEFT's) file format.
 //!
 //! ```
@@ -40,7 +40,8 @@
 //! 7. `heads`: prediction heads.
 //! 8. `sites`: where methods act inside a host ([`sites::ResidualSite`] at residual blocks,
 //!    [`sites::LinearSite`] in projections, [`sites::AttentionSite`] and [`sites::PrefixPool`]
-//!    for key/value prefixes, [`sites::EmbeddingSite`] for prompts, [`sites::HiddenStateSite`]
+//!    for key/value prefixes, [`sites::EmbeddingSite`] for prompts and invertible adapters,
+//!    [`sites::HiddenStateSite`]
 //!    for ReFT interventions).
 //! 9. `io`: file formats as plain values (AdapterHub's and PEFT's directories); no modules, no
 //!    hosts.

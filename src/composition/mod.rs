@@ -11,6 +11,7 @@
 //! | `Parallel[a, b]` | the batch runs once per child; output `i` is child `i` alone |
 //! | `Average[a, b](weights=0.3,0.7)` | weighted average of the children's outputs |
 //! | `PerRow[a, (), b]` | row `i` uses its own adapter; `()` is the base model (an extension) |
+//! | `MultiTask[a, b](task_ids=1,0,1)` | row `i` goes through child `task_ids[i]` (MTL-LoRA) |
 
 mod convert;
 mod plan;
@@ -60,6 +61,14 @@ pub enum AdapterSetup {
     },
     /// Row `i` of the batch uses adapter `rows[i]` (`None`: the base model). Not in AdapterHub.
     PerRow(Vec<Option<String>>),
+    /// Row `i` of the batch runs child `task_ids[i]` (AdapterHub's `MultiTask` with the
+    /// forward's `task_ids`); rows past the list run the base model.
+    MultiTask {
+        /// One child per task.
+        children: Vec<AdapterSetup>,
+        /// The task of each row.
+        task_ids: Vec<usize>,
+    },
 }
 
 /// The kind of a setup node, for nesting rules and messages.
@@ -73,6 +82,7 @@ enum Kind {
     Parallel,
     Average,
     PerRow,
+    MultiTask,
 }
 
 impl Kind {
@@ -80,7 +90,11 @@ impl Kind {
     fn allows(self, child: Kind) -> bool {
         use Kind::*;
         match self {
-            Stack => matches!(child, Name | Fuse | Split | Parallel | BatchSplit | Average),
+            Stack => matches!(
+                child,
+                Name | Fuse | Split | Parallel | BatchSplit | Average | MultiTask
+            ),
+            MultiTask => matches!(child, Name | Stack | Average | Fuse),
             Fuse => matches!(child, Name | Stack),
             Split => matches!(child, Name | Split | Stack | BatchSplit | Average),
             Parallel => matches!(child, Name | Stack | BatchSplit | Average),
@@ -106,6 +120,20 @@ impl AdapterSetup {
         )
     }
 
+    /// `MultiTask` over the given adapter names, row `i` running `names[task_ids[i]]`.
+    pub fn multi_task<S: Into<String>>(
+        names: impl IntoIterator<Item = S>,
+        task_ids: impl IntoIterator<Item = usize>,
+    ) -> Self {
+        AdapterSetup::MultiTask {
+            children: names
+                .into_iter()
+                .map(|n| AdapterSetup::Name(n.into()))
+                .collect(),
+            task_ids: task_ids.into_iter().collect(),
+        }
+    }
+
     /// `Average` of the given names with the given weights (normalised).
     pub fn average<S: Into<String>>(children: impl IntoIterator<Item = (S, f64)>) -> Self {
         let (children, weights) = children
@@ -129,6 +157,7 @@ impl AdapterSetup {
             AdapterSetup::Parallel(_) => Kind::Parallel,
             AdapterSetup::Average { .. } => Kind::Average,
             AdapterSetup::PerRow(_) => Kind::PerRow,
+            AdapterSetup::MultiTask { .. } => Kind::MultiTask,
         }
     }
 
@@ -139,7 +168,8 @@ impl AdapterSetup {
             AdapterSetup::Stack(c) | AdapterSetup::Fuse(c) | AdapterSetup::Parallel(c) => c,
             AdapterSetup::Split { children, .. }
             | AdapterSetup::BatchSplit { children, .. }
-            | AdapterSetup::Average { children, .. } => children,
+            | AdapterSetup::Average { children, .. }
+            | AdapterSetup::MultiTask { children, .. } => children,
         }
     }
 
@@ -302,6 +332,14 @@ impl AdapterSetup {
             }
             AdapterSetup::Fuse(_) if children.len() < 2 => {
                 return invalid("Fuse needs at least two adapters".into());
+            }
+            AdapterSetup::MultiTask { task_ids, .. } => {
+                if let Some(task) = task_ids.iter().find(|t| **t >= children.len()) {
+                    return invalid(format!(
+                        "task_ids holds task {task}, but the block has tasks 0..{}",
+                        children.len()
+                    ));
+                }
             }
             _ => {}
         }

@@ -1,4 +1,4 @@
-//! Row blocks (`Parallel`, `BatchSplit`, `PerRow`) resolved into groups of rows, each with a
+//! Row blocks (`Parallel`, `BatchSplit`, `PerRow`, `MultiTask`) resolved into groups of rows, each with a
 //! setup free of row blocks.
 //!
 //! A site runs every group on its own rows exactly as it would run that group's setup on the
@@ -17,11 +17,14 @@ pub(crate) struct SetupRows {
 }
 
 impl AdapterSetup {
-    /// Whether the setup routes rows (holds `Parallel`, `BatchSplit` or `PerRow`).
+    /// Whether the setup routes rows (holds `Parallel`, `BatchSplit`, `PerRow` or `MultiTask`).
     pub(crate) fn has_row_blocks(&self) -> bool {
         matches!(
             self,
-            AdapterSetup::Parallel(_) | AdapterSetup::BatchSplit { .. } | AdapterSetup::PerRow(_)
+            AdapterSetup::Parallel(_)
+                | AdapterSetup::BatchSplit { .. }
+                | AdapterSetup::PerRow(_)
+                | AdapterSetup::MultiTask { .. }
         ) || self.children().iter().any(AdapterSetup::has_row_blocks)
     }
 
@@ -68,7 +71,9 @@ pub(crate) fn variants(setup: &AdapterSetup) -> Vec<AdapterSetup> {
     }
     match setup {
         // Rows a row block does not cover run the base model.
-        AdapterSetup::Parallel(children) | AdapterSetup::BatchSplit { children, .. } => {
+        AdapterSetup::Parallel(children)
+        | AdapterSetup::BatchSplit { children, .. }
+        | AdapterSetup::MultiTask { children, .. } => {
             children.iter().flat_map(variants).for_each(&mut push);
             push(base());
         }
@@ -123,6 +128,7 @@ pub(crate) fn row_groups(setup: &AdapterSetup, batch: usize) -> Vec<SetupRows> {
             batch_sizes,
         } => consecutive(children.iter().zip(batch_sizes.iter().copied()), batch),
         AdapterSetup::PerRow(assignment) => per_row(assignment, batch),
+        AdapterSetup::MultiTask { children, task_ids } => by_task(children, task_ids, batch),
         block => product(block, batch),
     };
     groups.retain(|g| !g.rows.is_empty());
@@ -171,6 +177,31 @@ fn per_row(assignment: &[Option<String>], batch: usize) -> Vec<SetupRows> {
             setup: name.map_or_else(base, |n| AdapterSetup::Name(n.clone())),
         })
         .collect()
+}
+
+/// One group per task of `MultiTask` (its child's groups on the task's rows), rows without a
+/// task running the base model.
+fn by_task(children: &[AdapterSetup], task_ids: &[usize], batch: usize) -> Vec<SetupRows> {
+    let mut groups = Vec::new();
+    for (task, child) in children.iter().enumerate() {
+        let rows: Vec<usize> = (0..batch)
+            .filter(|row| task_ids.get(*row) == Some(&task))
+            .collect();
+        groups.extend(
+            row_groups(child, rows.len())
+                .into_iter()
+                .map(|g| SetupRows {
+                    rows: g.rows.into_iter().map(|r| rows[r]).collect(),
+                    setup: g.setup,
+                }),
+        );
+    }
+    let rest: Vec<usize> = (task_ids.len().min(batch)..batch).collect();
+    groups.push(SetupRows {
+        rows: rest,
+        setup: base(),
+    });
+    groups
 }
 
 /// Stack, Fuse, Split, Average over children with row blocks: the rows that every child routes
@@ -254,6 +285,7 @@ mod tests {
             "BatchSplit[Stack[c, a], b](batch_sizes=1,2)",
             "Stack[BatchSplit[a, b](batch_sizes=1,1), Split[c, BatchSplit[a, b](batch_sizes=2,1)](splits=2,2)]",
             "PerRow[a, (), b, a]",
+            "Stack[a, MultiTask[b, Stack[a, c]](task_ids=1,0,1)]",
             "Stack[a, b]",
         ] {
             let setup = setup(text);

@@ -139,6 +139,10 @@ impl Parser<'_> {
                 batch_sizes: self.counts(take("batch_sizes"), "batch_sizes")?,
                 children,
             },
+            "MultiTask" => AdapterSetup::MultiTask {
+                task_ids: self.counts(take("task_ids"), "task_ids")?,
+                children,
+            },
             "Average" => {
                 let weights = self.weights(take("weights"), children.len())?;
                 let normalize_weights = match take("normalize_weights").as_deref() {
@@ -284,6 +288,7 @@ impl fmt::Display for AdapterSetup {
             AdapterSetup::BatchSplit { .. } => "BatchSplit",
             AdapterSetup::Parallel(_) => "Parallel",
             AdapterSetup::Average { .. } => "Average",
+            AdapterSetup::MultiTask { .. } => "MultiTask",
         };
         write!(f, "{block}[")?;
         join(f, self.children(), ", ")?;
@@ -297,6 +302,11 @@ impl fmt::Display for AdapterSetup {
             AdapterSetup::BatchSplit { batch_sizes, .. } => {
                 f.write_str("(batch_sizes=")?;
                 join(f, batch_sizes, ",")?;
+                f.write_str(")")
+            }
+            AdapterSetup::MultiTask { task_ids, .. } => {
+                f.write_str("(task_ids=")?;
+                join(f, task_ids, ",")?;
                 f.write_str(")")
             }
             AdapterSetup::Average {

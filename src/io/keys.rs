@@ -70,6 +70,20 @@ pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name, in a sharing adapter's file, of a shared MTL-LoRA factor given its
+/// path inside [`SharedFactors`](crate::methods::SharedFactors).
+pub(crate) fn shared_factor_name(path: &str) -> Option<ReferenceName> {
+    let name = match path {
+        "lora_a" => "lora_A",
+        "lora_b" => "lora_B",
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.to_string()],
+        transpose: true,
+    })
+}
+
 /// AdapterHub's location key of a self-attention prefix (`PrefixTuningLayer("self_prefix")`):
 /// the level under the adapter name in the prefix pool's tensor names.
 pub(crate) const SELF_PREFIX: &str = "self_prefix";

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::dropout;
 use super::init::{InitRng, param};
-use super::{MultiTaskFactors, OutputBlocks};
+use super::{MultiTaskFactors, OutputBlocks, SharedFactors};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
 
@@ -35,6 +35,10 @@ pub struct LoRA {
     pub lora_b: Option<Param<Tensor<2>>>,
     /// MTL-LoRA's task-specific matrix and mixed up projections.
     pub multi_task: Option<MultiTaskFactors>,
+    /// The key of the site's [`SharedFactors`] that hold this module's `A` and up projections
+    /// (`lora_a` and `multi_task.lora_b` are then `None`).
+    #[module(skip)]
+    pub shared: Option<String>,
     /// The output blocks updated, when only some blocks of a fused projection are.
     #[module(skip)]
     pub blocks: Option<OutputBlocks>,
@@ -152,6 +156,7 @@ impl LoRA {
             lora_a,
             lora_b,
             multi_task,
+            shared: None,
             gate,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
@@ -161,9 +166,9 @@ impl LoRA {
 
     /// How this module combines with the layer output.
     pub fn composition_mode(&self) -> CompositionMode {
-        match self.lora_a {
-            Some(_) => CompositionMode::Add,
-            None => CompositionMode::Scale,
+        match (&self.lora_a, &self.multi_task) {
+            (None, None) => CompositionMode::Scale,
+            _ => CompositionMode::Add,
         }
     }
 
@@ -177,11 +182,21 @@ impl LoRA {
     /// - input: `[batch, seq, d_input]`
     /// - output: `[batch, seq, d_output]` (LoRA), `[batch, 1 or seq, d_output]` (IA3)
     pub fn delta(&self, previous: Option<Tensor<3>>, input: &Tensor<3>) -> Tensor<3> {
+        self.delta_with(previous, input, None)
+    }
+
+    /// [`LoRA::delta`] with the site's factors this module shares, if it shares any.
+    pub(crate) fn delta_with(
+        &self,
+        previous: Option<Tensor<3>>,
+        input: &Tensor<3>,
+        shared: Option<&SharedFactors>,
+    ) -> Tensor<3> {
         let gate = self.gate.as_ref().map(|gate| {
             // [batch, seq, 1] → mean over the sequence → [batch, 1, 1]
             sigmoid(gate.forward(input.clone())).mean_dim(1)
         });
-        match self.down() {
+        match self.down(shared) {
             Some(a) => {
                 let x = dropout(&self.dropout, previous.unwrap_or_else(|| input.clone()));
                 // Scale the rank-r intermediate: r values per token instead of d_output.
@@ -191,15 +206,15 @@ impl LoRA {
                     None => low_rank.mul_scalar(self.scaling),
                 };
                 match &self.blocks {
-                    None => low_rank.matmul(self.up().unsqueeze()),
-                    Some(blocks) => blocks.pad(per_block(low_rank, self.up()), 0.0),
+                    None => low_rank.matmul(self.up(shared).unsqueeze()),
+                    Some(blocks) => blocks.pad(per_block(low_rank, self.up(shared)), 0.0),
                 }
             }
             None => {
                 // Gated modules are never blocked (`new_in_blocks` refuses the gate).
                 let s: Tensor<3> = match &gate {
-                    Some(_) => self.up().unsqueeze(),
-                    None => self.ia3_scale(self.up()).unsqueeze(),
+                    Some(_) => self.up(None).unsqueeze(),
+                    None => self.ia3_scale(self.up(None)).unsqueeze(),
                 };
                 let scaled = match previous {
                     Some(previous) => previous * s,
@@ -213,9 +228,14 @@ impl LoRA {
         }
     }
 
-    /// The down projection LoRA applies: `A`, or `A Λ` for MTL-LoRA; `None` for IA3.
-    fn down(&self) -> Option<Tensor<2>> {
-        let a = self.lora_a.as_ref()?.val();
+    /// The down projection LoRA applies: `A` (its own or the shared one), or `A Λ` for
+    /// MTL-LoRA; `None` for IA3.
+    fn down(&self, shared: Option<&SharedFactors>) -> Option<Tensor<2>> {
+        let a = match (&self.lora_a, shared) {
+            (Some(a), _) => a.val(),
+            (None, Some(shared)) if self.multi_task.is_some() => shared.lora_a.val(),
+            _ => return None,
+        };
         Some(match &self.multi_task {
             Some(multi_task) => multi_task.down(a),
             None => a,
@@ -223,10 +243,10 @@ impl LoRA {
     }
 
     /// `B` (LoRA), `l` (IA3), or MTL-LoRA's mixture of up projections.
-    fn up(&self) -> Tensor<2> {
+    fn up(&self, shared: Option<&SharedFactors>) -> Tensor<2> {
         match (&self.lora_b, &self.multi_task) {
             (Some(b), _) => b.val(),
-            (None, Some(multi_task)) => multi_task.up(),
+            (None, Some(multi_task)) => multi_task.up(shared),
             (None, None) => unreachable!("a LoRA module has B or MTL-LoRA's up projections"),
         }
     }
@@ -255,7 +275,7 @@ impl LoRA {
         }
         // As the merge computes it: in f32, `l` times the scalar.
         let alpha = self.scaling as f32;
-        let l = self.up().into_data().convert::<f32>();
+        let l = self.up(None).into_data().convert::<f32>();
         let l = l.as_slice::<f32>().unwrap_or_default();
         match l.iter().position(|l| !(1.0 / (l * alpha)).is_finite()) {
             Some(output) => Err(format!(
@@ -270,14 +290,14 @@ impl LoRA {
     /// Undoes [`LoRA::merge_into`](Self::merge_into), up to float rounding: subtracts the
     /// low-rank update, or divides by the IA3 scaling (which
     /// [`LoRA::check_mergeable`](Self::check_mergeable) made sure is invertible).
-    pub(crate) fn unmerge_from(&self, linear: Linear) -> Linear {
-        if let Some(delta) = self.low_rank_delta() {
+    pub(crate) fn unmerge_from(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
+        if let Some(delta) = self.low_rank_delta(shared) {
             return Linear {
                 weight: update(linear.weight, |w| w - delta),
                 bias: linear.bias,
             };
         }
-        let s = self.ia3_scale(self.up().detach());
+        let s = self.ia3_scale(self.up(None).detach());
         Linear {
             weight: update(linear.weight, |w| w / s.clone()),
             bias: linear
@@ -287,9 +307,9 @@ impl LoRA {
     }
 
     /// `A B·scaling` (LoRA and MTL-LoRA), zero outside the enabled blocks.
-    fn low_rank_delta(&self) -> Option<Tensor<2>> {
-        let a = self.down()?.detach();
-        let b = self.up().detach().mul_scalar(self.scaling);
+    fn low_rank_delta(&self, shared: Option<&SharedFactors>) -> Option<Tensor<2>> {
+        let a = self.down(shared)?.detach();
+        let b = self.up(shared).detach().mul_scalar(self.scaling);
         Some(match &self.blocks {
             None => a.matmul(b),
             Some(blocks) => blocks.pad(per_block(a, b), 0.0),
@@ -315,14 +335,14 @@ impl LoRA {
     /// For IA3 the bias is scaled along with the weight: `(W x + b) ⊙ s = (W ⊙ s) x + b ⊙ s`.
     /// (AdapterHub leaves the bias unscaled, so its merged model differs from its unmerged one
     /// whenever the bias is non-zero.)
-    pub(crate) fn merge_into(&self, linear: Linear) -> Linear {
-        if let Some(delta) = self.low_rank_delta() {
+    pub(crate) fn merge_into(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
+        if let Some(delta) = self.low_rank_delta(shared) {
             return Linear {
                 weight: update(linear.weight, |w| w + delta),
                 bias: linear.bias,
             };
         }
-        let s = self.ia3_scale(self.up().detach());
+        let s = self.ia3_scale(self.up(None).detach());
         Linear {
             weight: update(linear.weight, |w| w * s.clone()),
             bias: linear

@@ -17,14 +17,25 @@ pub enum TaskSpecific {
     Linear(Param<Tensor<2>>),
 }
 
+/// The factors MTL-LoRA adapters share after `share_parameters` (AdapterHub's
+/// `shared_parameters.<names>`): `A` and the up projections, held once by the site.
+#[derive(Module, Debug)]
+pub struct SharedFactors {
+    /// `A`, `[d_input, r]`.
+    pub lora_a: Param<Tensor<2>>,
+    /// The up projections `Bₖ`, `[n, r, d_output]`.
+    pub lora_b: Param<Tensor<3>>,
+}
+
 /// What MTL-LoRA puts in place of LoRA's `B`: `Λ` after `A`, then `Σₖ ŵₖ Bₖ` with
 /// `ŵ = softmax(w / sharpness)`. The mixture is linear, so it is formed once per forward on the
 /// `[r, d_output]` factors instead of running every up projection on the activations
 /// (AdapterHub's `exp(w / sharpness) / Σ exp(...)`, computed without its overflow).
 #[derive(Module, Debug)]
 pub struct MultiTaskFactors {
-    /// The up projections `Bₖ`, `[n, r, d_output]` (AdapterHub's `lora_B`, `[n, d_output, r]`).
-    pub lora_b: Param<Tensor<3>>,
+    /// The up projections `Bₖ`, `[n, r, d_output]` (AdapterHub's `lora_B`, `[n, d_output, r]`);
+    /// `None` while they are shared ([`SharedFactors`]).
+    pub lora_b: Option<Param<Tensor<3>>>,
     /// `Λ`.
     pub task_specific: TaskSpecific,
     /// The mixing weights `w`, `[n]` (AdapterHub's `weights`).
@@ -59,7 +70,7 @@ impl MultiTaskFactors {
             }
         };
         Self {
-            lora_b: param(up, [n, r, d_output], device),
+            lora_b: Some(param(up, [n, r, d_output], device)),
             task_specific,
             weights: param(vec![1.0; n], [n], device),
             sharpness: config.weights_sharpness,
@@ -78,15 +89,21 @@ impl MultiTaskFactors {
         }
     }
 
-    /// `Σₖ ŵₖ Bₖ`.
+    /// `Σₖ ŵₖ Bₖ`, with the shared `Bₖ` when this module's are shared.
     ///
     /// # Shapes
     ///
     /// - output: `[r, d_output]`
-    pub fn up(&self) -> Tensor<2> {
-        let [n, r, d_output] = self.lora_b.dims();
+    pub fn up(&self, shared: Option<&SharedFactors>) -> Tensor<2> {
+        let up = match (&self.lora_b, shared) {
+            (Some(up), _) => up.val(),
+            (None, Some(shared)) => shared.lora_b.val(),
+            (None, None) => unreachable!("an MTL-LoRA module holds or shares its up projections"),
+        };
+        let [n, r, d_output] = up.dims();
         let mix = softmax(self.weights.val().div_scalar(self.sharpness), 0);
-        let mixed = self.lora_b.val() * mix.reshape([n, 1, 1]);
-        mixed.sum_dim(0).reshape([r, d_output])
+        (up * mix.reshape([n, 1, 1]))
+            .sum_dim(0)
+            .reshape([r, d_output])
     }
 }

@@ -42,6 +42,7 @@ pub(crate) fn average_adapter<M: AdapterModel>(
     }
     let config = averaged_config(model, sources, strategy)?;
     check_fused_sources(model, sources, strategy)?;
+    check_unshared_sources(model, sources)?;
     let modules = build_modules(model, &config, Some(0))?;
     let modules = average_modules(model, modules, sources, strategy)?;
     install(model, name, config, modules, None);
@@ -188,6 +189,26 @@ fn averaged_config<M: AdapterModel>(
         lora.r = rank;
     }
     Ok(config)
+}
+
+/// Sources that share MTL-LoRA factors hold them at the site, not in their modules: they are
+/// averaged after `unshare_parameters`.
+fn check_unshared_sources<M: AdapterModel>(model: &M, sources: &[(&str, f64)]) -> Result<()> {
+    for site in model.linear_sites() {
+        for (source, _) in sources {
+            if site
+                .loras()
+                .get(*source)
+                .is_some_and(|lora| lora.shared.is_some())
+            {
+                return Err(Error::InvalidSetup(format!(
+                    "average_adapter: `{source}` shares its MTL-LoRA factors; call \
+                     unshare_parameters first"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// LoRAs on a fused projection average only in AdapterHub's per-block form, and not by

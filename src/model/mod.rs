@@ -12,6 +12,7 @@ mod prefix;
 mod prompt;
 mod registry;
 mod setup;
+mod share;
 mod summary;
 mod transfer;
 
@@ -520,6 +521,24 @@ pub trait AdapterModel: AdapterHost {
     /// vocabulary, or the host has no word embeddings.
     fn init_prompt_from_tokens(&mut self, name: &str, tokens: &[usize]) -> Result<()> {
         prompt::init_from_tokens(self, name, tokens)
+    }
+
+    /// Makes the MTL-LoRA adapters `names` share one `A` and one set of up projections at
+    /// every projection they wrap, starting from `reference`'s (default: the first adapter's),
+    /// as AdapterHub's `share_parameters`: each keeps its task-specific matrix and mixing
+    /// weights, training updates the shared factors once, and `save_adapter` writes them into
+    /// every sharing adapter's file. The site holds them under `shared_parameters.<a,b>`.
+    ///
+    /// Fails, changing nothing, if a name is unknown or not an MTL-LoRA adapter, the reference
+    /// is not among `names`, one of them is merged, or their factors differ in shape.
+    fn share_parameters(&mut self, names: &[&str], reference: Option<&str>) -> Result<()> {
+        share::share(self, names, reference)
+    }
+
+    /// Undoes [`AdapterModel::share_parameters`] for the same `names`: each adapter gets its
+    /// own copy of the shared factors.
+    fn unshare_parameters(&mut self, names: &[&str]) -> Result<()> {
+        share::unshare(self, names)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::io::adapterhub::{
 use crate::io::in_file;
 use crate::io::keys::{
     SELF_PREFIX, bottleneck_name, head_name, invertible_name, lora_name, prefix_gate_name,
-    prefix_name, prompt_name, reft_name, wrapped_module,
+    prefix_name, prompt_name, reft_name, shared_factor_name, wrapped_module,
 };
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
@@ -92,6 +92,11 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
     for site in model.linear_sites() {
         if let Some(lora) = site.loras().get(name) {
             let prefix = format!("{}.{name}", model.linear_site_path(site.location()));
+            // Shared MTL-LoRA factors are written into every sharing adapter's file, as
+            // AdapterHub writes them.
+            if let Some(shared) = site.shared_of(lora) {
+                collect(shared, prefix.clone(), &shared_factor_name, &mut tensors);
+            }
             collect(lora, prefix, &lora_name, &mut tensors);
         }
     }

@@ -34,7 +34,7 @@ fn check_prompts<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()>
         return Ok(());
     };
     let reason = if setup.has_row_blocks() {
-        "it acts on every row, so it cannot run in Parallel, BatchSplit or PerRow"
+        "it acts on every row, so it cannot run in Parallel, BatchSplit, PerRow or MultiTask"
     } else if setup.first() != Some(*name) {
         "only the setup's first adapter runs one"
     } else if let Some(other) = names.iter().find(|n| *n != name && prompting(n)) {
@@ -51,7 +51,8 @@ fn check_prompts<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()>
 }
 
 /// Prefixes only concatenate: AdapterHub's `PrefixTuningLayer` composes them in `Stack`,
-/// `Parallel` and `BatchSplit` (and so, here, `PerRow`) and raises in the other blocks.
+/// `Parallel` and `BatchSplit` (and so, here, `PerRow` and `MultiTask`, which routes rows as a
+/// `BatchSplit`) and raises in the other blocks.
 fn check_prefix_blocks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
     let mixing = matches!(
         setup,
@@ -66,7 +67,7 @@ fn check_prefix_blocks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Resu
         if let Some(name) = prefixed {
             return Err(Error::InvalidSetup(format!(
                 "`{setup}`: `{name}` has prefix tuning, which composes only in Stack, Parallel, \
-                 BatchSplit and PerRow blocks"
+                 BatchSplit, PerRow and MultiTask blocks"
             )));
         }
     }

@@ -37,8 +37,18 @@ pub struct AdapterSummary {
     pub base_trainable: bool,
 }
 
-/// Parameters of adapter `name` at every site.
+/// Parameters of adapter `name` at every site, with the MTL-LoRA factors it shares.
 fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
+    let shared: usize = model
+        .linear_sites()
+        .filter_map(|site| site.loras().get(name).and_then(|lora| site.shared_of(lora)))
+        .map(Module::num_params)
+        .sum();
+    own_params(model, name) + shared
+}
+
+/// Parameters adapter `name` holds itself at every site.
+fn own_params<M: AdapterHost>(model: &M, name: &str) -> usize {
     let residual: usize = model
         .residual_sites()
         .filter_map(|site| site.adapters().get(name))
@@ -89,7 +99,8 @@ fn reft_params(reft: &crate::methods::ReftModule) -> usize {
 }
 
 /// Parameters of the fusion layers and heads, which count neither as adapter nor as base
-/// parameters, as in AdapterHub.
+/// parameters, as in AdapterHub, and the shared MTL-LoRA factors (counted in each sharing
+/// adapter's row, and once here).
 fn other_params<M: AdapterHost>(model: &M) -> usize {
     let fusions: usize = model
         .residual_sites()
@@ -97,7 +108,12 @@ fn other_params<M: AdapterHost>(model: &M) -> usize {
         .map(|(_, fusion)| fusion.num_params())
         .sum();
     let heads = model.heads().map_or(0, Module::num_params);
-    fusions + heads
+    let shared: usize = model
+        .linear_sites()
+        .flat_map(|site| site.shared().iter())
+        .map(|(_, factors)| factors.num_params())
+        .sum();
+    fusions + heads + shared
 }
 
 pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
@@ -106,7 +122,7 @@ pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
         .names()
         .map(|name| (name, adapter_params(model, name)))
         .collect();
-    let adapters_total: usize = counts.iter().map(|(_, n)| n).sum();
+    let adapters_total: usize = registry.names().map(|name| own_params(model, name)).sum();
     let base = model.num_params() - adapters_total - other_params(model);
     let active: Vec<&str> = registry.active().map(|s| s.names()).unwrap_or_default();
     let adapters = counts

@@ -1,6 +1,7 @@
 //! The linear site: a drop-in for burn's `Linear` that carries named LoRA/IA3 modules.
 
 mod program;
+mod share;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::rows::run_row_groups;
 use crate::composition::ActivePlan;
 use crate::config::LinearLocation;
 use crate::error::{Error, Result};
-use crate::methods::LoRA;
+use crate::methods::{LoRA, SharedFactors};
 use program::{Modules, Program, Runner};
 
 /// A linear layer with named LoRA/IA3 modules, at most one of them merged into its weights, and
@@ -29,6 +30,8 @@ pub struct LinearSite {
     location: LinearLocation,
     linear: Linear,
     loras: NamedModules<LoRA>,
+    /// Factors MTL-LoRA modules share, by share key (AdapterHub's `shared_parameters`).
+    shared: NamedModules<SharedFactors>,
     merged: Option<String>,
     /// The active setup, shared by every site of the host.
     plan: Option<Arc<ActivePlan>>,
@@ -43,6 +46,7 @@ impl LinearSite {
             location,
             linear,
             loras: NamedModules::default(),
+            shared: NamedModules::default(),
             merged: None,
             plan: None,
             programs: None,
@@ -76,6 +80,16 @@ impl LinearSite {
         &self.loras
     }
 
+    /// The factors MTL-LoRA modules share here, by share key.
+    pub fn shared(&self) -> &NamedModules<SharedFactors> {
+        &self.shared
+    }
+
+    /// The factors `lora` shares, if it shares any.
+    pub fn shared_of(&self, lora: &LoRA) -> Option<&SharedFactors> {
+        lora.shared.as_deref().and_then(|key| self.shared.get(key))
+    }
+
     /// The module folded into the weights, if any.
     pub fn merged(&self) -> Option<&str> {
         self.merged.as_deref()
@@ -93,6 +107,7 @@ impl LinearSite {
             self.reset();
         }
         if self.loras.remove(name).is_some() {
+            self.drop_unused_shares();
             self.compile();
         }
     }
@@ -125,7 +140,7 @@ impl LinearSite {
             }
             None => {}
         }
-        self.linear = lora.merge_into(self.linear.clone());
+        self.linear = lora.merge_into(self.linear.clone(), self.shared_of(lora));
         self.merged = Some(name.to_string());
         self.compile();
         Ok(())
@@ -135,7 +150,7 @@ impl LinearSite {
     pub(crate) fn reset(&mut self) {
         if let Some(name) = self.merged.take() {
             if let Some(lora) = self.loras.get(name.as_str()) {
-                self.linear = lora.unmerge_from(self.linear.clone());
+                self.linear = lora.unmerge_from(self.linear.clone(), self.shared_of(lora));
             }
             self.compile();
         }
@@ -174,6 +189,7 @@ impl LinearSite {
         };
         let runner = Runner {
             loras: &self.loras,
+            shared: &self.shared,
             linear: &self.linear,
         };
         let run = |variant: usize, [input]: [Tensor<3>; 1]| match &programs[variant] {
@@ -189,18 +205,21 @@ impl LinearSite {
 }
 
 const LORAS: &str = "loras";
+const SHARED: &str = "shared_parameters";
 const CONTAINER: &str = "LinearSite";
 
 impl Module for LinearSite {
     fn collect_devices(&self, devices: Devices) -> Devices {
-        self.loras
-            .collect_devices(self.linear.collect_devices(devices))
+        let devices = self.linear.collect_devices(devices);
+        self.shared
+            .collect_devices(self.loras.collect_devices(devices))
     }
 
     fn fork(self, device: &Device) -> Self {
         Self {
             linear: self.linear.fork(device),
             loras: self.loras.fork(device),
+            shared: self.shared.fork(device),
             ..self
         }
     }
@@ -209,6 +228,7 @@ impl Module for LinearSite {
         Self {
             linear: self.linear.to_device(device),
             loras: self.loras.to_device(device),
+            shared: self.shared.to_device(device),
             ..self
         }
     }
@@ -217,6 +237,7 @@ impl Module for LinearSite {
         Self {
             linear: self.linear.train(),
             loras: self.loras.train(),
+            shared: self.shared.train(),
             ..self
         }
     }
@@ -226,6 +247,7 @@ impl Module for LinearSite {
             location: self.location,
             linear: self.linear.valid(),
             loras: self.loras.valid(),
+            shared: self.shared.valid(),
             merged: self.merged.clone(),
             plan: self.plan.clone(),
             programs: self.programs.clone(),
@@ -236,6 +258,7 @@ impl Module for LinearSite {
         Self {
             linear: self.linear.materialize(),
             loras: self.loras.materialize(),
+            shared: self.shared.materialize(),
             ..self
         }
     }
@@ -244,39 +267,58 @@ impl Module for LinearSite {
     // checkpoints of the plain model load unchanged; the modules sit under `loras`.
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
         self.linear.visit(visitor);
-        if !self.loras.is_empty() {
-            visitor.enter_module(LORAS, CONTAINER);
-            self.loras.visit(visitor);
-            visitor.exit_module(LORAS, CONTAINER);
-        }
+        visit_field(visitor, LORAS, &self.loras);
+        visit_field(visitor, SHARED, &self.shared);
     }
 
     fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
-        let linear = self.linear.map(mapper);
-        let loras = if self.loras.is_empty() {
-            self.loras
-        } else {
-            mapper.enter_module(LORAS, CONTAINER);
-            let loras = self.loras.map(mapper);
-            mapper.exit_module(LORAS, CONTAINER);
-            loras
-        };
         Self {
-            linear,
-            loras,
+            linear: self.linear.map(mapper),
+            loras: map_field(mapper, LORAS, self.loras),
+            shared: map_field(mapper, SHARED, self.shared),
             ..self
         }
     }
 }
 
+/// Visits a non-empty container under `field`.
+fn visit_field<T: Module, V: ModuleVisitor>(
+    visitor: &mut V,
+    field: &str,
+    modules: &NamedModules<T>,
+) {
+    if !modules.is_empty() {
+        visitor.enter_module(field, CONTAINER);
+        modules.visit(visitor);
+        visitor.exit_module(field, CONTAINER);
+    }
+}
+
+/// Maps a non-empty container under `field`.
+fn map_field<T: Module, M: ModuleMapper>(
+    mapper: &mut M,
+    field: &str,
+    modules: NamedModules<T>,
+) -> NamedModules<T> {
+    if modules.is_empty() {
+        return modules;
+    }
+    mapper.enter_module(field, CONTAINER);
+    let modules = modules.map(mapper);
+    mapper.exit_module(field, CONTAINER);
+    modules
+}
+
 impl ModuleDisplayDefault for LinearSite {
     fn content(&self, content: Content) -> Option<Content> {
-        let content = self.linear.content(content)?;
-        if self.loras.is_empty() {
-            Some(content)
-        } else {
-            Some(content.add(LORAS, &self.loras))
+        let mut content = self.linear.content(content)?;
+        if !self.loras.is_empty() {
+            content = content.add(LORAS, &self.loras);
         }
+        if !self.shared.is_empty() {
+            content = content.add(SHARED, &self.shared);
+        }
+        Some(content)
     }
 }
 

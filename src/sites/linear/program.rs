@@ -5,7 +5,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 
 use crate::composition::AdapterSetup;
-use crate::methods::LoRA;
+use crate::methods::{LoRA, SharedFactors};
 use crate::sites::NamedModules;
 
 /// A setup resolved at one linear site.
@@ -88,6 +88,7 @@ impl Modules<'_> {
 /// Runs programs at one linear site.
 pub(super) struct Runner<'a> {
     pub loras: &'a NamedModules<LoRA>,
+    pub shared: &'a NamedModules<SharedFactors>,
     pub linear: &'a Linear,
 }
 
@@ -135,10 +136,11 @@ impl Runner<'_> {
         input: &Tensor<3>,
     ) -> (Option<Tensor<3>>, Option<usize>) {
         match update {
-            Update::Module(index) => (
-                Some(self.loras.at(*index).delta(previous, input)),
-                Some(*index),
-            ),
+            Update::Module(index) => {
+                let lora = self.loras.at(*index);
+                let shared = lora.shared.as_deref().and_then(|k| self.shared.get(k));
+                (Some(lora.delta_with(previous, input, shared)), Some(*index))
+            }
             Update::Stack(children) => {
                 let (mut delta, mut last) = (previous, None);
                 for child in children {

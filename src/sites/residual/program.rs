@@ -89,7 +89,8 @@ impl Modules<'_> {
             // Row blocks are resolved into variants before compiling.
             AdapterSetup::Parallel(_)
             | AdapterSetup::BatchSplit { .. }
-            | AdapterSetup::PerRow(_) => None,
+            | AdapterSetup::PerRow(_)
+            | AdapterSetup::MultiTask { .. } => None,
         }
     }
 
