@@ -4,8 +4,9 @@
 //!
 //! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
 //! named bottleneck adapters (Pfeiffer, Houlsby, parallel, invertible), LoRA, IA3 and MTL-LoRA,
-//! prefix and prompt tuning and ReFT that you add to a transformer, train while the base model stays frozen,
-//! switch, merge, and save in AdapterHub's (or, for LoRA, Hugging Face PEFT's) file format.
+//! prefix and prompt tuning and ReFT that you add to a transformer, train while the base model
+//! stays frozen, switch, merge, and save in AdapterHub's (or, for LoRA, Hugging Face PEFT's) file
+//! format.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -41,8 +42,7 @@
 //! 8. `sites`: where methods act inside a host ([`sites::ResidualSite`] at residual blocks,
 //!    [`sites::LinearSite`] in projections, [`sites::AttentionSite`] and [`sites::PrefixPool`]
 //!    for key/value prefixes, [`sites::EmbeddingSite`] for prompts and invertible adapters,
-//!    [`sites::HiddenStateSite`]
-//!    for ReFT interventions).
+//!    [`sites::HiddenStateSite`] for ReFT interventions).
 //! 9. `io`: file formats as plain values (AdapterHub's and PEFT's directories); no modules, no
 //!    hosts.
 //! 10. `model`: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
