@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_adapters::heads::HeadConfig;
@@ -14,62 +14,34 @@ use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::LlamaModel;
 use burn_adapters::prelude::*;
 use common::decoder::*;
-use common::families::{Family, deviation, export_dir, generates_as_reference, save_and_reload};
+use common::families::{
+    Family, cases_match_reference, deviation, export_root, generates_as_reference, listed_cases,
+    moved, rust_saved_cases_reload,
+};
 use common::snapshot::snapshot;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
+const CASES: usize = 5;
+
 fn family_dir<F: Family>() -> PathBuf {
     fixtures().join("invertible").join(F::NAME)
 }
 
-/// `(name, case, dir)` of every single-adapter case.
-fn cases<F: Family>() -> Vec<(String, serde_json::Value, PathBuf)> {
-    let listed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(family_dir::<F>().join("cases.json")).unwrap(),
-    )
-    .unwrap();
-    let listed = listed.as_array().unwrap();
-    assert_eq!(listed.len(), 5, "{}", F::NAME);
-    listed
-        .iter()
-        .map(|case| {
-            let name = case["name"].as_str().unwrap().to_string();
-            let dir = family_dir::<F>().join(&name);
-            (name, case.clone(), dir)
-        })
-        .collect()
-}
-
-fn invertibles_match_adapterhub<F: Family>() {
-    let device = device();
-    for (name, case, dir) in cases::<F>() {
-        let mut model = F::base(&device);
-        model.load_adapter(&dir).unwrap();
-        model.set_active_adapters(name.as_str()).unwrap();
-        let expected = dir.join("expected.safetensors");
-        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
-        println!("{} {name}: max |Δ| {d:.2e}", F::NAME);
-        assert!(d <= TOLERANCE, "{} {name}: max |Δ| {d}", F::NAME);
-        let params = model.adapter_summary().adapters[0].num_params as u64;
-        assert_eq!(params, case["num_params"].as_u64().unwrap(), "{name}");
-    }
-}
-
 #[test]
 fn bert_invertible_adapters_match_adapterhub() {
-    invertibles_match_adapterhub::<BertModel>();
+    cases_match_reference::<BertModel>("invertible", CASES, TOLERANCE);
 }
 
 #[test]
 fn llama_invertible_adapters_match_adapterhub() {
-    invertibles_match_adapterhub::<LlamaModel>();
+    cases_match_reference::<LlamaModel>("invertible", CASES, TOLERANCE);
 }
 
 #[test]
 fn gpt2_invertible_adapters_match_adapterhub() {
-    invertibles_match_adapterhub::<Gpt2Model>();
+    cases_match_reference::<Gpt2Model>("invertible", CASES, TOLERANCE);
 }
 
 /// Only the setup's first adapter's invertible adapter runs: `Stack(plain, inv)` runs none.
@@ -100,38 +72,26 @@ fn the_setups_first_adapter_inverts_as_in_adapterhub() {
 
 #[test]
 fn llama_generation_with_invertible_adapters_matches_transformers() {
-    for (_, _, dir) in cases::<LlamaModel>() {
+    for (_, _, dir) in listed_cases::<LlamaModel>("invertible", CASES) {
         generates_as_reference::<LlamaModel>(&dir, &device());
     }
 }
 
 #[test]
 fn gpt2_generation_with_invertible_adapters_matches_transformers() {
-    for (_, _, dir) in cases::<Gpt2Model>() {
+    for (_, _, dir) in listed_cases::<Gpt2Model>("invertible", CASES) {
         generates_as_reference::<Gpt2Model>(&dir, &device());
     }
 }
 
 /// Rust-saved files reload the same; under `BURN_ADAPTERS_EXPORT_INVERTIBLE` they go to
 /// `<dir>/bert/<case>` and `<dir>/decoder/<family>/<case>` for the Python checkers.
-fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
-    let device = device();
-    for (name, _, dir) in cases::<F>() {
-        let mut model = F::base(&device);
-        model.load_adapter(&dir).unwrap();
-        model.set_active_adapters(name.as_str()).unwrap();
-        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), &device);
-    }
-}
-
 #[test]
 fn rust_saved_invertible_adapters_reload_exactly() {
-    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_INVERTIBLE").map(PathBuf::from);
-    let scratch = tempfile::tempdir().unwrap();
-    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
-    rust_saved_files_reload_exactly::<BertModel>(&root);
-    rust_saved_files_reload_exactly::<LlamaModel>(&root);
-    rust_saved_files_reload_exactly::<Gpt2Model>(&root);
+    let (_scratch, root) = export_root("BURN_ADAPTERS_EXPORT_INVERTIBLE");
+    rust_saved_cases_reload::<BertModel>("invertible", CASES, &root);
+    rust_saved_cases_reload::<LlamaModel>("invertible", CASES, &root);
+    rust_saved_cases_reload::<Gpt2Model>("invertible", CASES, &root);
 }
 
 /// The inverse undoes the coupling (NICE exactly up to rounding, GLOW through its scales), on
@@ -207,11 +167,7 @@ fn training_moves_only_the_adapter() {
     let before = snapshot(&model);
     let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
     assert!(losses.last() < losses.first(), "{losses:?}");
-    let moved: Vec<String> = snapshot(&model)
-        .into_iter()
-        .filter(|(path, values)| before.get(path) != Some(values))
-        .map(|(path, _)| path)
-        .collect();
+    let moved = moved(&before, &model);
     for path in &moved {
         assert!(path.contains(".inv."), "{path} moved");
     }

@@ -13,62 +13,34 @@ use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::LlamaModel;
 use burn_adapters::prelude::*;
 use common::decoder::*;
-use common::families::{Family, deviation, export_dir, generates_as_reference, save_and_reload};
+use common::families::{
+    Family, cases_match_reference, deviation, export_dir, export_root, generates_as_reference,
+    listed_cases, moved, rust_saved_cases_reload, save_and_reload,
+};
 use common::snapshot::snapshot;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
+const CASES: usize = 5;
+
 fn family_dir<F: Family>() -> PathBuf {
     fixtures().join("mtl_lora").join(F::NAME)
 }
 
-/// `(name, case, dir)` of every single-adapter case.
-fn cases<F: Family>() -> Vec<(String, serde_json::Value, PathBuf)> {
-    let listed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(family_dir::<F>().join("cases.json")).unwrap(),
-    )
-    .unwrap();
-    let listed = listed.as_array().unwrap();
-    assert_eq!(listed.len(), 5, "{}", F::NAME);
-    listed
-        .iter()
-        .map(|case| {
-            let name = case["name"].as_str().unwrap().to_string();
-            let dir = family_dir::<F>().join(&name);
-            (name, case.clone(), dir)
-        })
-        .collect()
-}
-
-fn mtl_loras_match_adapterhub<F: Family>() {
-    let device = device();
-    for (name, case, dir) in cases::<F>() {
-        let mut model = F::base(&device);
-        model.load_adapter(&dir).unwrap();
-        model.set_active_adapters(name.as_str()).unwrap();
-        let expected = dir.join("expected.safetensors");
-        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
-        println!("{} {name}: max |Δ| {d:.2e}", F::NAME);
-        assert!(d <= TOLERANCE, "{} {name}: max |Δ| {d}", F::NAME);
-        let params = model.adapter_summary().adapters[0].num_params as u64;
-        assert_eq!(params, case["num_params"].as_u64().unwrap(), "{name}");
-    }
-}
-
 #[test]
 fn bert_mtl_loras_match_adapterhub() {
-    mtl_loras_match_adapterhub::<BertModel>();
+    cases_match_reference::<BertModel>("mtl_lora", CASES, TOLERANCE);
 }
 
 #[test]
 fn llama_mtl_loras_match_adapterhub() {
-    mtl_loras_match_adapterhub::<LlamaModel>();
+    cases_match_reference::<LlamaModel>("mtl_lora", CASES, TOLERANCE);
 }
 
 #[test]
 fn gpt2_mtl_loras_match_adapterhub() {
-    mtl_loras_match_adapterhub::<Gpt2Model>();
+    cases_match_reference::<Gpt2Model>("mtl_lora", CASES, TOLERANCE);
 }
 
 /// A gate averages over the whole sequence, so a cached step (which sees only its new tokens)
@@ -77,7 +49,7 @@ const GATED: &str = "mtl_gated";
 
 #[test]
 fn llama_generation_with_mtl_lora_matches_transformers() {
-    for (name, _, dir) in cases::<LlamaModel>() {
+    for (name, _, dir) in listed_cases::<LlamaModel>("mtl_lora", CASES) {
         if name != GATED {
             generates_as_reference::<LlamaModel>(&dir, &device());
         }
@@ -86,7 +58,7 @@ fn llama_generation_with_mtl_lora_matches_transformers() {
 
 #[test]
 fn gpt2_generation_with_mtl_lora_matches_transformers() {
-    for (name, _, dir) in cases::<Gpt2Model>() {
+    for (name, _, dir) in listed_cases::<Gpt2Model>("mtl_lora", CASES) {
         if name != GATED {
             generates_as_reference::<Gpt2Model>(&dir, &device());
         }
@@ -94,16 +66,11 @@ fn gpt2_generation_with_mtl_lora_matches_transformers() {
 }
 
 /// Rust-saved files reload the same; under `BURN_ADAPTERS_EXPORT_MTL_LORA` they go to
-/// `<dir>/bert/<case>` and `<dir>/decoder/<family>/<case>` for the Python checkers.
+/// `<dir>/bert/<case>` and `<dir>/decoder/<family>/<case>` for the Python checkers, with an
+/// adapter saved while it shares its factors.
 fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
     let device = device();
-    for (name, _, dir) in cases::<F>() {
-        let mut model = F::base(&device);
-        model.load_adapter(&dir).unwrap();
-        model.set_active_adapters(name.as_str()).unwrap();
-        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), &device);
-    }
-    // an adapter saved while it shares its factors
+    rust_saved_cases_reload::<F>("mtl_lora", CASES, root);
     let dir = family_dir::<F>().join("multi_task");
     let mut model = F::base(&device);
     model.load_adapter(dir.join("a")).unwrap();
@@ -120,9 +87,7 @@ fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
 
 #[test]
 fn rust_saved_mtl_loras_reload_exactly() {
-    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_MTL_LORA").map(PathBuf::from);
-    let scratch = tempfile::tempdir().unwrap();
-    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    let (_scratch, root) = export_root("BURN_ADAPTERS_EXPORT_MTL_LORA");
     rust_saved_files_reload_exactly::<BertModel>(&root);
     rust_saved_files_reload_exactly::<LlamaModel>(&root);
     rust_saved_files_reload_exactly::<Gpt2Model>(&root);
@@ -168,11 +133,7 @@ fn training_moves_only_the_mtl_lora() {
     let before = snapshot(&model);
     let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
     assert!(losses.last() < losses.first(), "{losses:?}");
-    let moved: Vec<String> = snapshot(&model)
-        .into_iter()
-        .filter(|(path, values)| before.get(path) != Some(values))
-        .map(|(path, _)| path)
-        .collect();
+    let moved = moved(&before, &model);
     for path in &moved {
         assert!(path.contains(".m."), "{path} moved");
     }
@@ -347,11 +308,7 @@ fn training_shared_tasks_moves_the_shared_factors_once() {
     let before = snapshot(&model);
     let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
     assert!(losses.last() < losses.first(), "{losses:?}");
-    let moved: Vec<String> = snapshot(&model)
-        .into_iter()
-        .filter(|(path, values)| before.get(path) != Some(values))
-        .map(|(path, _)| path)
-        .collect();
+    let moved = moved(&before, &model);
     for path in &moved {
         assert!(
             path.contains(".a.") || path.contains(".b.") || path.contains("shared_parameters.a,b."),

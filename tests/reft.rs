@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use burn_adapters::generation::CausalLm;
@@ -13,63 +13,30 @@ use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::LlamaModel;
 use burn_adapters::prelude::*;
 use common::decoder::*;
-use common::families::{Family, deviation, export_dir, generates_as_reference, save_and_reload};
+use common::families::{
+    Family, cases_match_reference, export_dir, export_root, generates_as_reference, listed_cases,
+    moved, save_and_reload,
+};
 use common::snapshot::snapshot;
 use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-fn family_dir<F: Family>() -> PathBuf {
-    fixtures().join("reft").join(F::NAME)
-}
-
-fn cases<F: Family>() -> Vec<(String, serde_json::Value, PathBuf)> {
-    let listed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(family_dir::<F>().join("cases.json")).unwrap(),
-    )
-    .unwrap();
-    case_dirs(&format!("reft/{}", F::NAME))
-        .into_iter()
-        .map(|dir| {
-            let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-            let case = listed
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == name.as_str());
-            (name, case.unwrap().clone(), dir)
-        })
-        .collect()
-}
-
-fn interventions_match_adapterhub<F: Family>() {
-    let device = device();
-    for (name, case, dir) in cases::<F>() {
-        let mut model = F::base(&device);
-        model.load_adapter(&dir).unwrap();
-        model.set_active_adapters(name.as_str()).unwrap();
-        let expected = dir.join("expected.safetensors");
-        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
-        println!("{} {name}: max |Δ| {d:.2e}", F::NAME);
-        assert!(d <= TOLERANCE, "{} {name}: max |Δ| {d}", F::NAME);
-        let params = model.adapter_summary().adapters[0].num_params as u64;
-        assert_eq!(params, case["num_params"].as_u64().unwrap(), "{name}");
-    }
-}
+const CASES: usize = 5;
 
 #[test]
 fn bert_interventions_match_adapterhub() {
-    interventions_match_adapterhub::<BertModel>();
+    cases_match_reference::<BertModel>("reft", CASES, TOLERANCE);
 }
 
 #[test]
 fn llama_interventions_match_adapterhub() {
-    interventions_match_adapterhub::<LlamaModel>();
+    cases_match_reference::<LlamaModel>("reft", CASES, TOLERANCE);
 }
 
 #[test]
 fn gpt2_interventions_match_adapterhub() {
-    interventions_match_adapterhub::<Gpt2Model>();
+    cases_match_reference::<Gpt2Model>("reft", CASES, TOLERANCE);
 }
 
 /// Prefix positions are fixed positions of the sequence, so cached greedy generation equals
@@ -77,7 +44,7 @@ fn gpt2_interventions_match_adapterhub() {
 /// suffix positions have none: their positions move with every new token).
 fn generation_matches_recompute<F: Family + CausalLm>() {
     let device = device();
-    for (_, case, dir) in cases::<F>() {
+    for (_, case, dir) in listed_cases::<F>("reft", CASES) {
         if !case["config"]
             .as_str()
             .unwrap()
@@ -104,7 +71,7 @@ fn gpt2_generation_with_reft_matches_transformers() {
 fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
     let device = device();
     let scratch = tempfile::tempdir().unwrap();
-    for (name, case, dir) in cases::<F>() {
+    for (name, case, dir) in listed_cases::<F>("reft", CASES) {
         let mut model = F::base(&device);
         model.load_adapter(&dir).unwrap();
         model.set_active_adapters(name.as_str()).unwrap();
@@ -119,9 +86,7 @@ fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
 
 #[test]
 fn rust_saved_refts_reload_exactly() {
-    let export = std::env::var_os("BURN_ADAPTERS_EXPORT_REFT").map(PathBuf::from);
-    let scratch = tempfile::tempdir().unwrap();
-    let root = export.unwrap_or_else(|| scratch.path().to_path_buf());
+    let (_scratch, root) = export_root("BURN_ADAPTERS_EXPORT_REFT");
     rust_saved_files_reload_exactly::<BertModel>(&root);
     rust_saved_files_reload_exactly::<LlamaModel>(&root);
     rust_saved_files_reload_exactly::<Gpt2Model>(&root);
@@ -141,11 +106,7 @@ fn training_moves_only_the_intervention() {
     let before = snapshot(&model);
     let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
     assert!(losses.last() < losses.first(), "{losses:?}");
-    let moved: Vec<String> = snapshot(&model)
-        .into_iter()
-        .filter(|(path, values)| before.get(path) != Some(values))
-        .map(|(path, _)| path)
-        .collect();
+    let moved = moved(&before, &model);
     assert!(!moved.is_empty());
     for path in &moved {
         assert!(

@@ -1,7 +1,7 @@
 //! The fixture hosts (BERT, Llama, GPT-2) behind one trait, for the suites that run every
 //! method on each of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use burn_adapters::AdapterModel;
@@ -120,4 +120,75 @@ pub fn generates_as_reference<F: Family + CausalLm>(dir: &Path, device: &Device)
     let (ids, mask) = (input.input_ids, input.attention_mask.unwrap());
     let tokens = generate(&model, ids, mask, &config, |_, _| {}).unwrap();
     assert_eq!(tokens, reference_tokens(dir), "{} {name}", F::NAME);
+}
+
+/// The cases `tools/` listed in `tests/fixtures/<group>/<family>/cases.json`: name, entry and
+/// directory, in the listed order; `count` says how many there must be.
+pub fn listed_cases<F: Family>(
+    group: &str,
+    count: usize,
+) -> Vec<(String, serde_json::Value, PathBuf)> {
+    let root = fixtures().join(group).join(F::NAME);
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), count, "{group}/{}", F::NAME);
+    listed
+        .iter()
+        .map(|case| {
+            let name = case["name"].as_str().unwrap().to_string();
+            let dir = root.join(&name);
+            (name, case.clone(), dir)
+        })
+        .collect()
+}
+
+/// Every listed case of `group` loaded into a fresh base and activated gives the reference's
+/// output within `tolerance` and the reference's parameter count.
+pub fn cases_match_reference<F: Family>(group: &str, count: usize, tolerance: f64) {
+    let device = super::device();
+    for (name, case, dir) in listed_cases::<F>(group, count) {
+        let mut model = F::base(&device);
+        model.load_adapter(&dir).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        let expected = dir.join("expected.safetensors");
+        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
+        println!("{group} {} {name}: max |Δ| {d:.2e}", F::NAME);
+        assert!(d <= tolerance, "{group} {} {name}: max |Δ| {d}", F::NAME);
+        let params = model.adapter_summary().adapters[0].num_params as u64;
+        assert_eq!(params, case["num_params"].as_u64().unwrap(), "{name}");
+    }
+}
+
+/// Every listed case of `group` saved from Rust reloads the same, into `export_dir(root)`.
+pub fn rust_saved_cases_reload<F: Family>(group: &str, count: usize, root: &Path) {
+    let device = super::device();
+    for (name, _, dir) in listed_cases::<F>(group, count) {
+        let mut model = F::base(&device);
+        model.load_adapter(&dir).unwrap();
+        model.set_active_adapters(name.as_str()).unwrap();
+        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), &device);
+    }
+}
+
+/// The parameter paths of `model` whose values differ from `before` (a snapshot).
+pub fn moved<M: burn::module::Module>(
+    before: &std::collections::BTreeMap<String, Vec<f32>>,
+    model: &M,
+) -> Vec<String> {
+    super::snapshot::snapshot(model)
+        .into_iter()
+        .filter(|(path, values)| before.get(path) != Some(values))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// Where a suite's Rust-saved files go: the directory environment variable `var` names (for the
+/// Python checkers in CI), else a scratch directory kept alive by the returned guard.
+pub fn export_root(var: &str) -> (tempfile::TempDir, PathBuf) {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    (scratch, root)
 }
