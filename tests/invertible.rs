@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_adapters::heads::HeadConfig;
+use burn_adapters::heads::{HeadConfig, LmHeadConfig};
 use burn_adapters::models::bert::BertModel;
 use burn_adapters::models::gpt2::Gpt2Model;
 use burn_adapters::models::llama::LlamaModel;
@@ -114,6 +114,49 @@ fn the_inverse_undoes_the_coupling() {
     }
 }
 
+/// AdapterHub's language-model heads (on `AutoAdapterModel`) invert the adapter before their
+/// output layer: the masked-LM head's logits on BERT, the causal-LM head's on Llama and GPT-2.
+#[test]
+fn language_model_heads_invert_as_adapterhubs() {
+    let device = device();
+    let dir = family_dir::<BertModel>().join("lm_head");
+    let mut bert = base_model(&device);
+    bert.load_adapter(&dir).unwrap();
+    bert.set_active_adapters("inv_lm").unwrap();
+    let head = &bert.heads.get("inv_lm").unwrap().config;
+    assert!(
+        matches!(head, HeadConfig::MaskedLm(lm) if !lm.shift_labels),
+        "{head:?}"
+    );
+    let logits = bert.tag("inv_lm", fixture_inputs(&device)).unwrap();
+    let expected = read_tensor(&dir.join("expected.safetensors"), "logits").1;
+    let d = max_abs_diff(&values(logits), &expected);
+    println!("bert lm_head: max |Δ| {d:.2e}");
+    assert!(d <= TOLERANCE, "bert lm_head: max |Δ| {d}");
+    let check = |name: &str, logits: Tensor<3>| {
+        let dir = fixtures().join("invertible").join(name).join("lm_head");
+        // `deviation` compares decoder logits at the real tokens (any decoder family does)
+        let d =
+            deviation::<LlamaModel>(logits, &dir.join("expected.safetensors"), "logits", &device);
+        println!("{name} lm_head: max |Δ| {d:.2e}");
+        assert!(d <= TOLERANCE, "{name} lm_head: max |Δ| {d}");
+    };
+    let mut llama = LlamaModel::base(&device);
+    llama
+        .load_adapter(family_dir::<LlamaModel>().join("lm_head"))
+        .unwrap();
+    llama.set_active_adapters("inv_lm").unwrap();
+    check(
+        "llama",
+        llama.tag("inv_lm", decoder_inputs(&device)).unwrap(),
+    );
+    let mut gpt2 = Gpt2Model::base(&device);
+    gpt2.load_adapter(family_dir::<Gpt2Model>().join("lm_head"))
+        .unwrap();
+    gpt2.set_active_adapters("inv_lm").unwrap();
+    check("gpt2", gpt2.tag("inv_lm", decoder_inputs(&device)).unwrap());
+}
+
 /// A causal-LM head and the decoder's own output embeddings read the hidden states through the
 /// inverse; the hidden states themselves come from the transformed embeddings.
 #[test]
@@ -122,7 +165,7 @@ fn language_model_heads_invert_before_the_output_embeddings() {
     let dir = family_dir::<LlamaModel>().join("glow");
     let mut model = LlamaModel::base(&device);
     model.load_adapter(&dir).unwrap();
-    let head = HeadConfig::CausalLm {
+    let head = HeadConfig::CausalLm(LmHeadConfig {
         vocab_size: 64,
         embedding_size: 32,
         layers: 1,
@@ -132,7 +175,7 @@ fn language_model_heads_invert_before_the_output_embeddings() {
         shift_labels: true,
         label2id: None,
         dropout_prob: None,
-    };
+    });
     model.add_head("glow", head).unwrap();
     model.set_active_adapters("glow").unwrap();
     let input = decoder_inputs(&device);

@@ -11,6 +11,8 @@ Layout (FAMILY: bert, llama, gpt2):
     OUT/invertible/<family>/<case>/      save_adapter(..., use_safetensors=True) + expected.safetensors
     OUT/invertible/<family>/stack/       adapters `inv` (seq_bn_inv) and `plain` (seq_bn) in <name>/, and
                                          expected.safetensors with one output per setup of STACKS
+    OUT/invertible/<family>/lm_head/     `inv_lm` (seq_bn_inv) with AdapterHub's masked-LM (bert) or causal-LM
+                                         head on AutoAdapterModel, whose head inverts the adapter: its `logits`
 
 expected.safetensors holds `last_hidden_state` (bert) or `logits` and `generated` (the decoders: transformers'
 greedy generate without its cache, as gen_fixtures_decoder.py).
@@ -133,6 +135,43 @@ def build_stack(family, out_dir):
     print("  stack: |inv first - plain first|max={:.3f}".format(gap))
 
 
+def build_lm_head(family, out_dir):
+    """A flex language-model head inverts the adapter before its output layer (AdapterHub's own inverse)."""
+    from adapters import AutoAdapterModel
+
+    torch.manual_seed(SEED + 200)
+    model = AutoAdapterModel.from_pretrained(family.base_dir, attn_implementation="eager")
+    model.add_adapter("inv_lm", config="seq_bn_inv")
+    if family.name == "bert":
+        model.add_masked_lm_head("inv_lm")
+    else:
+        model.add_causal_lm_head("inv_lm")
+    C.perturb(adapter_params(model, "inv_lm"), NOISE)
+    tied = model.get_input_embeddings().weight
+    with torch.no_grad():  # the base's spread (gen_fixtures_decoder.build_head_case)
+        for n, p in model.named_parameters():
+            if n.startswith("heads.") and p is not tied:
+                p.copy_((1.0 if p.dim() == 1 and n.endswith("weight") else 0.0) + D.BASE_STD * torch.randn_like(p))
+    model.set_active_adapters("inv_lm")
+    model.active_head = "inv_lm"
+    model.eval()
+    with torch.no_grad():
+        out = model(**family.inputs).logits.detach().contiguous()
+        # the same model without the inverse before the head's output layer differs
+        base = model.base_model
+        plain = model.heads["inv_lm"]
+        hidden = base(**family.inputs).last_hidden_state
+        for layer in list(plain)[:-1]:
+            hidden = layer(hidden)
+        uninverted = list(plain)[-1](hidden)
+    assert G.max_abs(out, uninverted) > 1e-2, "the head's inverse hardly matters"
+    case_dir = os.path.join(out_dir, "lm_head")
+    C.fresh_dir(case_dir)
+    model.save_adapter(case_dir, "inv_lm", with_head=True, use_safetensors=True)
+    save_file({"logits": out}, os.path.join(case_dir, "expected.safetensors"))
+    print("  lm_head: |inverted - not|max={:.3f}".format(G.max_abs(out, uninverted)))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
@@ -147,6 +186,7 @@ def main():
         base_out = family.output(load(family))
         cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
         build_stack(family, out_dir)
+        build_lm_head(family, out_dir)
         C.write_json(os.path.join(out_dir, "cases.json"), cases)
 
 

@@ -68,30 +68,55 @@ pub enum HeadConfig {
         #[serde(default)]
         dropout_prob: Option<f64>,
     },
-    /// Next-token logits over a vocabulary (AdapterHub's `CausalLMHead`, decoders only).
-    CausalLm {
-        /// Vocabulary size.
-        vocab_size: usize,
-        /// Width of the hidden layers and of the output layer's input; the model's hidden size.
-        embedding_size: usize,
-        /// Number of Linear layers.
-        layers: usize,
-        /// Non-linearity after each hidden layer.
-        activation_function: Option<Activation>,
-        /// LayerNorm (epsilon 1e-12, as AdapterHub builds it) after each hidden layer's
-        /// activation.
-        layer_norm: bool,
-        /// Bias on the output layer.
-        bias: bool,
-        /// Whether labels are shifted for the loss (informational; `train::causal_lm_loss`
-        /// shifts).
-        shift_labels: bool,
-        /// Unused by the head; AdapterHub writes `null`.
-        label2id: Option<BTreeMap<String, usize>>,
-        /// Unused: AdapterHub's causal-LM head has no dropout.
-        #[serde(default)]
-        dropout_prob: Option<f64>,
-    },
+    /// Next-token logits over a vocabulary (AdapterHub's `CausalLMHead`).
+    CausalLm(LmHeadConfig),
+    /// Masked-token logits over a vocabulary (AdapterHub's `BertStyleMaskedLMHead`).
+    MaskedLm(LmHeadConfig),
+}
+
+/// A language-model head's configuration (AdapterHub's `CausalLMHead` and
+/// `BertStyleMaskedLMHead`): hidden layers, then an output layer to the vocabulary, before which
+/// the model's active invertible adapter is inverted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmHeadConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the hidden layers and of the output layer's input; the model's hidden size.
+    pub embedding_size: usize,
+    /// Number of Linear layers.
+    pub layers: usize,
+    /// Non-linearity after each hidden layer.
+    pub activation_function: Option<Activation>,
+    /// LayerNorm (epsilon 1e-12, as AdapterHub builds it) after each hidden layer's activation.
+    pub layer_norm: bool,
+    /// Bias on the output layer.
+    pub bias: bool,
+    /// Whether labels are shifted for the loss (informational; `train::causal_lm_loss` shifts).
+    pub shift_labels: bool,
+    /// Unused by the head; AdapterHub writes `null`.
+    pub label2id: Option<BTreeMap<String, usize>>,
+    /// Unused: AdapterHub's language-model heads have no dropout.
+    #[serde(default)]
+    pub dropout_prob: Option<f64>,
+}
+
+impl LmHeadConfig {
+    /// AdapterHub's defaults: a hidden Linear, exact GELU and LayerNorm, then a Linear with bias
+    /// to the vocabulary; labels shifted (`shift_labels`) as a causal LM's are.
+    fn new(vocab_size: usize, hidden: usize, shift_labels: bool) -> Self {
+        Self {
+            vocab_size,
+            embedding_size: hidden,
+            layers: 2,
+            activation_function: Some(Activation::Gelu),
+            layer_norm: true,
+            bias: true,
+            shift_labels,
+            label2id: None,
+            dropout_prob: None,
+        }
+    }
 }
 
 impl HeadConfig {
@@ -126,16 +151,20 @@ impl HeadConfig {
     /// AdapterHub's `add_causal_lm_head` defaults: a hidden Linear, exact GELU and LayerNorm,
     /// then a Linear with bias to the vocabulary.
     pub fn causal_lm(vocab_size: usize, hidden: usize) -> Self {
-        HeadConfig::CausalLm {
-            vocab_size,
-            embedding_size: hidden,
-            layers: 2,
-            activation_function: Some(Activation::Gelu),
-            layer_norm: true,
-            bias: true,
-            shift_labels: true,
-            label2id: None,
-            dropout_prob: None,
+        HeadConfig::CausalLm(LmHeadConfig::new(vocab_size, hidden, true))
+    }
+
+    /// AdapterHub's `add_masked_lm_head` defaults: [`HeadConfig::causal_lm`]'s layers, labels
+    /// not shifted.
+    pub fn masked_lm(vocab_size: usize, hidden: usize) -> Self {
+        HeadConfig::MaskedLm(LmHeadConfig::new(vocab_size, hidden, false))
+    }
+
+    /// The language-model fields of a causal- or masked-LM head.
+    pub fn language_model(&self) -> Option<&LmHeadConfig> {
+        match self {
+            HeadConfig::CausalLm(lm) | HeadConfig::MaskedLm(lm) => Some(lm),
+            _ => None,
         }
     }
 
@@ -166,12 +195,9 @@ impl HeadConfig {
                 dropout_prob,
                 ..
             } => (*num_labels, *layers, *activation_function, *dropout_prob),
-            HeadConfig::CausalLm {
-                vocab_size,
-                layers,
-                activation_function,
-                ..
-            } => (*vocab_size, *layers, *activation_function, Some(0.0)),
+            HeadConfig::CausalLm(lm) | HeadConfig::MaskedLm(lm) => {
+                (lm.vocab_size, lm.layers, lm.activation_function, Some(0.0))
+            }
         }
     }
 
@@ -215,7 +241,7 @@ impl HeadConfig {
 pub struct PredictionHead {
     /// Hidden layers then the output layer.
     pub layers: Vec<Linear>,
-    /// A LayerNorm after each hidden layer (causal-LM heads with `layer_norm`; else empty).
+    /// A LayerNorm after each hidden layer (language-model heads with `layer_norm`; else empty).
     pub norms: Vec<LayerNorm>,
     /// Dropout before each layer.
     pub dropout: Dropout,
@@ -234,16 +260,17 @@ impl PredictionHead {
     ) -> Result<Self> {
         config.validate()?;
         let (num_labels, layers, _, dropout) = config.parts();
-        let output_bias = match config {
-            HeadConfig::Classification { bias, .. } | HeadConfig::CausalLm { bias, .. } => bias,
+        let output_bias = match &config {
+            HeadConfig::Classification { bias, .. } => *bias,
+            HeadConfig::CausalLm(lm) | HeadConfig::MaskedLm(lm) => lm.bias,
             HeadConfig::Tagging { .. } => true,
         };
-        if let HeadConfig::CausalLm { embedding_size, .. } = config
-            && embedding_size != hidden
+        if let Some(lm) = config.language_model()
+            && lm.embedding_size != hidden
         {
             return Err(Error::invalid(
                 "embedding_size",
-                embedding_size,
+                lm.embedding_size,
                 format!("must equal the model's hidden size {hidden}"),
             ));
         }
@@ -265,12 +292,8 @@ impl PredictionHead {
                 }
             })
             .collect();
-        let norms = match config {
-            HeadConfig::CausalLm {
-                layer_norm: true,
-                layers,
-                ..
-            } => (1..layers)
+        let norms = match config.language_model() {
+            Some(lm) if lm.layer_norm => (1..lm.layers)
                 .map(|_| {
                     LayerNormConfig::new(hidden)
                         .with_epsilon(1e-12)
@@ -288,12 +311,12 @@ impl PredictionHead {
     }
 
     /// AdapterHub's index of layer `i` in its `nn.Sequential` (dropout, linear, activation, ...;
-    /// a causal-LM head has no dropout modules).
+    /// a language-model head has no dropout modules).
     pub fn reference_index(&self, i: usize) -> usize {
         let activation = usize::from(self.config.parts().2.is_some());
         let norm = usize::from(!self.norms.is_empty());
         match self.config {
-            HeadConfig::CausalLm { .. } => (1 + activation + norm) * i,
+            HeadConfig::CausalLm(_) | HeadConfig::MaskedLm(_) => (1 + activation + norm) * i,
             _ => (2 + activation) * i + 1,
         }
     }
@@ -348,7 +371,9 @@ impl PredictionHead {
         let [batch, seq, width] = hidden.dims();
         let pooling = match &self.config {
             HeadConfig::Classification { pooling, .. } => *pooling,
-            HeadConfig::Tagging { .. } | HeadConfig::CausalLm { .. } => Pooling::Mean,
+            HeadConfig::Tagging { .. } | HeadConfig::CausalLm(_) | HeadConfig::MaskedLm(_) => {
+                Pooling::Mean
+            }
         };
         match (pooling, mask) {
             (Pooling::Cls, _) => hidden.narrow(1, 0, 1).reshape([batch, width]),
@@ -372,7 +397,7 @@ impl PredictionHead {
         self.mlp(pooled)
     }
 
-    /// Logits of a tagging or causal-LM head, one row per token.
+    /// Logits of a tagging or language-model head, one row per token.
     ///
     /// # Shapes
     ///
@@ -382,8 +407,8 @@ impl PredictionHead {
     }
 
     /// [`PredictionHead::forward_tokens`] with the inverse of the model's active invertible
-    /// adapter applied before a causal-LM head's output layer (AdapterHub's `rev=True`); other
-    /// heads ignore it, as AdapterHub's do.
+    /// adapter applied before a language-model head's output layer (AdapterHub's `rev=True`);
+    /// other heads ignore it, as AdapterHub's do.
     ///
     /// # Shapes
     ///
@@ -394,7 +419,7 @@ impl PredictionHead {
         invertible: Option<&InvertibleAdapter>,
     ) -> Tensor<3> {
         match (invertible, &self.config) {
-            (Some(invertible), HeadConfig::CausalLm { .. }) => {
+            (Some(invertible), HeadConfig::CausalLm(_) | HeadConfig::MaskedLm(_)) => {
                 let hidden = invertible.inverse(self.hidden_layers(hidden));
                 self.output_layer(hidden)
             }
