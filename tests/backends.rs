@@ -75,6 +75,8 @@ fn cases() -> Vec<PathBuf> {
         "lora/union_seq_bn_lora",
         "prefix/bert/prefix_gated",
         "prefix/bert/prefix_lora",
+        "invertible/bert/glow",
+        "mtl_lora/bert/mtl_linear",
     ]
     .iter()
     .map(|c| fixtures().join(c))
@@ -123,6 +125,11 @@ fn check_decoder<M: AdapterModel + burn_adapters::generation::CausalLm>(
         "" => dir,
         // prefix tuning's fixtures (tools/gen_fixtures_prefix.py)
         case if case.starts_with("prefix") => fixtures().join("prefix").join(family).join(case),
+        // other methods' fixtures: `<group>/<case>` (tools/gen_fixtures_<group>.py)
+        case if case.contains('/') => {
+            let (group, case) = case.split_once('/').unwrap();
+            fixtures().join(group).join(family).join(case)
+        }
         case => dir.join("cases").join(case),
     };
     if !case.is_empty() {
@@ -158,15 +165,19 @@ fn decoders_match_transformers_on_this_device_with_the_cache() {
         let model = LlamaModel::from_pretrained(fixtures().join("decoder/qwen2/base"), &device);
         check_decoder(model.unwrap(), LlamaModel::forward, "qwen2", case, &device);
     }
-    let model = LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device);
-    check_decoder(
-        model.unwrap(),
-        LlamaModel::forward,
-        "llama",
-        "prefix_mlp",
-        &device,
-    );
-    for case in ["", "par_bn", "lora_qv", "ia3", "prefix_flat"] {
+    for case in ["prefix_mlp", "invertible/glow", "mtl_lora/mtl_ffn_sharp"] {
+        let model = LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device);
+        check_decoder(model.unwrap(), LlamaModel::forward, "llama", case, &device);
+    }
+    let cases = [
+        "",
+        "par_bn",
+        "lora_qv",
+        "ia3",
+        "prefix_flat",
+        "invertible/seq_bn_inv",
+    ];
+    for case in cases {
         let model = Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), &device);
         check_decoder(model.unwrap(), Gpt2Model::forward, "gpt2", case, &device);
     }
