@@ -31,17 +31,17 @@ fn family_dir<F: Family>() -> PathBuf {
 
 #[test]
 fn bert_invertible_adapters_match_adapterhub() {
-    cases_match_reference::<BertModel>("invertible", CASES, TOLERANCE);
+    cases_match_reference::<BertModel>("invertible", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn llama_invertible_adapters_match_adapterhub() {
-    cases_match_reference::<LlamaModel>("invertible", CASES, TOLERANCE);
+    cases_match_reference::<LlamaModel>("invertible", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn gpt2_invertible_adapters_match_adapterhub() {
-    cases_match_reference::<Gpt2Model>("invertible", CASES, TOLERANCE);
+    cases_match_reference::<Gpt2Model>("invertible", CASES, TOLERANCE, &device());
 }
 
 /// Only the setup's first adapter's invertible adapter runs: `Stack(plain, inv)` runs none.
@@ -89,9 +89,9 @@ fn gpt2_generation_with_invertible_adapters_matches_transformers() {
 #[test]
 fn rust_saved_invertible_adapters_reload_exactly() {
     let (_scratch, root) = export_root("BURN_ADAPTERS_EXPORT_INVERTIBLE");
-    rust_saved_cases_reload::<BertModel>("invertible", CASES, &root);
-    rust_saved_cases_reload::<LlamaModel>("invertible", CASES, &root);
-    rust_saved_cases_reload::<Gpt2Model>("invertible", CASES, &root);
+    rust_saved_cases_reload::<BertModel>("invertible", CASES, &root, &device());
+    rust_saved_cases_reload::<LlamaModel>("invertible", CASES, &root, &device());
+    rust_saved_cases_reload::<Gpt2Model>("invertible", CASES, &root, &device());
 }
 
 /// The inverse undoes the coupling (NICE exactly up to rounding, GLOW through its scales), on

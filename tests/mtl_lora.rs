@@ -30,17 +30,17 @@ fn family_dir<F: Family>() -> PathBuf {
 
 #[test]
 fn bert_mtl_loras_match_adapterhub() {
-    cases_match_reference::<BertModel>("mtl_lora", CASES, TOLERANCE);
+    cases_match_reference::<BertModel>("mtl_lora", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn llama_mtl_loras_match_adapterhub() {
-    cases_match_reference::<LlamaModel>("mtl_lora", CASES, TOLERANCE);
+    cases_match_reference::<LlamaModel>("mtl_lora", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn gpt2_mtl_loras_match_adapterhub() {
-    cases_match_reference::<Gpt2Model>("mtl_lora", CASES, TOLERANCE);
+    cases_match_reference::<Gpt2Model>("mtl_lora", CASES, TOLERANCE, &device());
 }
 
 /// A gate averages over the whole sequence, so a cached step (which sees only its new tokens)
@@ -70,7 +70,7 @@ fn gpt2_generation_with_mtl_lora_matches_transformers() {
 /// adapter saved while it shares its factors.
 fn rust_saved_files_reload_exactly<F: Family>(root: &Path) {
     let device = device();
-    rust_saved_cases_reload::<F>("mtl_lora", CASES, root);
+    rust_saved_cases_reload::<F>("mtl_lora", CASES, root, &device);
     let dir = family_dir::<F>().join("multi_task");
     let mut model = F::base(&device);
     model.load_adapter(dir.join("a")).unwrap();

@@ -26,17 +26,17 @@ const CASES: usize = 5;
 
 #[test]
 fn bert_interventions_match_adapterhub() {
-    cases_match_reference::<BertModel>("reft", CASES, TOLERANCE);
+    cases_match_reference::<BertModel>("reft", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn llama_interventions_match_adapterhub() {
-    cases_match_reference::<LlamaModel>("reft", CASES, TOLERANCE);
+    cases_match_reference::<LlamaModel>("reft", CASES, TOLERANCE, &device());
 }
 
 #[test]
 fn gpt2_interventions_match_adapterhub() {
-    cases_match_reference::<Gpt2Model>("reft", CASES, TOLERANCE);
+    cases_match_reference::<Gpt2Model>("reft", CASES, TOLERANCE, &device());
 }
 
 /// Prefix positions are fixed positions of the sequence, so cached greedy generation equals

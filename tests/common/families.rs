@@ -145,14 +145,18 @@ pub fn listed_cases<F: Family>(
 
 /// Every listed case of `group` loaded into a fresh base and activated gives the reference's
 /// output within `tolerance` and the reference's parameter count.
-pub fn cases_match_reference<F: Family>(group: &str, count: usize, tolerance: f64) {
-    let device = super::device();
+pub fn cases_match_reference<F: Family>(
+    group: &str,
+    count: usize,
+    tolerance: f64,
+    device: &Device,
+) {
     for (name, case, dir) in listed_cases::<F>(group, count) {
-        let mut model = F::base(&device);
+        let mut model = F::base(device);
         model.load_adapter(&dir).unwrap();
         model.set_active_adapters(name.as_str()).unwrap();
         let expected = dir.join("expected.safetensors");
-        let d = deviation::<F>(model.output(&device), &expected, F::OUTPUT, &device);
+        let d = deviation::<F>(model.output(device), &expected, F::OUTPUT, device);
         println!("{group} {} {name}: max |Δ| {d:.2e}", F::NAME);
         assert!(d <= tolerance, "{group} {} {name}: max |Δ| {d}", F::NAME);
         let params = model.adapter_summary().adapters[0].num_params as u64;
@@ -161,13 +165,12 @@ pub fn cases_match_reference<F: Family>(group: &str, count: usize, tolerance: f6
 }
 
 /// Every listed case of `group` saved from Rust reloads the same, into `export_dir(root)`.
-pub fn rust_saved_cases_reload<F: Family>(group: &str, count: usize, root: &Path) {
-    let device = super::device();
+pub fn rust_saved_cases_reload<F: Family>(group: &str, count: usize, root: &Path, device: &Device) {
     for (name, _, dir) in listed_cases::<F>(group, count) {
-        let mut model = F::base(&device);
+        let mut model = F::base(device);
         model.load_adapter(&dir).unwrap();
         model.set_active_adapters(name.as_str()).unwrap();
-        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), &device);
+        save_and_reload(&model, &name, &export_dir::<F>(root).join(&name), device);
     }
 }
 
