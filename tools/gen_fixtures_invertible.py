@@ -29,7 +29,6 @@ fresh model with the same output.
 """
 
 import os
-import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -39,7 +38,7 @@ from safetensors.torch import save_file
 import fixture_common as C
 import gen_fixtures as G
 import gen_fixtures_decoder as D
-from gen_fixtures_prefix import Family
+from gen_fixtures_prefix import for_each_family
 from reference_fixes import patch_glow
 
 SEED = 2468
@@ -172,22 +171,17 @@ def build_lm_head(family, out_dir):
     print("  lm_head: |inverted - not|max={:.3f}".format(G.max_abs(out, uninverted)))
 
 
+def build_family(family, out_dir):
+    base_out = family.output(load(family))
+    cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
+    build_stack(family, out_dir)
+    build_lm_head(family, out_dir)
+    return cases
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     patch_glow()
-    for name in ["bert", "llama", "gpt2"]:
-        print(name)
-        family = Family(name, fixtures)
-        out_dir = os.path.join(fixtures, "invertible", name)
-        C.fresh_dir(out_dir)
-        base_out = family.output(load(family))
-        cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
-        build_stack(family, out_dir)
-        build_lm_head(family, out_dir)
-        C.write_json(os.path.join(out_dir, "cases.json"), cases)
+    for_each_family("invertible", build_family)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ the `linear` case runs with that one call added (patch_task_specific_linear). Ev
 """
 
 import os
-import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -34,7 +33,7 @@ from safetensors.torch import save_file
 import fixture_common as C
 import gen_fixtures as G
 import gen_fixtures_decoder as D
-from gen_fixtures_prefix import Family
+from gen_fixtures_prefix import for_each_family
 from reference_fixes import patch_task_specific_linear
 
 SEED = 8642
@@ -131,21 +130,16 @@ def build_multi_task(family, out_dir, base_out):
     print("  multi_task     task_ids={}  |out-base|max={:.3f}".format(task_ids.tolist(), G.max_abs(out, base_out)))
 
 
+def build_family(family, out_dir):
+    base_out = expected(family, family.load())[0]
+    cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
+    build_multi_task(family, out_dir, base_out)
+    return cases
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     patch_task_specific_linear()
-    for name in ["bert", "llama", "gpt2"]:
-        print(name)
-        family = Family(name, fixtures)
-        out_dir = os.path.join(fixtures, "mtl_lora", name)
-        C.fresh_dir(out_dir)
-        base_out = expected(family, family.load())[0]
-        cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
-        build_multi_task(family, out_dir, base_out)
-        C.write_json(os.path.join(out_dir, "cases.json"), cases)
+    for_each_family("mtl_lora", build_family)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,21 @@ class Family:
         return out, tensors
 
 
+def for_each_family(group, build):
+    """The fixtures directory from argv (default tests/fixtures), deterministic single-threaded torch, then for each
+    family a fresh OUT/<group>/<family> and `build(family, out_dir)`, whose case list becomes its cases.json."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for name in ["bert", "llama", "gpt2"]:
+        print(name)
+        family = Family(name, fixtures)
+        out_dir = os.path.join(fixtures, group, name)
+        C.fresh_dir(out_dir)
+        C.write_json(os.path.join(out_dir, "cases.json"), build(family, out_dir))
+
+
 def build_case(family, idx, name, config, out_dir, base_out):
     torch.manual_seed(SEED + idx)
     model = family.load()

@@ -17,7 +17,6 @@ Every adapter parameter gets + NOISE * N(0, 1) after add_adapter (an orthogonal 
 """
 
 import os
-import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -26,7 +25,7 @@ from safetensors.torch import save_file
 
 import fixture_common as C
 import gen_fixtures as G
-from gen_fixtures_prefix import Family
+from gen_fixtures_prefix import for_each_family
 
 SEED = 1357
 NOISE = 0.3
@@ -113,19 +112,13 @@ def build_case(family, idx, name, config, out_dir, base_out):
             "tensors": C.manifest(os.path.join(case_dir, "adapter.safetensors"))}
 
 
+def build_family(family, out_dir):
+    base_out = family.output(family.load())
+    return [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    for name in ["bert", "llama", "gpt2"]:
-        print(name)
-        family = Family(name, fixtures)
-        out_dir = os.path.join(fixtures, "reft", name)
-        C.fresh_dir(out_dir)
-        base_out = family.output(family.load())
-        cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
-        C.write_json(os.path.join(out_dir, "cases.json"), cases)
+    for_each_family("reft", build_family)
 
 
 if __name__ == "__main__":
