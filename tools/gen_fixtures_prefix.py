@@ -167,21 +167,16 @@ def build_setup(family, name, setup_text, text, out_dir):
     return {"name": name, "setup": setup_text, "text": text, "adapters": names, "rows": out.shape[0]}
 
 
+def build_family(family, out_dir):
+    base_out = family.output(family.load())
+    cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
+    setups = [build_setup(family, n, s, a, out_dir) for n, s, a in SETUPS]
+    C.write_json(os.path.join(out_dir, "setups.json"), setups)
+    return cases
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    for name in ["bert", "llama", "gpt2"]:
-        print(name)
-        family = Family(name, fixtures)
-        out_dir = os.path.join(fixtures, "prefix", name)
-        C.fresh_dir(out_dir)
-        base_out = family.output(family.load())
-        cases = [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES)]
-        C.write_json(os.path.join(out_dir, "cases.json"), cases)
-        setups = [build_setup(family, n, s, a, out_dir) for n, s, a in SETUPS]
-        C.write_json(os.path.join(out_dir, "setups.json"), setups)
+    for_each_family("prefix", build_family)
 
 
 if __name__ == "__main__":

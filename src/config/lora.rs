@@ -116,25 +116,15 @@ pub struct LoRAConfig {
 /// `B₁..Bₙ` mixed by learned weights, and a task-specific `r × r` matrix between `A` and them:
 /// `Δ = dropout(x) A Λ Σₖ softmax(w / sharpness)ₖ Bₖ · alpha / r`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MultiTaskLoRA {
     /// Number of up projections.
-    #[serde(default = "one")]
     pub n_up_projection: usize,
     /// The form of the task-specific matrix `Λ`.
-    #[serde(default)]
     pub task_specific_matrix_type: TaskSpecificMatrix,
     /// Temperature of the up projections' mixing weights.
-    #[serde(default = "sharpness", serialize_with = "python_number")]
+    #[serde(serialize_with = "python_number")]
     pub weights_sharpness: f64,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn sharpness() -> f64 {
-    0.05
 }
 
 impl Default for MultiTaskLoRA {

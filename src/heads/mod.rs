@@ -315,9 +315,9 @@ impl PredictionHead {
     pub fn reference_index(&self, i: usize) -> usize {
         let activation = usize::from(self.config.parts().2.is_some());
         let norm = usize::from(!self.norms.is_empty());
-        match self.config {
-            HeadConfig::CausalLm(_) | HeadConfig::MaskedLm(_) => (1 + activation + norm) * i,
-            _ => (2 + activation) * i + 1,
+        match self.config.language_model() {
+            Some(_) => (1 + activation + norm) * i,
+            None => (2 + activation) * i + 1,
         }
     }
 
@@ -418,12 +418,9 @@ impl PredictionHead {
         hidden: Tensor<3>,
         invertible: Option<&InvertibleAdapter>,
     ) -> Tensor<3> {
-        match (invertible, &self.config) {
-            (Some(invertible), HeadConfig::CausalLm(_) | HeadConfig::MaskedLm(_)) => {
-                let hidden = invertible.inverse(self.hidden_layers(hidden));
-                self.output_layer(hidden)
-            }
-            _ => self.forward_tokens(hidden),
+        match invertible.filter(|_| self.config.language_model().is_some()) {
+            Some(invertible) => self.output_layer(invertible.inverse(self.hidden_layers(hidden))),
+            None => self.forward_tokens(hidden),
         }
     }
 }

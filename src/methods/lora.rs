@@ -110,22 +110,27 @@ impl LoRA {
         let r = config.r;
         let (lora_a, lora_b, scaling) = match config.composition_mode {
             CompositionMode::Add => {
+                // MTL-LoRA's up projections replace `B` (see `MultiTaskFactors::new`).
+                let has_b = config.multi_task.is_none();
                 let (a, b) = match config.init_weights {
                     // kaiming_uniform(a = √5) on A [r, d_input]: bound 1/√d_input.
                     LoRAInit::Lora => (
                         rng.uniform(d_input * ranks, 1.0 / (d_input as f64).sqrt()),
-                        vec![0.0; r * d_output],
+                        has_b.then(|| vec![0.0; r * d_output]),
                     ),
-                    LoRAInit::Bert => (
-                        rng.normal(d_input * ranks, 0.0, 0.02),
-                        rng.normal(r * d_output, 0.0, 0.02),
+                    LoRAInit::Bert => {
+                        let a = rng.normal(d_input * ranks, 0.0, 0.02);
+                        (a, has_b.then(|| rng.normal(r * d_output, 0.0, 0.02)))
+                    }
+                    LoRAInit::Ia3 => (
+                        vec![1.0; d_input * ranks],
+                        has_b.then(|| vec![1.0; r * d_output]),
                     ),
-                    LoRAInit::Ia3 => (vec![1.0; d_input * ranks], vec![1.0; r * d_output]),
                     LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
                 };
                 (
                     Some(param(a, [d_input, ranks], device)),
-                    Some(param(b, [r, d_output], device)),
+                    b.map(|b| param(b, [r, d_output], device)),
                     config.alpha / r as f64,
                 )
             }
@@ -143,7 +148,6 @@ impl LoRA {
             let shape = [r, d_output];
             MultiTaskFactors::new(multi_task, config.init_weights, shape, &mut rng, device)
         });
-        let lora_b = if multi_task.is_some() { None } else { lora_b };
         // torch's nn.Linear default bias, then a N(0, 0.02) weight, as AdapterHub does.
         let gate = config.use_gating.then(|| {
             let bias = rng.uniform(1, 1.0 / (d_input as f64).sqrt());

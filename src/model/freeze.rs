@@ -43,17 +43,10 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
         for site in model.linear_sites_mut() {
             site.map_loras(|name, lora| trainable(lora, named(name)));
             // Shared MTL-LoRA factors train with any adapter that shares them.
-            let training: Vec<String> = site
-                .shared()
-                .iter()
-                .map(|(key, _)| key.clone())
-                .filter(|key| {
-                    site.share_members(key)
-                        .iter()
-                        .any(|m| plan.adapters.iter().any(|a| a == m))
-                })
-                .collect();
-            site.map_shared(|key, shared| trainable(shared, training.contains(key)));
+            site.map_shared(|members, shared| {
+                let training = members.iter().any(|m| plan.adapters.iter().any(|a| a == m));
+                trainable(shared, training)
+            });
         }
         for site in model.attention_sites_mut() {
             site.map_gates(|name, gate| trainable(gate, named(name)));

@@ -37,14 +37,13 @@ pub struct AdapterSummary {
     pub base_trainable: bool,
 }
 
-/// Parameters of adapter `name` at every site, with the MTL-LoRA factors it shares.
-fn adapter_params<M: AdapterHost>(model: &M, name: &str) -> usize {
-    let shared: usize = model
+/// Parameters of the MTL-LoRA factors adapter `name` shares, at every site.
+fn shared_params<M: AdapterHost>(model: &M, name: &str) -> usize {
+    model
         .linear_sites()
         .filter_map(|site| site.loras().get(name).and_then(|lora| site.shared_of(lora)))
         .map(Module::num_params)
-        .sum();
-    own_params(model, name) + shared
+        .sum()
 }
 
 /// Parameters adapter `name` holds itself at every site.
@@ -118,11 +117,16 @@ fn other_params<M: AdapterHost>(model: &M) -> usize {
 
 pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
     let registry = model.registry();
-    let counts: Vec<(&str, usize)> = registry
+    let own: Vec<(&str, usize)> = registry
         .names()
-        .map(|name| (name, adapter_params(model, name)))
+        .map(|name| (name, own_params(model, name)))
         .collect();
-    let adapters_total: usize = registry.names().map(|name| own_params(model, name)).sum();
+    let adapters_total: usize = own.iter().map(|(_, n)| n).sum();
+    // A sharing adapter's row counts the factors it shares (`other_params` counts them once).
+    let counts: Vec<(&str, usize)> = own
+        .into_iter()
+        .map(|(name, n)| (name, n + shared_params(model, name)))
+        .collect();
     let base = model.num_params() - adapters_total - other_params(model);
     let active: Vec<&str> = registry.active().map(|s| s.names()).unwrap_or_default();
     let adapters = counts

@@ -20,14 +20,15 @@ use crate::methods::{InvertibleAdapter, PromptTuning};
 /// learn where the prompt goes, [`EmbeddingSite::transform`] (the invertible adapter) then
 /// [`EmbeddingSite::forward`] (the prompt) on the embedded input, extends its
 /// mask and positions with the [`PromptPlacement`], drops the prompt's positions from its
-/// outputs ([`PromptPlacement::strip`]), and passes [`EmbeddingSite::invertible`] to its
-/// language-model heads, which invert it before their output embeddings.
+/// outputs ([`PromptPlacement::strip`]), and inverts the adapter before its own output
+/// embeddings ([`EmbeddingSite::invert`]) and its language-model heads'
+/// ([`EmbeddingSite::invertible`]).
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddingSite {
     modules: EmbeddingModules,
     plan: Option<Arc<ActivePlan>>,
     /// The prompt the active setup runs.
-    active: Option<usize>,
+    active_prompt: Option<usize>,
     /// The invertible adapter the active setup runs.
     active_invertible: Option<usize>,
 }
@@ -109,14 +110,14 @@ impl EmbeddingSite {
 
     fn compile(&mut self) {
         let first = self.plan.as_ref().and_then(|plan| plan.setup().first());
-        self.active = first.and_then(|name| self.modules.prompt_tunings.position(name));
+        self.active_prompt = first.and_then(|name| self.modules.prompt_tunings.position(name));
         self.active_invertible =
             first.and_then(|name| self.modules.invertible_adapters.position(name));
     }
 
     /// The active prompt's length, if one is active.
     pub fn active_len(&self) -> Option<usize> {
-        self.active
+        self.active_prompt
             .map(|index| self.modules.prompt_tunings.at(index).len())
     }
 
@@ -139,6 +140,19 @@ impl EmbeddingSite {
         }
     }
 
+    /// `hidden` through the active invertible adapter's inverse, if any: what a host's own
+    /// output embeddings read.
+    ///
+    /// # Shapes
+    ///
+    /// - hidden: `[batch, seq, hidden]`, output: the same shape.
+    pub fn invert(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match self.invertible() {
+            Some(invertible) => invertible.inverse(hidden),
+            None => hidden,
+        }
+    }
+
     /// Where the active prompt goes in a batch of `batch` rows, if one is active: before every
     /// token, or after each row's first token (`prefix_after_bos`; the first real token by
     /// `attention_mask` when given, so that left-padded rows take it after their own first
@@ -148,7 +162,7 @@ impl EmbeddingSite {
         batch: usize,
         attention_mask: Option<&Tensor<2, Int>>,
     ) -> Option<PromptPlacement> {
-        let prompt = self.modules.prompt_tunings.at(self.active?);
+        let prompt = self.modules.prompt_tunings.at(self.active_prompt?);
         let offsets = match (prompt.offset(), attention_mask) {
             (0, _) | (_, None) => vec![prompt.offset(); batch],
             (after, Some(mask)) => first_tokens(mask)
@@ -169,7 +183,7 @@ impl EmbeddingSite {
     /// - embedded: `[batch, seq, hidden]`
     /// - output: `[batch, prompt + seq, hidden]`
     pub fn forward(&self, embedded: Tensor<3>, placement: &PromptPlacement) -> Tensor<3> {
-        let Some(index) = self.active else {
+        let Some(index) = self.active_prompt else {
             return embedded;
         };
         let [batch, _, hidden] = embedded.dims();

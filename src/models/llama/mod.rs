@@ -225,10 +225,7 @@ impl LlamaModel {
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         // AdapterHub inverts the invertible adapter before the output embeddings.
-        let hidden = match self.embedding_site.invertible() {
-            Some(invertible) => invertible.inverse(hidden),
-            None => hidden,
-        };
+        let hidden = self.embedding_site.invert(hidden);
         output_logits(hidden, self.lm_head.as_ref(), &self.embed_tokens)
     }
 }

@@ -87,7 +87,7 @@ impl LinearSite {
 
     /// The factors `lora` shares, if it shares any.
     pub fn shared_of(&self, lora: &LoRA) -> Option<&SharedFactors> {
-        lora.shared.as_deref().and_then(|key| self.shared.get(key))
+        shared_of(&self.shared, lora)
     }
 
     /// The module folded into the weights, if any.
@@ -202,6 +202,14 @@ impl LinearSite {
         let [batch, _, _] = input.dims();
         run_row_groups(&plan.routing(batch), [input], run)
     }
+}
+
+/// The factors in `shared` that `lora` shares, if it shares any.
+fn shared_of<'a>(
+    shared: &'a NamedModules<SharedFactors>,
+    lora: &LoRA,
+) -> Option<&'a SharedFactors> {
+    lora.shared.as_deref().and_then(|key| shared.get(key))
 }
 
 const LORAS: &str = "loras";

@@ -138,7 +138,7 @@ impl Runner<'_> {
         match update {
             Update::Module(index) => {
                 let lora = self.loras.at(*index);
-                let shared = lora.shared.as_deref().and_then(|k| self.shared.get(k));
+                let shared = super::shared_of(self.shared, lora);
                 (Some(lora.delta_with(previous, input, shared)), Some(*index))
             }
             Update::Stack(children) => {

@@ -98,10 +98,11 @@ impl LinearSite {
         self.shared.remove(key);
     }
 
-    /// Replaces every share by `f(key, factors)`; `f` must keep their structure.
-    pub(crate) fn map_shared(&mut self, f: impl Fn(&String, SharedFactors) -> SharedFactors) {
+    /// Replaces every share by `f(members, factors)`, given the modules that share it; `f` must
+    /// keep their structure.
+    pub(crate) fn map_shared(&mut self, f: impl Fn(&[&str], SharedFactors) -> SharedFactors) {
         let shared = std::mem::take(&mut self.shared);
-        self.shared = shared.map_entries(f);
+        self.shared = shared.map_entries(|key, factors| f(&self.share_members(key), factors));
     }
 
     /// The modules that share the factors under `key`.
