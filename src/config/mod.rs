@@ -14,6 +14,7 @@ mod placement;
 mod prefix;
 mod prompt;
 mod reft;
+mod union;
 mod values;
 
 pub use activation::Activation;
@@ -171,6 +172,7 @@ const KNOWN_PRESETS: &[(&str, &str)] = &[
     ("ia3", "lora (ia3)"),
     ("dora", "lora (dora)"),
     ("vera", "lora (vera)"),
+    ("dvora", "lora (vera)"),
     ("mtl_lora", "mtl_lora"),
     ("prefix_tuning", "prefix_tuning"),
     ("prefix_tuning_flat", "prefix_tuning"),
@@ -271,11 +273,12 @@ impl AdapterConfig {
             .or_else(|| {
                 (name == "prompt_tuning").then(|| PromptTuningConfig::prompt_tuning().into())
             })
-            .or_else(|| ReftConfig::preset(name).map(AdapterConfig::from));
+            .or_else(|| ReftConfig::preset(name).map(AdapterConfig::from))
+            .or_else(|| Self::union_preset(name));
         if let Some(config) = preset {
             match config.to_json() {
                 Value::Object(map) => return Ok(map),
-                _ => unreachable!("a method config serialises to a JSON object"),
+                _ => unreachable!("a config serialises to a JSON object"),
             }
         }
         match KNOWN_PRESETS.iter().find(|(preset, _)| *preset == name) {
@@ -427,7 +430,7 @@ impl AdapterConfig {
                     }
                     config.validate()?;
                 }
-                check_union_pairs(configs)
+                union::check_union_pairs(configs)
             }
         }
     }
@@ -480,46 +483,6 @@ impl AdapterConfig {
             AdapterConfig::Union(configs) => configs.iter().flat_map(Self::leave_out).collect(),
         }
     }
-}
-
-/// AdapterHub's pairwise check of a union: two parts of one architecture conflict, except two
-/// bottlenecks at different sites (mh_adapter / output_adapter); undecidable, so allowed, when
-/// either leaves layers out.
-fn check_union_pairs(configs: &[AdapterConfig]) -> Result<()> {
-    let loras = configs.iter().filter(|c| c.lora().is_some()).count();
-    if loras > 1
-        && configs
-            .iter()
-            .any(|c| c.architecture() == Architecture::MtlLora)
-    {
-        return Err(Error::invalid(
-            "configs",
-            "lora and mtl_lora",
-            "a union holds one LoRA-family config: both would wrap the same projections",
-        ));
-    }
-    for (i, a) in configs.iter().enumerate() {
-        for b in &configs[i + 1..] {
-            if a.architecture() != b.architecture()
-                || !a.leave_out().is_empty()
-                || !b.leave_out().is_empty()
-            {
-                continue;
-            }
-            let reason = match (a, b) {
-                (AdapterConfig::Bottleneck(a), AdapterConfig::Bottleneck(b)) => {
-                    if a.mh_adapter != b.mh_adapter && a.output_adapter != b.output_adapter {
-                        continue;
-                    }
-                    "bottlenecks in one union must sit at different sites (mh_adapter / output_adapter)"
-                }
-                _ => "a union holds at most one config of each architecture",
-            };
-            let value = format!("two {} configs", a.architecture());
-            return Err(Error::invalid("configs", value, reason));
-        }
-    }
-    Ok(())
 }
 
 /// An `mtl_lora` config: its [`MultiTaskLoRA`] keys, the rest a [`LoRAConfig`].
