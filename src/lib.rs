@@ -3,7 +3,7 @@
 //! # burn-adapters
 //!
 //! AdapterHub-style modular, parameter-efficient fine-tuning for [burn](https://burn.dev):
-//! named bottleneck adapters (Pfeiffer, Houlsby, parallel, invertible), LoRA, IA3 and MTL-LoRA,
+//! named bottleneck adapters (Pfeiffer, Houlsby, parallel, invertible), LoRA, DoRA, IA3 and MTL-LoRA,
 //! prefix and prompt tuning and ReFT that you add to a transformer, train while the base model
 //! stays frozen, switch, merge, and save in AdapterHub's (or, for LoRA, Hugging Face PEFT's) file
 //! format.

@@ -77,6 +77,8 @@ fn cases() -> Vec<PathBuf> {
         "prefix/bert/prefix_lora",
         "invertible/bert/glow",
         "mtl_lora/bert/mtl_linear",
+        "variants/bert/dora_seq_bn",
+        "variants/bert/unipelt",
     ]
     .iter()
     .map(|c| fixtures().join(c))
@@ -165,7 +167,12 @@ fn decoders_match_transformers_on_this_device_with_the_cache() {
         let model = LlamaModel::from_pretrained(fixtures().join("decoder/qwen2/base"), &device);
         check_decoder(model.unwrap(), LlamaModel::forward, "qwen2", case, &device);
     }
-    for case in ["prefix_mlp", "invertible/glow", "mtl_lora/mtl_ffn_sharp"] {
+    for case in [
+        "prefix_mlp",
+        "invertible/glow",
+        "mtl_lora/mtl_ffn_sharp",
+        "variants/dora",
+    ] {
         let model = LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device);
         check_decoder(model.unwrap(), LlamaModel::forward, "llama", case, &device);
     }
@@ -176,6 +183,7 @@ fn decoders_match_transformers_on_this_device_with_the_cache() {
         "ia3",
         "prefix_flat",
         "invertible/seq_bn_inv",
+        "variants/mam",
     ];
     for case in cases {
         let model = Gpt2Model::from_pretrained(fixtures().join("decoder/gpt2/base"), &device);

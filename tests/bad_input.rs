@@ -95,8 +95,8 @@ fn config_strings_json_and_files() {
     for (spec, field) in out_of_range {
         bad!(n, AdapterConfig::load(spec), e if field_is(e, field));
     }
-    // unsupported methods parse but are refused with their name
-    for spec in ["lora[use_dora=True]", "lora[vera_d=0.1]"] {
+    // unsupported methods and combinations parse but are refused with their name
+    for spec in ["lora[use_dora=True,use_gating=True]", "lora[vera_d=0.1]"] {
         bad!(
             n,
             AdapterConfig::load(spec),

@@ -236,7 +236,7 @@ fn lora_values_are_validated_and_models_take_them() {
         assert!(err.to_string().contains(field), "{spec}: {err}");
     }
     assert!(matches!(
-        AdapterConfig::load("lora[use_dora=True]"),
+        AdapterConfig::load("lora[vera_d=0.1]"),
         Err(Error::Unsupported(_))
     ));
 

@@ -23,7 +23,7 @@ fn flat2(t: Tensor<2>) -> Vec<f32> {
 fn peft_saved_loras_match_peft_outputs() {
     let device = device();
     let base = base_model(&device);
-    for case in ["peft_lora_qv", "peft_lora_rslora"] {
+    for case in ["peft_lora_qv", "peft_lora_rslora", "peft_dora_qv"] {
         let dir = peft_case(case);
         let mut model = base.clone();
         model
@@ -43,13 +43,14 @@ fn peft_saved_loras_match_peft_outputs() {
         println!("{case:<18} max |Δ| hidden {hidden:.2e}, pooler {pooled:.2e}");
         assert!(hidden <= TOLERANCE && pooled <= TOLERANCE, "{case}");
     }
-    // rsLoRA's lora_alpha/√r becomes an AdapterHub alpha with the same alpha/r.
+    // rsLoRA's lora_alpha/√r is kept as such.
     let mut model = base.clone();
     model
         .load_peft_adapter(peft_case("peft_lora_rslora"), "p")
         .unwrap();
     let lora = model.adapter_config("p").unwrap().lora().unwrap().clone();
-    assert_eq!((lora.r, lora.alpha / lora.r as f64), (4, 8.0 / 2.0));
+    assert_eq!((lora.r, lora.alpha, lora.use_rslora), (4, 8.0, true));
+    assert_eq!(lora.scaling(), 8.0 / 2.0);
 }
 
 #[test]
@@ -96,10 +97,11 @@ fn bad_peft_configs_name_the_field() {
     let cases: Vec<(&str, Edit, &str)> = vec![
         ("ia3", Box::new(|c| c["peft_type"] = "IA3".into()), "IA3"),
         ("bias", Box::new(|c| c["bias"] = "all".into()), "bias"),
+        // DoRA without the magnitude vectors: the first missing tensor is named
         (
             "dora",
             Box::new(|c| c["use_dora"] = true.into()),
-            "use_dora",
+            "lora_magnitude_vector",
         ),
         ("rank0", Box::new(|c| c["r"] = 0.into()), "r"),
         (

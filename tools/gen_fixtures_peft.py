@@ -40,6 +40,8 @@ CASES = [
     ("peft_lora_all", dict(target_modules=["query", "key", "value", "dense"], r=4, lora_alpha=16, lora_dropout=0.0)),
     # use_rslora: scaling = lora_alpha / sqrt(r) = 4.0 instead of lora_alpha / r = 2.0
     ("peft_lora_rslora", dict(target_modules=["query", "value"], r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=True)),
+    # DoRA: b + m ⊙ (W + s·B A) x / ‖W + s·B A‖ per output, with the magnitude vector perturbed too
+    ("peft_dora_qv", dict(target_modules=["query", "value"], r=4, lora_alpha=16, lora_dropout=0.0, use_dora=True)),
 ]
 
 
@@ -68,6 +70,10 @@ def check_formula(model, inputs, scaling):
         assert m.scaling["default"] == scaling, (m.scaling, scaling)
         for x, y in recs:
             want = F.linear(x, base.weight, base.bias) + (x @ A.t() @ B.t()) * scaling
+            if m.use_dora["default"]:
+                magnitude = m.lora_magnitude_vector["default"].weight
+                factor = magnitude / torch.linalg.norm(base.weight + scaling * B @ A, dim=1)
+                want = base.bias + factor * (x @ base.weight.t() + (x @ A.t() @ B.t()) * scaling)
             worst = max(worst, (want - y).abs().max().item())
             n += 1
     assert n > 0 and worst < C.FORMULA_TOL, worst

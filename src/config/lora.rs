@@ -97,8 +97,17 @@ pub struct LoRAConfig {
     pub init_weights_seed: Option<u64>,
     /// A learned gate on the update.
     pub use_gating: bool,
-    /// Weight-decomposed LoRA (DoRA). Not supported yet.
+    /// Weight-decomposed LoRA (DoRA, Liu et al., 2024): the adapted weight `W + ΔW` is split into
+    /// a learned magnitude per output and its direction, `m ⊙ (W + ΔW) / ‖W + ΔW‖`, with the
+    /// norm taken per output unit and treated as a constant in the backward pass (PEFT's DoRA;
+    /// see the guide for where AdapterHub's differs). LoRA only: not with IA3, a gate, MTL-LoRA
+    /// or VeRA.
     pub use_dora: bool,
+    /// rsLoRA (Kalajdzievski, 2023): scale the update by `alpha / √r` instead of `alpha / r`
+    /// (PEFT's `use_rslora`). An extension AdapterHub 1.3.0 lacks: written only when set, and
+    /// AdapterHub's files carry it folded into `alpha` (`alpha·√r / r = alpha / √r`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub use_rslora: bool,
     /// VeRA's `d` initial value. Not supported yet.
     pub vera_d: Option<f64>,
     /// VeRA's `b` initial value. Not supported yet.
@@ -194,6 +203,7 @@ impl LoRAConfig {
             init_weights_seed: None,
             use_gating: false,
             use_dora: false,
+            use_rslora: false,
             vera_d: None,
             vera_b: None,
             dtype: None,
@@ -222,10 +232,29 @@ impl LoRAConfig {
         }
     }
 
+    /// The `dora` preset: [`LoRAConfig::lora`] with weight decomposition (`use_dora`).
+    pub fn dora() -> Self {
+        Self {
+            use_dora: true,
+            ..Self::lora()
+        }
+    }
+
+    /// The factor the update is scaled by: `alpha / r`, `alpha / √r` with rsLoRA, `alpha` for
+    /// IA3.
+    pub fn scaling(&self) -> f64 {
+        match (self.composition_mode, self.use_rslora) {
+            (CompositionMode::Scale, _) => self.alpha,
+            (CompositionMode::Add, false) => self.alpha / self.r as f64,
+            (CompositionMode::Add, true) => self.alpha / (self.r as f64).sqrt(),
+        }
+    }
+
     /// The preset of that name, if it is a LoRA-family preset.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "lora" => Some(Self::lora()),
+            "dora" => Some(Self::dora()),
             "ia3" => Some(Self::ia3()),
             "mtl_lora" => Some(Self::mtl_lora()),
             _ => None,
@@ -269,10 +298,49 @@ impl LoRAConfig {
             }
         }
         if self.use_dora {
-            return Err(Error::Unsupported("use_dora = true (DoRA)".into()));
+            self.validate_dora()?;
+        }
+        if self.use_rslora && self.composition_mode == CompositionMode::Scale {
+            return Err(Error::invalid(
+                "use_rslora",
+                true,
+                "rsLoRA rescales a low-rank update; IA3 (composition_mode \"scale\") has none",
+            ));
         }
         if self.init_weights == LoRAInit::Vera || self.vera_d.is_some() || self.vera_b.is_some() {
             return Err(Error::Unsupported("VeRA".into()));
+        }
+        Ok(())
+    }
+}
+
+impl LoRAConfig {
+    /// The combinations DoRA is defined for (AdapterHub asserts the same, or fails later).
+    fn validate_dora(&self) -> Result<()> {
+        let refuse = |field: &str, value: &str, reason: &str| {
+            Err(Error::invalid(
+                field,
+                value,
+                format!("DoRA (use_dora): {reason}"),
+            ))
+        };
+        if self.composition_mode == CompositionMode::Scale {
+            return refuse(
+                "composition_mode",
+                "\"scale\"",
+                "decomposes an added low-rank update; IA3 has none",
+            );
+        }
+        if self.use_gating {
+            return refuse(
+                "use_gating",
+                "true",
+                "the magnitude rescales the whole adapted weight, which a gate on the update \
+                 alone cannot follow (and a gated update cannot be merged)",
+            );
+        }
+        if self.multi_task.is_some() {
+            return refuse("architecture", "\"mtl_lora\"", "not defined for MTL-LoRA");
         }
         Ok(())
     }

@@ -62,6 +62,8 @@ pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
         "multi_task.weights" => ("weights", false),
         "gate.weight" => ("gate.weight", true),
         "gate.bias" => ("gate.bias", false),
+        // DoRA's magnitude, AdapterHub's `m = nn.Linear(1, d_output)`: `[d_output, 1]`.
+        "magnitude" => ("m.weight", true),
         _ => return None,
     };
     Some(ReferenceName {
@@ -222,18 +224,24 @@ pub(crate) fn fusion_prefix(site_path: &str) -> String {
 }
 
 /// PEFT's name of one of our LoRA parameters (PEFT's `lora_A` is `[r, d_input]`, as
-/// AdapterHub's).
+/// AdapterHub's). DoRA's magnitude is `[d_output]` in PEFT's files and `[1, d_output]` here:
+/// the PEFT reader and writer reshape it ([`PEFT_MAGNITUDE`]).
 pub(crate) fn peft_name(path: &str) -> Option<ReferenceName> {
-    let name = match path {
-        "lora_a" => "lora_A.weight",
-        "lora_b" => "lora_B.weight",
+    let (name, transpose) = match path {
+        "lora_a" => ("lora_A.weight", true),
+        "lora_b" => ("lora_B.weight", true),
+        "magnitude" => (PEFT_MAGNITUDE, false),
         _ => return None,
     };
     Some(ReferenceName {
         names: vec![name.into()],
-        transpose: true,
+        transpose,
     })
 }
+
+/// PEFT's name of DoRA's magnitude vector (its files keep the name it had before PEFT made the
+/// vector a module, without `.weight`).
+pub(crate) const PEFT_MAGNITUDE: &str = "lora_magnitude_vector";
 
 /// The module a linear site wraps, in transformers' naming, from the path of its LoRA modules
 /// (`encoder.layer.0.attention.self.query.loras` → `encoder.layer.0.attention.self.query`).

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::envelope::{ModelInfo, WeightsFile, read_either, to_json_bytes};
+use super::keys::PEFT_MAGNITUDE;
 use super::tensors::{TensorMap, safetensors_bytes, write_atomically};
 use crate::error::{Error, Result};
 
@@ -33,6 +34,8 @@ pub(crate) struct PeftSettings {
     pub dropout: f64,
     /// rsLoRA: the update is scaled by `lora_alpha / √r` instead of `lora_alpha / r`.
     pub rslora: bool,
+    /// DoRA: the file holds a magnitude vector per wrapped module.
+    pub dora: bool,
 }
 
 /// A PEFT LoRA directory as read.
@@ -60,7 +63,10 @@ pub(crate) fn read_peft(dir: &Path) -> Result<SavedPeft> {
     let settings = read_settings(&dir.join(PEFT_CONFIG_FILE))?;
     let raw = read_either(dir, PEFT_WEIGHTS_FILE, PEFT_PYTORCH_WEIGHTS_FILE, None)?;
     let mut tensors = TensorMap::new();
-    for (key, tensor) in raw.tensors {
+    for (key, mut tensor) in raw.tensors {
+        if key.ends_with(&format!(".{PEFT_MAGNITUDE}")) && tensor.shape.len() == 1 {
+            tensor.shape.insert(0, 1); // `[d_output]` → ours, `[1, d_output]`
+        }
         let short = key.strip_prefix(PEFT_PREFIX).unwrap_or(&key);
         let short = short.strip_prefix("bert.").unwrap_or(short).to_string();
         if tensors.insert(short, tensor).is_some() {
@@ -85,7 +91,13 @@ pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
     let weights: TensorMap = record
         .tensors
         .into_iter()
-        .map(|(key, tensor)| (format!("{PEFT_PREFIX}{key}"), tensor))
+        .map(|(key, mut tensor)| {
+            // `[1, d_output]` here, `[d_output]` in PEFT's files.
+            if key.ends_with(&format!(".{PEFT_MAGNITUDE}")) {
+                tensor.shape = vec![tensor.values.len()];
+            }
+            (format!("{PEFT_PREFIX}{key}"), tensor)
+        })
         .collect();
     let config = json!({
         "alpha_pattern": {},
@@ -105,7 +117,7 @@ pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
         "revision": null,
         "target_modules": record.targets,
         "task_type": null,
-        "use_dora": false,
+        "use_dora": record.settings.dora,
         "use_rslora": record.settings.rslora,
     });
     write_atomically(
@@ -166,6 +178,7 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
         lora_alpha: fields.number("lora_alpha", Some(8.0))?,
         dropout: fields.number("lora_dropout", Some(0.0))?,
         rslora: fields.flag("use_rslora")?,
+        dora: fields.flag("use_dora")?,
     };
     if !(0.0..1.0).contains(&settings.dropout) {
         return Err(field_error(
@@ -216,7 +229,7 @@ impl Fields<'_> {
     /// (`fan_in_fan_out` describes the base layer's storage, not the LoRA tensors; PEFT sets it
     /// from the module type whatever the file says, and so does the host here.)
     fn reject_unsupported(&self) -> Result<()> {
-        for field in ["use_dora", "lora_bias"] {
+        for field in ["lora_bias"] {
             if self.flag(field)? {
                 return Err(Error::Unsupported(format!(
                     "PEFT LoRA with `{field}: true`"

@@ -44,6 +44,9 @@ pub struct LoRA {
     pub blocks: Option<OutputBlocks>,
     /// The gate, `d_input → 1`, when `use_gating` is set.
     pub gate: Option<Linear>,
+    /// DoRA's magnitude `m` of every output, `[1, d_output]` (`use_dora`); see
+    /// [`LoRA::with_magnitude`].
+    pub magnitude: Option<Param<Tensor<2>>>,
     /// Dropout on the LoRA input.
     pub dropout: Dropout,
     /// `alpha / r` (LoRA) or `alpha` (IA3).
@@ -85,6 +88,13 @@ impl LoRA {
         if config.multi_task.is_some() {
             return Err(Error::Unsupported(
                 "MTL-LoRA on a fused projection (GPT-2's `c_attn`)".into(),
+            ));
+        }
+        if config.use_dora {
+            // AdapterHub's LoRAMergedLinear has no DoRA either (it never passes the weight).
+            return Err(Error::Unsupported(
+                "DoRA on a fused projection (GPT-2's `c_attn`) in AdapterHub's per-block form"
+                    .into(),
             ));
         }
         Self::build(config, d_input, d_output, Some(blocks), device)
@@ -131,7 +141,7 @@ impl LoRA {
                 (
                     Some(param(a, [d_input, ranks], device)),
                     b.map(|b| param(b, [r, d_output], device)),
-                    config.alpha / r as f64,
+                    config.scaling(),
                 )
             }
             CompositionMode::Scale => {
@@ -162,6 +172,7 @@ impl LoRA {
             multi_task,
             shared: None,
             gate,
+            magnitude: None,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
             blocks,
@@ -255,8 +266,28 @@ impl LoRA {
         }
     }
 
-    /// Combines the layer output with the final contribution of a stack ending in this module.
-    pub fn combine(&self, output: Tensor<3>, delta: Tensor<3>) -> Tensor<3> {
+    /// Combines the output of the wrapped `linear` with the final contribution of a stack
+    /// ending in this module: adds it (LoRA), multiplies by it (IA3), or rescales the adapted
+    /// output by DoRA's magnitude ([`LoRA::with_magnitude`]).
+    ///
+    /// # Shapes
+    ///
+    /// - output: `[batch, seq, d_output]`; delta: as [`LoRA::delta`] returns it
+    pub fn combine(&self, output: Tensor<3>, delta: Tensor<3>, linear: &Linear) -> Tensor<3> {
+        self.combine_with(output, delta, linear, None)
+    }
+
+    /// [`LoRA::combine`] with the site's factors this module shares, if it shares any.
+    pub(crate) fn combine_with(
+        &self,
+        output: Tensor<3>,
+        delta: Tensor<3>,
+        linear: &Linear,
+        shared: Option<&SharedFactors>,
+    ) -> Tensor<3> {
+        if let Some(adapted) = self.dora_combine(&output, &delta, linear, shared) {
+            return adapted;
+        }
         match self.composition_mode() {
             CompositionMode::Add => output + delta,
             CompositionMode::Scale => output * delta,
@@ -273,6 +304,19 @@ impl LoRA {
             return Err(
                 "a gated LoRA depends on its input and cannot be merged into weights".into(),
             );
+        }
+        if let Some(magnitude) = &self.magnitude {
+            // reset_adapter divides by m / ‖W + ΔW‖.
+            let m = magnitude.val().into_data().convert::<f32>();
+            let m = m.as_slice::<f32>().unwrap_or_default();
+            return match m.iter().position(|m| *m == 0.0 || !m.is_finite()) {
+                Some(output) => Err(format!(
+                    "its DoRA magnitude is {} at output {output}, so the merge could not be \
+                     undone (reset_adapter divides by it)",
+                    m[output]
+                )),
+                None => Ok(()),
+            };
         }
         if self.lora_a.is_some() {
             return Ok(());
@@ -294,7 +338,22 @@ impl LoRA {
     /// Undoes [`LoRA::merge_into`](Self::merge_into), up to float rounding: subtracts the
     /// low-rank update, or divides by the IA3 scaling (which
     /// [`LoRA::check_mergeable`](Self::check_mergeable) made sure is invertible).
-    pub(crate) fn unmerge_from(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
+    /// `dora_norm` is the norm [`LoRA::merge_into`] returned for a DoRA module.
+    pub(crate) fn unmerge_from(
+        &self,
+        linear: Linear,
+        shared: Option<&SharedFactors>,
+        dora_norm: Option<Tensor<2>>,
+    ) -> Linear {
+        if let Some(norm) = dora_norm {
+            let merged = linear.weight.val();
+            if let Some(weight) = self.dora_unmerged(merged, norm, shared) {
+                return Linear {
+                    weight: update(linear.weight, |_| weight.detach()),
+                    bias: linear.bias,
+                };
+            }
+        }
         if let Some(delta) = self.low_rank_delta(shared) {
             return Linear {
                 weight: update(linear.weight, |w| w - delta),
@@ -311,7 +370,7 @@ impl LoRA {
     }
 
     /// `A B·scaling` (LoRA and MTL-LoRA), zero outside the enabled blocks.
-    fn low_rank_delta(&self, shared: Option<&SharedFactors>) -> Option<Tensor<2>> {
+    pub(super) fn low_rank_delta(&self, shared: Option<&SharedFactors>) -> Option<Tensor<2>> {
         let a = self.down(shared)?.detach();
         let b = self.up(shared).detach().mul_scalar(self.scaling);
         Some(match &self.blocks {
@@ -338,8 +397,24 @@ impl LoRA {
     ///
     /// For IA3 the bias is scaled along with the weight: `(W x + b) ⊙ s = (W ⊙ s) x + b ⊙ s`.
     /// (AdapterHub leaves the bias unscaled, so its merged model differs from its unmerged one
-    /// whenever the bias is non-zero.)
-    pub(crate) fn merge_into(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
+    /// whenever the bias is non-zero.) For DoRA the weight becomes `m / ‖W + ΔW‖ ⊙ (W + ΔW)`
+    /// and the norm is returned: [`LoRA::unmerge_from`] needs it.
+    pub(crate) fn merge_into(
+        &self,
+        linear: Linear,
+        shared: Option<&SharedFactors>,
+    ) -> (Linear, Option<Tensor<2>>) {
+        if let Some((weight, norm)) = self.dora_merged(linear.weight.val(), shared) {
+            let linear = Linear {
+                weight: update(linear.weight, |_| weight.detach()),
+                bias: linear.bias,
+            };
+            return (linear, Some(norm));
+        }
+        (self.merge_plain(linear, shared), None)
+    }
+
+    fn merge_plain(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
         if let Some(delta) = self.low_rank_delta(shared) {
             return Linear {
                 weight: update(linear.weight, |w| w + delta),

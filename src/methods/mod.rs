@@ -3,6 +3,7 @@
 mod activation;
 mod blocks;
 mod bottleneck;
+mod dora;
 pub(crate) mod dropout;
 mod fusion;
 pub(crate) mod init;

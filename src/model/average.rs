@@ -169,13 +169,14 @@ fn averaged_config<M: AdapterModel>(
     }
     let plain_lora = match &config {
         AdapterConfig::Lora(lora) => {
-            lora.composition_mode == CompositionMode::Add && !lora.use_gating
+            lora.composition_mode == CompositionMode::Add && !lora.use_gating && !lora.use_dora
         }
         _ => false,
     };
     if strategy != AverageStrategy::Linear && !plain_lora {
         return Err(Error::InvalidSetup(format!(
-            "{strategy:?} averages plain (ungated) LoRA adapters; `{first}` is not one"
+            "{strategy:?} averages plain LoRA adapters (not gated, not DoRA: a magnitude has no \
+             share in A or B or ΔW); `{first}` is not one"
         )));
     }
     if let (AverageStrategy::LoraDeltaWSvd { rank }, AdapterConfig::Lora(lora)) =

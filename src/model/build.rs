@@ -101,7 +101,10 @@ pub(crate) fn build_modules<M: AdapterHost>(
                 }
                 _ => LoRA::new(&lora, d_input, d_output, &device),
             }
-            .map(Some)
+            .map(|module| match lora.use_dora {
+                true => Some(module.with_magnitude(site.unmerged_weight())),
+                false => Some(module),
+            })
         })
         .collect::<Result<_>>()?;
     let prefix = config

@@ -3,7 +3,8 @@
 //!
 //! A PEFT LoRA is accepted when its placement is one AdapterHub's `LoRAConfig` can express (the
 //! same projections in every layer that is not left out). PEFT's scaling is `lora_alpha / r`
-//! (`lora_alpha / √r` with `use_rslora`); it is carried over exactly.
+//! (`lora_alpha / √r` with `use_rslora`); it is carried over exactly, and so is DoRA's
+//! magnitude vector (`use_dora`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,7 +18,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::io::WeightsFile;
-use crate::io::keys::{peft_name, wrapped_module};
+use crate::io::keys::{PEFT_MAGNITUDE, peft_name, wrapped_module};
 use crate::io::peft::{PeftRecord, PeftSettings, SavedPeft, read_peft, write_peft};
 use crate::io::tensors::TensorMap;
 use crate::methods::LoRA;
@@ -44,8 +45,13 @@ pub(crate) fn load<M: AdapterModel>(model: &mut M, dir: &Path, name: &str) -> Re
     };
     for (module, site) in modules.linear.iter_mut().zip(model.linear_sites()) {
         if module.is_some() && site.location().position == LinearPosition::QueryKeyValue {
+            // PEFT's LoRA covers the whole fused projection, not AdapterHub's blocks.
             let (d_input, d_output) = site.dims();
-            *module = Some(LoRA::new(lora_config, d_input, d_output, &device)?);
+            let lora = LoRA::new(lora_config, d_input, d_output, &device)?;
+            *module = Some(match lora_config.use_dora {
+                true => lora.with_magnitude(site.unmerged_weight()),
+                false => lora,
+            });
         }
     }
     let mut filler = Filler::new(&saved.weights, &device);
@@ -85,6 +91,7 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         lora_alpha,
         dropout,
         rslora,
+        dora,
     } = saved.settings;
     let config = LoRAConfig {
         selfattn_lora: !attn_matrices.is_empty(),
@@ -95,12 +102,9 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
             .filter(|l| !layers.contains(l))
             .collect(),
         r,
-        // rsLoRA scales by lora_alpha/√r; with alpha' = lora_alpha·√r, alpha'/r is the same.
-        alpha: if rslora {
-            lora_alpha * (r as f64).sqrt()
-        } else {
-            lora_alpha
-        },
+        alpha: lora_alpha,
+        use_rslora: rslora,
+        use_dora: dora,
         dropout,
         attn_matrices: if attn_matrices.is_empty() {
             LoRAConfig::lora().attn_matrices
@@ -142,6 +146,7 @@ fn wrapped_sites<M: AdapterHost>(
         let module = key
             .strip_suffix(".lora_A.weight")
             .or_else(|| key.strip_suffix(".lora_B.weight"))
+            .or_else(|| key.strip_suffix(&format!(".{PEFT_MAGNITUDE}")))
             .ok_or_else(|| Error::UnexpectedTensor {
                 path: file.path.clone(),
                 key: key.clone(),
@@ -204,7 +209,8 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             r: lora.r,
             lora_alpha: lora.alpha,
             dropout: lora.dropout,
-            rslora: false,
+            rslora: lora.use_rslora,
+            dora: lora.use_dora,
         },
         fan_in_fan_out: model.fan_in_fan_out(),
         targets,

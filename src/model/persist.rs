@@ -7,7 +7,7 @@ use std::path::Path;
 use super::build::{AdapterModules, PrefixModules, build_modules, device_of, install};
 use super::transfer::{Filler, collect};
 use super::{AdapterHost, AdapterModel};
-use crate::config::{AdapterConfig, AttnMatrix, LinearPosition};
+use crate::config::{AdapterConfig, AttnMatrix, LinearPosition, LoRAConfig};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::io::adapterhub::{
@@ -28,6 +28,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
     check_adapterhub_form(model, config, name)?;
+    let config = &rslora_folded(config);
     let head = model.heads().and_then(|heads| heads.get(name));
     let record = AdapterRecord {
         name,
@@ -41,6 +42,23 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         }),
     };
     write_adapter(dir, record)
+}
+
+/// `config` as AdapterHub 1.3.0 can read it: it has no rsLoRA, so an rsLoRA's scaling
+/// `alpha / √r` is written as `alpha' / r` with `alpha' = alpha·√r`.
+fn rslora_folded(config: &AdapterConfig) -> AdapterConfig {
+    let fold = |part: &AdapterConfig| match part {
+        AdapterConfig::Lora(lora) if lora.use_rslora => AdapterConfig::Lora(LoRAConfig {
+            alpha: lora.alpha * (lora.r as f64).sqrt(),
+            use_rslora: false,
+            ..lora.clone()
+        }),
+        other => other.clone(),
+    };
+    match config {
+        AdapterConfig::Union(parts) => AdapterConfig::Union(parts.iter().map(fold).collect()),
+        single => fold(single),
+    }
 }
 
 /// What AdapterHub 1.3.0 cannot hold: LoRA on the attention output or the feed-forward gate

@@ -33,6 +33,8 @@ pub struct LinearSite {
     /// Factors MTL-LoRA modules share, by share key (AdapterHub's `shared_parameters`).
     shared: NamedModules<SharedFactors>,
     merged: Option<String>,
+    /// The norm a merged DoRA module's reset needs (see [`LoRA::with_magnitude`]).
+    merged_norm: Option<Tensor<2>>,
     /// The active setup, shared by every site of the host.
     plan: Option<Arc<ActivePlan>>,
     /// What each of the plan's variants runs here; `None` when none runs a module here.
@@ -48,6 +50,7 @@ impl LinearSite {
             loras: NamedModules::default(),
             shared: NamedModules::default(),
             merged: None,
+            merged_norm: None,
             plan: None,
             programs: None,
         }
@@ -61,6 +64,14 @@ impl LinearSite {
     /// The wrapped layer (with a merged module folded in, if any).
     pub fn linear(&self) -> &Linear {
         &self.linear
+    }
+
+    /// The wrapped layer's weight without the merged module, if any, `[d_input, d_output]`.
+    pub fn unmerged_weight(&self) -> Tensor<2> {
+        match &self.merged {
+            Some(_) => self.clone().into_linear().weight.val(),
+            None => self.linear.weight.val(),
+        }
     }
 
     /// Gives back the wrapped layer, first undoing any merge.
@@ -140,7 +151,9 @@ impl LinearSite {
             }
             None => {}
         }
-        self.linear = lora.merge_into(self.linear.clone(), self.shared_of(lora));
+        let (linear, norm) = lora.merge_into(self.linear.clone(), self.shared_of(lora));
+        self.linear = linear;
+        self.merged_norm = norm;
         self.merged = Some(name.to_string());
         self.compile();
         Ok(())
@@ -149,8 +162,9 @@ impl LinearSite {
     /// Undoes the merge, if any.
     pub(crate) fn reset(&mut self) {
         if let Some(name) = self.merged.take() {
+            let norm = self.merged_norm.take();
             if let Some(lora) = self.loras.get(name.as_str()) {
-                self.linear = lora.unmerge_from(self.linear.clone(), self.shared_of(lora));
+                self.linear = lora.unmerge_from(self.linear.clone(), self.shared_of(lora), norm);
             }
             self.compile();
         }
@@ -225,6 +239,7 @@ impl Module for LinearSite {
 
     fn fork(self, device: &Device) -> Self {
         Self {
+            merged_norm: self.merged_norm.map(|norm| norm.to_device(device)),
             linear: self.linear.fork(device),
             loras: self.loras.fork(device),
             shared: self.shared.fork(device),
@@ -234,6 +249,7 @@ impl Module for LinearSite {
 
     fn to_device(self, device: &Device) -> Self {
         Self {
+            merged_norm: self.merged_norm.map(|norm| norm.to_device(device)),
             linear: self.linear.to_device(device),
             loras: self.loras.to_device(device),
             shared: self.shared.to_device(device),
@@ -243,6 +259,7 @@ impl Module for LinearSite {
 
     fn train(self) -> Self {
         Self {
+            merged_norm: self.merged_norm.map(Tensor::from_inner),
             linear: self.linear.train(),
             loras: self.loras.train(),
             shared: self.shared.train(),
@@ -257,6 +274,7 @@ impl Module for LinearSite {
             loras: self.loras.valid(),
             shared: self.shared.valid(),
             merged: self.merged.clone(),
+            merged_norm: self.merged_norm.clone().map(Tensor::without_autodiff),
             plan: self.plan.clone(),
             programs: self.programs.clone(),
         }

@@ -120,7 +120,11 @@ impl Runner<'_> {
                 let (delta, last) = self.delta(update, None, &input);
                 let output = self.linear.forward(input);
                 match (delta, last) {
-                    (Some(delta), Some(last)) => self.loras.at(last).combine(output, delta),
+                    (Some(delta), Some(last)) => {
+                        let lora = self.loras.at(last);
+                        let shared = super::shared_of(self.shared, lora);
+                        lora.combine_with(output, delta, self.linear, shared)
+                    }
                     _ => output,
                 }
             }
