@@ -52,7 +52,9 @@ PY
   config_string)
     printf 'seq_bn[reduction_factor=8,leave_out=[0]]|lora[r=4]' > "$dir/union"
     printf 'seq_bn_inv[inv_adapter=glow,inv_adapter_reduction_factor=4]' > "$dir/invertible"
-    printf 'mtl_lora[n_up_projection=3,task_specific_matrix_type=linear]|seq_bn' > "$dir/mtl_lora" ;;
+    printf 'mtl_lora[n_up_projection=3,task_specific_matrix_type=linear]|seq_bn' > "$dir/mtl_lora"
+    printf 'dora[r=4,use_rslora=true]|seq_bn' > "$dir/dora"
+    printf 'unipelt' > "$dir/unipelt" ;;
   setup_text)
     printf 'Stack[a, Average[b, c](weights=0.3,0.7)]' > "$dir/stack"
     printf 'Stack[MultiTask[a, Stack[b, c]](task_ids=1,0,1)]' > "$dir/multi_task" ;;
@@ -63,8 +65,14 @@ PY
     { printf '\001'; cat $fx/decoder/mistral/base/config.json; } > "$dir/mistral"
     { printf '\003'; cat $fx/decoder/gpt2/base/config.json; } > "$dir/gpt2"
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
+  peft_file)
+    # a selector byte (0: the config is fuzzed, 1: the weights), then that file of a real PEFT DoRA
+    { printf '\000'; cat $fx/peft/peft_dora_qv/adapter_config.json; } > "$dir/config"
+    { printf '\000'; cat $fx/peft/peft_lora_rslora/adapter_config.json; } > "$dir/rslora"
+    { printf '\001'; cat $fx/peft/peft_dora_qv/adapter_model.safetensors; } > "$dir/weights" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
     cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora"
-    cp $fx/mtl_lora/bert/mtl_seq_bn/adapter_config.json "$dir/mtl_seq_bn" ;;
+    cp $fx/mtl_lora/bert/mtl_seq_bn/adapter_config.json "$dir/mtl_seq_bn"
+    cp $fx/variants/bert/unipelt/adapter_config.json "$dir/unipelt" ;;
 esac
