@@ -1,4 +1,4 @@
-//! DoRA, rsLoRA and the `mam` / `unipelt` union presets against AdapterHub
+//! DoRA, rsLoRA, AdapterPlus and the `mam` / `unipelt` union presets against AdapterHub
 //! (`tools/gen_fixtures_variants.py`) on BERT, Llama and GPT-2: outputs, parameter counts,
 //! cached generation, files both ways, merging, training and bad configs.
 
@@ -23,9 +23,10 @@ use common::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-/// DoRA (3 cases) and the two unions on BERT and Llama; GPT-2 has `mam` only (see the script).
-const CASES: usize = 5;
-const GPT2_CASES: usize = 1;
+/// DoRA (3 cases), the two unions and AdapterPlus on BERT and Llama; GPT-2 has `mam` and
+/// AdapterPlus (see the script).
+const CASES: usize = 6;
+const GPT2_CASES: usize = 2;
 
 fn family_dir<F: Family>() -> PathBuf {
     fixtures().join("variants").join(F::NAME)
@@ -38,8 +39,12 @@ fn presets_match_adapterhubs() {
     )
     .unwrap();
     for (name, expected) in presets.as_object().unwrap() {
-        let ours = AdapterConfig::load(name).unwrap().to_json();
-        assert_eq!(&ours, expected, "{name}");
+        let ours = match name.as_str() {
+            // AdapterHub's AdapterPlusConfig has no preset name
+            "adapter_plus" => AdapterConfig::from(BnConfig::adapter_plus()),
+            name => AdapterConfig::load(name).unwrap(),
+        };
+        assert_eq!(&ours.to_json(), expected, "{name}");
     }
     assert_eq!(
         AdapterConfig::load("dora").unwrap(),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DoRA and the `mam` / `unipelt` union presets: golden fixtures (AdapterHub `adapters` 1.3.0) on the tiny BERT,
+"""DoRA, AdapterPlus and the `mam` / `unipelt` union presets: golden fixtures (AdapterHub `adapters` 1.3.0) on the tiny BERT,
 Llama and GPT-2.
 
     python tools/gen_fixtures_variants.py [FIXTURES_DIR]   # default tests/fixtures; needs the bases and inputs of
@@ -10,7 +10,8 @@ Layout (FAMILY: bert, llama, gpt2):
     OUT/variants/<family>/cases.json     [{"name", "config", "num_params", "tensors": {key: shape}}, ...]
     OUT/variants/<family>/<case>/        save_adapter(...) (pytorch_adapter.bin: AdapterHub cannot write prefix
                                          tuning as safetensors) + expected.safetensors
-    OUT/variants/presets.json            AdapterHub's JSON of the `dora`, `mam` and `unipelt` presets
+    OUT/variants/presets.json            AdapterHub's JSON of the `dora`, `mam` and `unipelt` presets and of
+                                         AdapterPlusConfig()
 
 expected.safetensors holds `last_hidden_state` (bert) or `logits`, and for the decoders `generated` (transformers'
 greedy generate without its cache, as gen_fixtures_decoder.py).
@@ -63,16 +64,27 @@ def unipelt():
                          LoRAConfig(r=4, alpha=2))
 
 
+def adapter_plus():
+    """AdapterHub's AdapterPlusConfig (it has no preset name) with a reduction factor the tiny models' width allows,
+    and without stochastic depth: adapters 1.3.0 builds it from torchvision, which the reference venv lacks (in
+    evaluation it is the identity anyway)."""
+    from adapters import AdapterPlusConfig
+
+    return AdapterPlusConfig(reduction_factor=4, stochastic_depth=0.0)
+
+
 def cases_for(family):
     unions = [("mam", mam())] + ([("unipelt", unipelt())] if family.name != "gpt2" else [])
-    return (DORA if family.name != "gpt2" else []) + unions
+    return (DORA if family.name != "gpt2" else []) + unions + [("adapter_plus", adapter_plus())]
 
 
 def presets():
     """AdapterHub's JSON of the presets this group covers, to compare with burn-adapters' presets."""
-    from adapters import AdapterConfig
+    from adapters import AdapterConfig, AdapterPlusConfig
 
-    return {name: AdapterConfig.load(name).to_dict() for name in ["dora", "mam", "unipelt"]}
+    presets = {name: AdapterConfig.load(name).to_dict() for name in ["dora", "mam", "unipelt"]}
+    presets["adapter_plus"] = AdapterPlusConfig().to_dict()
+    return presets
 
 
 def adapter_params(model, name):

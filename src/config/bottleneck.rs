@@ -247,6 +247,22 @@ impl BnConfig {
         }
     }
 
+    /// AdapterPlus (Steitz & Roth, 2024; AdapterHub's `AdapterPlusConfig`, which has no preset
+    /// name): one adapter after the FFN with the original LayerNorm before it and not after,
+    /// a learned scaling per channel, Houlsby's initialisation, stochastic depth 0.1, gelu,
+    /// reduction factor 96.
+    pub fn adapter_plus() -> Self {
+        Self {
+            original_ln_before: true,
+            original_ln_after: false,
+            residual_before_ln: ResidualBeforeLn::After,
+            stochastic_depth: 0.1,
+            init_weights: InitWeights::Houlsby,
+            scaling: Scaling::Channel,
+            ..Self::new(false, true, 96, Activation::Gelu)
+        }
+    }
+
     /// `scaled_par_bn`: [`BnConfig::par_bn`] with a learned scalar scaling.
     pub fn scaled_par_bn() -> Self {
         Self {
