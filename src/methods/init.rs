@@ -40,6 +40,14 @@ impl InitRng {
         (0..n).map(|_| dist.sample(&mut self.0) as f32).collect()
     }
 
+    /// `n` draws that are `true` with probability `p` (clamped to `[0, 1]`).
+    pub fn bernoulli(&mut self, n: usize, p: f64) -> Vec<bool> {
+        let p = p.clamp(0.0, 1.0);
+        (0..n)
+            .map(|_| rand::Rng::random_bool(&mut self.0, p))
+            .collect()
+    }
+
     /// `N(mean, std)` truncated to `[lo, hi]` by rejection, as `torch.nn.init.trunc_normal_`.
     pub fn truncated_normal(
         &mut self,

@@ -260,7 +260,7 @@ fn average_lora(
 }
 
 /// A module's float parameters in visiting order: (shape, values).
-type ParamValues = Vec<(Vec<usize>, Vec<f32>)>;
+pub(super) type ParamValues = Vec<(Vec<usize>, Vec<f32>)>;
 
 /// Collects every float parameter of a module, in visiting order, as host values.
 struct Values(ParamValues);
@@ -289,13 +289,13 @@ impl ModuleMapper for Replace {
     }
 }
 
-fn values_of<T: Module>(module: &T) -> ParamValues {
+pub(super) fn values_of<T: Module>(module: &T) -> ParamValues {
     let mut values = Values(Vec::new());
     module.visit(&mut values);
     values.0
 }
 
-fn replaced<T: Module>(module: T, values: Vec<Vec<f32>>) -> T {
+pub(super) fn replaced<T: Module>(module: T, values: Vec<Vec<f32>>) -> T {
     module.map(&mut Replace(values.into_iter()))
 }
 
@@ -361,7 +361,20 @@ fn svd_average(
             }
         }
     }
-    // torch's ΔW is our transpose: [out, in] = U S Vt.
+    let (a, b) = factorize(&delta, d_in, d_out, rank, device);
+    Ok(vec![a, b])
+}
+
+/// `ΔW` (ours, `[in, out]`) factorised by a truncated SVD as AdapterHub and PEFT do on torch's
+/// `[out, in]` = `U S Vᵀ`: their `A = Vᵀ[:rank]`, `B = U[:, :rank]·S`, whose transposes ours are
+/// (`A` `[in, rank]`, `B` `[rank, out]`). `rank` is at most `min(in, out)`.
+pub(super) fn factorize(
+    delta: &[f64],
+    d_in: usize,
+    d_out: usize,
+    rank: usize,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
     let torch_delta: Vec<f32> = (0..d_out)
         .flat_map(|j| (0..d_in).map(move |i| (i, j)))
         .map(|(i, j)| delta[i * d_out + j] as f32)
@@ -372,7 +385,6 @@ fn svd_average(
     let s: Vec<f32> = s.into_data().try_to_vec().unwrap_or_default(); // [k]
     let vt: Vec<f32> = vt.into_data().try_to_vec().unwrap_or_default(); // [k, in]
     let k = s.len();
-    // Ours: A = V[:, :rank] as [in, rank]; B = (U[:, :rank] S)ᵀ as [rank, out].
     let a: Vec<f32> = (0..d_in)
         .flat_map(|i| (0..rank).map(move |c| (i, c)))
         .map(|(i, c)| vt[c * d_in + i])
@@ -381,5 +393,5 @@ fn svd_average(
         .flat_map(|c| (0..d_out).map(move |j| (c, j)))
         .map(|(c, j)| u[j * k + c] * s[c])
         .collect();
-    Ok(vec![a, b])
+    (a, b)
 }

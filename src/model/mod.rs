@@ -14,12 +14,15 @@ mod registry;
 mod setup;
 mod share;
 mod summary;
+mod task_merge;
 mod transfer;
+mod weighted;
 
 pub use average::AverageStrategy;
 pub use host::AdapterHost;
 pub use registry::AdapterRegistry;
 pub use summary::{AdapterSummary, AdapterSummaryRow};
+pub use weighted::{Combination, MajoritySign, TaskMerge};
 
 pub use crate::io::ModelInfo;
 
@@ -460,6 +463,33 @@ pub trait AdapterModel: AdapterHost {
         strategy: AverageStrategy,
     ) -> Result<()> {
         average::average_adapter(self, name, sources, strategy)
+    }
+
+    /// Adds LoRA adapter `name` combining the LoRA adapters `sources` (`(name, weight)`; weights
+    /// may be negative) by one of PEFT's combinations (PEFT's `add_weighted_adapter`): see
+    /// [`Combination`]. The sources must be plain LoRAs with one placement; a single source is
+    /// combined linearly, as PEFT does.
+    ///
+    /// ```
+    /// # use burn_adapters::prelude::*;
+    /// # use burn_adapters::models::bert::BertConfig;
+    /// use burn_adapters::model::{Combination, MajoritySign, TaskMerge};
+    /// # let mut model = BertConfig::tiny().init(&burn::tensor::Device::flex())?;
+    /// model.add_adapter("sst", AdapterConfig::load("lora[init_weights=bert]")?)?;
+    /// model.add_adapter("imdb", AdapterConfig::load("lora[init_weights=bert]")?)?;
+    /// let ties = TaskMerge::Ties { density: 0.5, majority_sign: MajoritySign::Total };
+    /// model.add_weighted_adapter("both", &[("sst", 0.6), ("imdb", 0.4)], Combination::Factors(ties))?;
+    /// let svd = Combination::Svd { merge: TaskMerge::TaskArithmetic, rank: Some(4) };
+    /// model.add_weighted_adapter("both_svd", &[("sst", 0.6), ("imdb", 0.4)], svd)?;
+    /// # Ok::<(), burn_adapters::Error>(())
+    /// ```
+    fn add_weighted_adapter(
+        &mut self,
+        name: &str,
+        sources: &[(&str, f64)],
+        combination: Combination,
+    ) -> Result<()> {
+        weighted::add_weighted_adapter(self, name, sources, combination)
     }
 
     /// Splits a model output computed under a `Parallel` setup into one tensor per branch (the
