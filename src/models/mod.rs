@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod decoder;
 pub mod encoder;
+mod export;
 pub mod gpt2;
 mod hf_config;
 mod input_checks;

@@ -86,6 +86,7 @@ pub use attention::{AttentionSite, PrefixedKeyValues};
 pub use embedding::{EmbeddingSite, PromptPlacement};
 pub use hidden::{HiddenStateSite, InterventionPositions};
 pub use linear::LinearSite;
+pub(crate) use named::NAMED_MODULES;
 pub use named::NamedModules;
 pub use prefix::{PrefixPool, PrefixStates};
 pub use residual::ResidualSite;

@@ -114,7 +114,9 @@ impl<M, K: PartialEq> NamedModules<M, K> {
     }
 }
 
-const CONTAINER: &str = "NamedModules";
+/// The container type named modules are visited under.
+pub(crate) const NAMED_MODULES: &str = "NamedModules";
+const CONTAINER: &str = NAMED_MODULES;
 
 impl<M, K> Module for NamedModules<M, K>
 where

@@ -174,6 +174,25 @@ impl BertModel {
         Ok(model)
     }
 
+    /// Writes the model as a Hugging Face BERT directory (`config.json` + `model.safetensors`,
+    /// transformers' `BertModel` names and layouts): the base weights only, with the merged
+    /// adapter, if any, folded in. Adapters, heads and fusion layers are left out, so with a
+    /// LoRA-family adapter merged ([`merge_adapter`](crate::AdapterModel::merge_adapter))
+    /// transformers runs the adapted model without this library. Atomic.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let config = crate::models::export::hf_config(&self.config, "bert", "BertModel");
+        crate::models::export::write_pretrained(
+            self,
+            dir.as_ref(),
+            config,
+            &[
+                (r"\.layer_norm\.", ".LayerNorm."),
+                (r"\.attention\.self_attention\.", ".attention.self."),
+            ],
+            burn::store::BurnToPyTorchAdapter,
+        )
+    }
+
     /// Logits of head `head` for `input` (`[batch, num_labels]` for sequence heads). The input
     /// is checked as [`BertModel::try_forward`] does.
     ///

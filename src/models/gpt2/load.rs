@@ -5,7 +5,8 @@ use std::path::Path;
 use burn::nn::{DropoutConfig, EmbeddingConfig, LayerNormConfig, LinearConfig};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    KeyRemapper, ModuleAdapter, ModuleContext, PyTorchToBurnAdapter, SafetensorsStore,
+    BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleContext, PyTorchToBurnAdapter,
+    SafetensorsStore,
 };
 use burn::tensor::{DType, Device};
 
@@ -63,29 +64,67 @@ impl Gpt2Model {
         let store = |file: &Path| {
             SafetensorsStore::from_file(file)
                 .remap(remap.clone())
-                .with_from_adapter(Conv1dAdapter)
+                .with_from_adapter(Conv1dAdapter(Direction::FromTorch))
         };
         load_weights(&mut model, &weight_files(dir)?, store)?;
         Ok(cast_params(model, DType::F32))
     }
+
+    /// Writes the model as a Hugging Face `GPT2LMHeadModel` directory (`config.json` +
+    /// `model.safetensors`, f32): the base weights only, with the merged adapter, if any, folded
+    /// in, as [`BertModel::save_pretrained`] does.
+    ///
+    /// [`BertModel::save_pretrained`]: crate::models::bert::BertModel::save_pretrained
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let config = crate::models::export::hf_config(&self.config, "gpt2", "GPT2LMHeadModel");
+        crate::models::export::write_pretrained(
+            self,
+            dir.as_ref(),
+            config,
+            &[
+                (r"^", "transformer."),
+                (r"^transformer\.lm_head\.", "lm_head."),
+            ],
+            Conv1dAdapter(Direction::ToTorch),
+        )
+    }
 }
 
-/// Reads transformers' `Conv1D` weights as they are (`[in, out]`, burn's orientation), the
-/// untied `lm_head` (a torch `Linear`) transposed, and LayerNorm's `weight`/`bias` as burn's
-/// `gamma`/`beta`.
-#[derive(Debug, Clone, Default)]
-struct Conv1dAdapter;
+/// Which way [`Conv1dAdapter`] converts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Direction {
+    FromTorch,
+    ToTorch,
+}
+
+/// Reads (or writes) transformers' `Conv1D` weights as they are (`[in, out]`, burn's
+/// orientation), the untied `lm_head` (a torch `Linear`) transposed, and LayerNorm's
+/// `weight`/`bias` as burn's `gamma`/`beta`.
+#[derive(Debug, Clone)]
+struct Conv1dAdapter(Direction);
 
 impl ModuleAdapter for Conv1dAdapter {
     fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
-        match tensor.name.starts_with("lm_head.") {
-            true => PyTorchToBurnAdapter.adapt(tensor, ctx),
-            false => tensor,
+        match (tensor.name.starts_with("lm_head."), self.0) {
+            (true, Direction::FromTorch) => PyTorchToBurnAdapter.adapt(tensor, ctx),
+            (true, Direction::ToTorch) => BurnToPyTorchAdapter.adapt(tensor, ctx),
+            // LayerNorm's gamma/beta become weight/bias; Conv1D weights stay `[in, out]`.
+            (false, Direction::ToTorch) if tensor.shape.len() == 1 => {
+                BurnToPyTorchAdapter.adapt(tensor, ctx)
+            }
+            (false, _) => tensor,
         }
     }
 
     fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
-        PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
+        match self.0 {
+            Direction::FromTorch => {
+                PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
+            }
+            Direction::ToTorch => {
+                BurnToPyTorchAdapter.get_alternative_param_name(param_name, container_type)
+            }
+        }
     }
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {

@@ -71,6 +71,27 @@ impl LlamaModel {
         // f16/bf16 checkpoints keep their file's dtype through the store.
         Ok(cast_params(model, DType::F32))
     }
+
+    /// Writes the model as a Hugging Face causal-LM directory (`config.json` +
+    /// `model.safetensors` under the `*ForCausalLM` names, f32): the base weights only, with the
+    /// merged adapter, if any, folded in, as [`BertModel::save_pretrained`] does.
+    ///
+    /// [`BertModel::save_pretrained`]: crate::models::bert::BertModel::save_pretrained
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let family = self.config.model_type;
+        let config = crate::models::export::hf_config(
+            &self.config,
+            family.model_type(),
+            family.model_class(),
+        );
+        crate::models::export::write_pretrained(
+            self,
+            dir.as_ref(),
+            config,
+            &[(r"^", "model."), (r"^model\.lm_head\.", "lm_head.")],
+            burn::store::BurnToPyTorchAdapter,
+        )
+    }
 }
 
 fn build_layer(config: &LlamaConfig, layer: usize, device: &Device) -> LlamaDecoderLayer {
