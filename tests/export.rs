@@ -128,39 +128,27 @@ fn merged_loras_export_as_hugging_face_models() {
         let model = BertModel::base(&device);
         exports_merged(model, &adapter, &bert_checkpoint, &root, label, &device);
     }
-    for (label, family, adapter) in [
+    let decoder_cases = [
         ("llama_lora", "llama", "decoder/llama/cases/lora_all"),
         ("llama_dora", "llama", "variants/llama/dora_ffn"),
         ("llama_mtl_lora", "llama", "mtl_lora/llama/mtl_linear"),
         ("qwen2_ia3", "qwen2", "decoder/qwen2/cases/ia3"),
-    ] {
+        ("gpt2_lora_qv", "gpt2", "decoder/gpt2/cases/lora_qv"),
+        ("gpt2_ia3", "gpt2", "decoder/gpt2/cases/ia3"),
+    ];
+    for (label, family, adapter) in decoder_cases {
         let base = decoder_base(family);
-        let model = LlamaModel::from_pretrained(&base, &device).unwrap();
-        let checkpoint = base.join("model.safetensors");
-        exports_merged(
-            model,
-            &fixtures().join(adapter),
-            &checkpoint,
-            &root,
-            label,
-            &device,
-        );
-    }
-    for (label, adapter) in [
-        ("gpt2_lora_qv", "decoder/gpt2/cases/lora_qv"),
-        ("gpt2_ia3", "decoder/gpt2/cases/ia3"),
-    ] {
-        let base = decoder_base("gpt2");
-        let model = Gpt2Model::from_pretrained(&base, &device).unwrap();
-        let checkpoint = base.join("model.safetensors");
-        exports_merged(
-            model,
-            &fixtures().join(adapter),
-            &checkpoint,
-            &root,
-            label,
-            &device,
-        );
+        let (adapter, checkpoint) = (fixtures().join(adapter), base.join("model.safetensors"));
+        match family {
+            "gpt2" => {
+                let model = Gpt2Model::from_pretrained(&base, &device).unwrap();
+                exports_merged(model, &adapter, &checkpoint, &root, label, &device);
+            }
+            _ => {
+                let model = LlamaModel::from_pretrained(&base, &device).unwrap();
+                exports_merged(model, &adapter, &checkpoint, &root, label, &device);
+            }
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use burn_adapters::prelude::*;
 use common::decoder::*;
 use common::families::{
     Family, cases_match_reference, deviation, export_dir, export_root, generates_as_reference,
-    listed_cases, moved, rust_saved_cases_reload, save_and_reload,
+    listed_cases, merge_computes_the_same_and_resets, moved, rust_saved_cases_reload,
+    save_and_reload,
 };
 use common::snapshot::snapshot;
 use common::*;
@@ -100,25 +101,9 @@ fn a_merged_mtl_lora_computes_the_same() {
     let device = device();
     let dir = family_dir::<LlamaModel>().join("mtl_linear");
     let mut model = LlamaModel::base(&device);
-    let before = snapshot(&model);
     model.load_adapter(&dir).unwrap();
     model.set_active_adapters("mtl_linear").unwrap();
-    let unmerged = model.output(&device);
-    model.merge_adapter("mtl_linear").unwrap();
-    let d = max_abs_diff_tensors(model.output(&device), unmerged);
-    assert!(d <= 1e-5, "merged: max |Δ| {d}");
-    model.reset_adapter();
-    model.delete_adapter("mtl_linear").unwrap();
-    let after = snapshot(&model);
-    for (path, values) in &before {
-        let restored = &after[path];
-        let d = values
-            .iter()
-            .zip(restored)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(d <= 1e-6, "{path}: {d}");
-    }
+    merge_computes_the_same_and_resets(&mut model, "mtl_linear", &device);
 }
 
 /// Training moves `A`, the up projections, the task matrix and the mixing weights; nothing else.
@@ -149,7 +134,7 @@ fn training_moves_only_the_mtl_lora() {
 
 #[test]
 fn bad_mtl_lora_configs_are_errors() {
-    for (spec, field) in [
+    configs_refused_naming_the_field(&[
         ("mtl_lora[n_up_projection=0]", "n_up_projection"),
         ("mtl_lora[weights_sharpness=0]", "weights_sharpness"),
         ("mtl_lora[composition_mode=scale,r=1]", "composition_mode"),
@@ -158,13 +143,7 @@ fn bad_mtl_lora_configs_are_errors() {
             "task_specific_matrix_type",
         ),
         ("mtl_lora|lora", "configs"),
-    ] {
-        let err = AdapterConfig::load(spec).unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidConfig { field: f, .. } if f == field),
-            "{spec}: {err}"
-        );
-    }
+    ]);
     // AdapterHub's MTL-LoRA fails on GPT-2's fused attention projection; here it is refused
     let device = device();
     let mut gpt2 = Gpt2Model::base(&device);

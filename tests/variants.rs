@@ -15,8 +15,8 @@ use burn_adapters::models::llama::LlamaModel;
 use burn_adapters::prelude::*;
 use common::decoder::*;
 use common::families::{
-    Family, cases_match_reference, export_root, generates_as_reference, listed_cases, moved,
-    rust_saved_cases_reload,
+    Family, cases_match_reference, export_root, generates_as_reference, listed_cases,
+    merge_computes_the_same_and_resets, moved, rust_saved_cases_reload,
 };
 use common::snapshot::snapshot;
 use common::*;
@@ -102,23 +102,7 @@ fn rust_saved_variants_reload_exactly() {
 /// unmerged output, and resetting restores every weight within 1e-6.
 fn merged_dora_computes_the_same<F: Family>(model: &mut F, name: &str, device: &Device) {
     model.set_active_adapters(name).unwrap();
-    let unmerged = model.output(device);
-    let before = snapshot(model);
-    model.merge_adapter(name).unwrap();
-    let d = max_abs_diff_tensors(model.output(device), unmerged.clone());
-    assert!(d <= 1e-5, "{} merged: max |Δ| {d}", F::NAME);
-    model.reset_adapter();
-    let after = snapshot(model);
-    for (path, values) in &before {
-        let d = values
-            .iter()
-            .zip(&after[path])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(d <= 1e-6, "{} {path}: {d}", F::NAME);
-    }
-    let d = max_abs_diff_tensors(model.output(device), unmerged);
-    assert!(d <= 1e-5, "{} reset: max |Δ| {d}", F::NAME);
+    merge_computes_the_same_and_resets(model, name, device);
 }
 
 #[test]
@@ -230,18 +214,12 @@ fn rslora_scales_by_the_root_of_the_rank() {
 
 #[test]
 fn bad_dora_configs_are_errors_naming_the_field() {
-    for (spec, field) in [
+    configs_refused_naming_the_field(&[
         ("dora[use_gating=true]", "use_gating"),
         ("dora[composition_mode=scale,r=1]", "composition_mode"),
         ("mtl_lora[use_dora=true]", "architecture"),
         ("ia3[use_rslora=true]", "use_rslora"),
-    ] {
-        let err = AdapterConfig::load(spec).unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidConfig { field: f, .. } if f == field),
-            "{spec}: {err}"
-        );
-    }
+    ]);
     let device = device();
     // AdapterHub's per-block LoRA on GPT-2's fused c_attn has no DoRA
     let mut gpt2 = Gpt2Model::base(&device);

@@ -121,6 +121,26 @@ def for_each_family(group, build):
         C.write_json(os.path.join(out_dir, "cases.json"), build(family, out_dir))
 
 
+def record_case(family, model, name, out_dir, base_out, output, safetensors):
+    """Saves `model`'s active adapter `name` to OUT/<name> with expected.safetensors (`output(model)` under the
+    family's key, and for the decoders `generated`), checks that the adapter changes the output and that a fresh base
+    reloads it with the same output; returns |out - base|max."""
+    out = output(model)
+    tensors = {"last_hidden_state" if family.name == "bert" else "logits": out}
+    if family.name != "bert":
+        tensors["generated"] = D.greedy(model, family.inputs)
+    diff_base = G.max_abs(out, base_out)
+    assert diff_base > 1e-2, "{}: the adapter hardly changes the output ({})".format(name, diff_base)
+    case_dir = os.path.join(out_dir, name)
+    C.fresh_dir(case_dir)
+    model.save_adapter(case_dir, name, with_head=False, use_safetensors=safetensors)
+    save_file(tensors, os.path.join(case_dir, "expected.safetensors"))
+    reloaded = family.load()
+    assert reloaded.load_adapter(case_dir, set_active=True, use_safetensors=safetensors) == name
+    assert G.max_abs(out, output(reloaded)) == 0.0, name
+    return diff_base
+
+
 def build_case(family, idx, name, config, out_dir, base_out):
     torch.manual_seed(SEED + idx)
     model = family.load()

@@ -195,3 +195,23 @@ pub fn export_root(var: &str) -> (tempfile::TempDir, PathBuf) {
         .unwrap_or_else(|| scratch.path().to_path_buf());
     (scratch, root)
 }
+
+/// With adapter `name` active in `model`: merging it computes the unmerged output (≤ 1e-5),
+/// and resetting restores every weight within 1e-6.
+pub fn merge_computes_the_same_and_resets<F: Family>(model: &mut F, name: &str, device: &Device) {
+    let unmerged = model.output(device);
+    let before = super::snapshot::snapshot(model);
+    model.merge_adapter(name).unwrap();
+    let d = super::max_abs_diff_tensors(model.output(device), unmerged);
+    assert!(d <= 1e-5, "{} {name} merged: max |Δ| {d}", F::NAME);
+    model.reset_adapter();
+    let after = super::snapshot::snapshot(model);
+    for (path, values) in &before {
+        let d = values
+            .iter()
+            .zip(&after[path])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= 1e-6, "{} {name} {path}: {d}", F::NAME);
+    }
+}

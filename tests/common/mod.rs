@@ -166,3 +166,14 @@ pub fn write_f32(path: &Path, key: &str, values: &[f32], shape: &[usize]) {
             .unwrap();
     safetensors::serialize_to_file([(key, view)], None, path).unwrap();
 }
+
+/// Every config spec is refused with `Error::InvalidConfig` naming its field.
+pub fn configs_refused_naming_the_field(cases: &[(&str, &str)]) {
+    for (spec, field) in cases {
+        let err = burn_adapters::AdapterConfig::load(spec).unwrap_err();
+        assert!(
+            matches!(&err, burn_adapters::Error::InvalidConfig { field: f, .. } if f == field),
+            "{spec}: {err}"
+        );
+    }
+}
