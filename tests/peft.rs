@@ -104,6 +104,22 @@ fn bad_peft_configs_name_the_field() {
             "lora_magnitude_vector",
         ),
         ("rank0", Box::new(|c| c["r"] = 0.into()), "r"),
+        // PiSSA's and OLoRA's factors belong to the residual base their start left
+        (
+            "pissa",
+            Box::new(|c| c["init_lora_weights"] = "pissa_niter_4".into()),
+            "pissa_niter_4",
+        ),
+        (
+            "olora",
+            Box::new(|c| c["init_lora_weights"] = "olora".into()),
+            "olora",
+        ),
+        (
+            "init",
+            Box::new(|c| c["init_lora_weights"] = "sideways".into()),
+            "init_lora_weights",
+        ),
         (
             "alpha",
             Box::new(|c| c["lora_alpha"] = "x".into()),
@@ -122,6 +138,12 @@ fn bad_peft_configs_name_the_field() {
         assert!(err.to_string().contains(field), "{label}: {err}");
     }
     assert!(model.adapter_names().is_empty());
+    // initialisations that leave the base alone load
+    for (label, init) in [("gaussian", "gaussian".into()), ("no_init", false.into())] {
+        let dir = scratch.path().join(label);
+        rewrite_config(&source, &dir, |c| c["init_lora_weights"] = init);
+        model.load_peft_adapter(&dir, label).unwrap();
+    }
     // a rank that disagrees with the tensors is a shape error naming the key
     let dir = scratch.path().join("rank8");
     rewrite_config(&source, &dir, |c| c["r"] = 8.into());

@@ -191,6 +191,13 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
     Ok(settings)
 }
 
+/// PEFT's `init_lora_weights` values that change the base model's weights when the adapter is
+/// created (the saved factors belong to that residual base, not to the checkpoint).
+const BASE_CHANGING_INITS: [&str; 4] = ["pissa", "olora", "corda", "loftq"];
+
+/// PEFT's `init_lora_weights` values that leave the base as it is.
+const PLAIN_INITS: [&str; 3] = ["gaussian", "eva", "orthogonal"];
+
 /// Typed access to the fields of a PEFT config, with errors naming file and field.
 struct Fields<'a> {
     path: &'a Path,
@@ -225,10 +232,47 @@ impl Fields<'_> {
         }
     }
 
+    /// `init_lora_weights`: any initialisation that leaves the base weights as they are is fine
+    /// (the file holds the trained factors); PiSSA, OLoRA, CorDA and LoftQ subtract their start
+    /// from the base, so their factors computed on the checkpoint would be wrong.
+    fn check_initialisation(&self) -> Result<()> {
+        let init = match self.config.get("init_lora_weights") {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => return Ok(()),
+            Some(Value::String(init)) => init.as_str(),
+            Some(other) => {
+                return Err(field_error(
+                    self.path,
+                    "init_lora_weights",
+                    format!("expected a bool or a string, found {other}"),
+                ));
+            }
+        };
+        if PLAIN_INITS.contains(&init) {
+            return Ok(());
+        }
+        if BASE_CHANGING_INITS
+            .iter()
+            .any(|changing| init == *changing || init.starts_with(&format!("{changing}_")))
+        {
+            return Err(Error::Unsupported(format!(
+                "PEFT LoRA with `init_lora_weights: \"{init}\"` ({}): it belongs to a base whose \
+                 weights its initialisation changed; convert it to a plain LoRA with PEFT's \
+                 `save_pretrained(..., path_initial_model_for_weight_conversion=...)` first",
+                self.path.display()
+            )));
+        }
+        Err(field_error(
+            self.path,
+            "init_lora_weights",
+            format!("unknown initialisation \"{init}\""),
+        ))
+    }
+
     /// Features with no equivalent here: refused rather than loaded as something different.
     /// (`fan_in_fan_out` describes the base layer's storage, not the LoRA tensors; PEFT sets it
     /// from the module type whatever the file says, and so does the host here.)
     fn reject_unsupported(&self) -> Result<()> {
+        self.check_initialisation()?;
         for field in ["lora_bias"] {
             if self.flag(field)? {
                 return Err(Error::Unsupported(format!(
