@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example adapter_infer -- --model <hf-dir> [--adapter <adapterhub-dir> ...] \
 //!     [--peft <peft-dir> ...] [--fusion <dir> ...] [--device flex] [--active <setup>] [--merge] \
-//!     [--generate N] --input <json-file>
+//!     [--generate N] [--save-pretrained <dir>] --input <json-file>
 //! ```
 //!
 //! The model type comes from `config.json` (`bert`, or `llama`/`mistral`/`qwen2`/`gpt2`). The input file is
@@ -14,9 +14,11 @@
 //! prompt. `--peft` loads a PEFT LoRA named after its directory. `<setup>` is an adapter name or a
 //! composition such as `Stack[a, b]`, `Fuse[a, b]` (with `--fusion`), `Parallel[a, b]` (the output
 //! then has one batch per branch). `--merge` folds the active LoRA/IA3 adapter into the weights
-//! first. Errors go to stderr with exit code 1.
+//! first; `--save-pretrained <dir>` then writes the model, with the merged adapter folded in and no
+//! other adapter, as a Hugging Face directory that transformers runs alone. Errors go to stderr with
+//! exit code 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -42,11 +44,12 @@ struct Args {
     active: Option<String>,
     merge: bool,
     generate: Option<usize>,
+    save_pretrained: Option<PathBuf>,
     input: PathBuf,
 }
 
 const USAGE: &str = "usage: adapter_infer --model DIR [--adapter DIR]... [--peft DIR]... \
-[--fusion DIR]... [--device flex|wgpu|tch|cuda] [--active SETUP] [--merge] [--generate N] --input FILE";
+[--fusion DIR]... [--device flex|wgpu|tch|cuda] [--active SETUP] [--merge] [--generate N] [--save-pretrained DIR] --input FILE";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         active: None,
         merge: false,
         generate: None,
+        save_pretrained: None,
         input: PathBuf::new(),
     };
     while let Some(flag) = args.next() {
@@ -72,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             "--active" => parsed.active = Some(value()?),
             "--input" => parsed.input = PathBuf::from(value()?),
             "--merge" => parsed.merge = true,
+            "--save-pretrained" => parsed.save_pretrained = Some(PathBuf::from(value()?)),
             "--generate" => {
                 let n = value()?;
                 let n = n
@@ -212,6 +217,9 @@ fn run_bert(args: &Args, device: &Device) -> Result<String, String> {
     }
     let mut model = BertModel::from_pretrained(&args.model, device).map_err(|e| e.to_string())?;
     prepare(&mut model, args)?;
+    if let Some(dir) = &args.save_pretrained {
+        model.save_pretrained(dir).map_err(|e| e.to_string())?;
+    }
     let (ids, mask) = read_input(args, device)?;
     // The model checks shapes, the sequence length and the id range.
     let hidden = model
@@ -226,10 +234,14 @@ fn run_decoder<M: AdapterModel + CausalLm>(
     mut model: M,
     pad_token_id: Option<usize>,
     forward: fn(&M, DecoderInput) -> burn_adapters::Result<Tensor<3>>,
+    save: fn(&M, &Path) -> burn_adapters::Result<()>,
     args: &Args,
     device: &Device,
 ) -> Result<String, String> {
     prepare(&mut model, args)?;
+    if let Some(dir) = &args.save_pretrained {
+        save(&model, dir).map_err(|e| e.to_string())?;
+    }
     let (ids, mask) = read_input(args, device)?;
     let Some(tokens) = args.generate else {
         let logits =
@@ -252,13 +264,15 @@ fn run() -> Result<String, String> {
             let model =
                 LlamaModel::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
             let pad = model.config().pad_token_id;
-            run_decoder(model, pad, LlamaModel::try_forward, &args, &device)
+            let save = |m: &LlamaModel, dir: &Path| m.save_pretrained(dir);
+            run_decoder(model, pad, LlamaModel::try_forward, save, &args, &device)
         }
         "gpt2" => {
             let model =
                 Gpt2Model::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
             let pad = model.config().pad_token_id;
-            run_decoder(model, pad, Gpt2Model::try_forward, &args, &device)
+            let save = |m: &Gpt2Model, dir: &Path| m.save_pretrained(dir);
+            run_decoder(model, pad, Gpt2Model::try_forward, save, &args, &device)
         }
         other => Err(format!(
             "{}: model_type `{other}` is not one of bert, llama, mistral, qwen2, gpt2",
