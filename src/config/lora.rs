@@ -250,23 +250,6 @@ impl LoRAConfig {
         }
     }
 
-    /// Whether `other` wraps the same projections in the same layers.
-    pub fn same_placement(&self, other: &LoRAConfig) -> bool {
-        let matrices = |c: &LoRAConfig| {
-            let mut m = c.attn_matrices.clone();
-            m.sort_by_key(|m| *m as u8);
-            m.dedup();
-            (c.selfattn_lora, m)
-        };
-        let mut leave_out = (self.leave_out.clone(), other.leave_out.clone());
-        leave_out.0.sort_unstable();
-        leave_out.1.sort_unstable();
-        matrices(self) == matrices(other)
-            && (self.intermediate_lora, self.output_lora, self.gate_lora)
-                == (other.intermediate_lora, other.output_lora, other.gate_lora)
-            && leave_out.0 == leave_out.1
-    }
-
     /// The preset of that name, if it is a LoRA-family preset.
     pub fn preset(name: &str) -> Option<Self> {
         match name {

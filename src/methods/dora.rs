@@ -16,30 +16,28 @@ impl LoRA {
     ///
     /// - weight: `[d_input, d_output]` (the wrapped layer's, unmerged)
     pub fn with_magnitude(self, weight: Tensor<2>) -> Self {
-        let norm = self.adapted_norm(weight, None);
+        let norm = column_norm(self.adapted(weight, None));
         Self {
             magnitude: Some(Param::from_tensor(norm)),
             ..self
         }
     }
 
-    /// `‖W + ΔW‖` of every output, `[1, d_output]`, detached: DoRA treats the norm as a constant
-    /// in the backward pass (the paper's section 4.3, as PEFT does).
-    pub(crate) fn adapted_norm(
-        &self,
-        weight: Tensor<2>,
-        shared: Option<&SharedFactors>,
-    ) -> Tensor<2> {
-        let adapted = match self.low_rank_delta(shared) {
+    /// `W + ΔW` (ΔW detached), `[d_input, d_output]`.
+    fn adapted(&self, weight: Tensor<2>, shared: Option<&SharedFactors>) -> Tensor<2> {
+        match self.low_rank_delta(shared) {
             Some(delta) => weight.detach() + delta,
             None => weight.detach(),
-        };
-        adapted.powi_scalar(2).sum_dim(0).sqrt().detach()
+        }
     }
 
-    /// `m / ‖W + ΔW‖`, `[1, d_output]`.
-    fn dora_factor(&self, norm: Tensor<2>) -> Option<Tensor<2>> {
-        self.magnitude.as_ref().map(|m| m.val() / norm)
+    /// `m / ‖adapted‖` for this module's magnitude `m`, `[1, d_output]`, and the norm of every
+    /// output, detached: DoRA treats the norm as a constant in the backward pass (the paper's
+    /// section 4.3, as PEFT does). `None` for a module without a magnitude.
+    fn dora_factor(&self, adapted: Tensor<2>) -> Option<(Tensor<2>, Tensor<2>)> {
+        let magnitude = self.magnitude.as_ref()?;
+        let norm = column_norm(adapted);
+        Some((magnitude.val() / norm.clone(), norm))
     }
 
     /// The layer output with DoRA applied, given the plain output `W x + b` and the (scaled)
@@ -57,8 +55,9 @@ impl LoRA {
         linear: &Linear,
         shared: Option<&SharedFactors>,
     ) -> Option<Tensor<3>> {
-        let norm = self.adapted_norm(linear.weight.val(), shared);
-        let factor: Tensor<3> = self.dora_factor(norm)?.unsqueeze();
+        self.magnitude.as_ref()?;
+        let (factor, _) = self.dora_factor(self.adapted(linear.weight.val(), shared))?;
+        let factor: Tensor<3> = factor.unsqueeze();
         let base = match &linear.bias {
             Some(bias) => output.clone() - bias.val().unsqueeze(),
             None => output.clone(),
@@ -75,10 +74,10 @@ impl LoRA {
         weight: Tensor<2>,
         shared: Option<&SharedFactors>,
     ) -> Option<(Tensor<2>, Tensor<2>)> {
-        let norm = self.adapted_norm(weight.clone(), shared);
-        let factor = self.dora_factor(norm.clone())?.detach();
-        let delta = self.low_rank_delta(shared)?;
-        Some(((weight + delta) * factor, norm))
+        self.magnitude.as_ref()?;
+        let adapted = self.adapted(weight, shared);
+        let (factor, norm) = self.dora_factor(adapted.clone())?;
+        Some((adapted * factor.detach(), norm))
     }
 
     /// Undoes [`LoRA::dora_merged`] given the norm it returned: `W' / f − ΔW`.
@@ -88,8 +87,13 @@ impl LoRA {
         norm: Tensor<2>,
         shared: Option<&SharedFactors>,
     ) -> Option<Tensor<2>> {
-        let factor = self.dora_factor(norm)?.detach();
+        let factor = self.magnitude.as_ref()?.val().detach() / norm;
         let delta = self.low_rank_delta(shared)?;
         Some(merged / factor - delta)
     }
+}
+
+/// The norm of every output's column, `[1, d_output]` from `[d_input, d_output]`, detached.
+fn column_norm(weight: Tensor<2>) -> Tensor<2> {
+    weight.powi_scalar(2).sum_dim(0).sqrt().detach()
 }

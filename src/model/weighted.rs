@@ -144,8 +144,9 @@ pub(crate) fn add_weighted_adapter<M: AdapterModel>(
     let configs = source_configs(model, sources)?;
     let config = merged_config(&configs, sources, combination, model)?;
     let mut modules = build_modules(model, &AdapterConfig::Lora(config.clone()), Some(0))?;
-    let mut rng = InitRng::from_device(&device_of(model)?);
-    let host = device_of(model)?.without_autodiff();
+    let device = device_of(model)?;
+    let mut rng = InitRng::from_device(&device);
+    let host = device.without_autodiff();
     for (module, site) in modules.linear.iter_mut().zip(model.linear_sites()) {
         let Some(built) = module.take() else {
             continue;
@@ -209,8 +210,11 @@ fn source_configs<M: AdapterModel>(model: &M, sources: &[(&str, f64)]) -> Result
         if !weight.is_finite() {
             return Err(invalid(format!("the weight of `{source}` is {weight}")));
         }
+        let places = |c: &LoRAConfig, site: &crate::sites::LinearSite| c.places_at(site.location());
         if let Some(first) = configs.first()
-            && !first.same_placement(&config)
+            && model
+                .linear_sites()
+                .any(|site| places(first, site) != places(&config, site))
         {
             return Err(invalid(format!(
                 "`{source}` wraps other projections than `{}`",

@@ -18,29 +18,24 @@ use crate::io::tensors::write_atomically;
 /// [`NamedModules`]: crate::sites::NamedModules
 struct BaseParameters {
     path: Vec<String>,
-    /// How many of the modules entered are named-module containers.
-    named_depth: usize,
-    containers: Vec<bool>,
+    /// For each module entered, whether it is a named-module container.
+    named: Vec<bool>,
     found: Vec<String>,
 }
 
 impl ModuleVisitor for BaseParameters {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        let named = container_type == crate::sites::NAMED_MODULES;
-        self.named_depth += usize::from(named);
-        self.containers.push(named);
+        self.named.push(container_type == crate::sites::NAMED_MODULES);
         self.path.push(name.to_string());
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        if self.containers.pop() == Some(true) {
-            self.named_depth -= 1;
-        }
+        self.named.pop();
         self.path.pop();
     }
 
     fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
-        if self.named_depth == 0 {
+        if !self.named.contains(&true) {
             self.found.push(self.path.join("."));
         }
     }
@@ -49,8 +44,7 @@ impl ModuleVisitor for BaseParameters {
 fn base_parameters<M: Module>(model: &M) -> Vec<String> {
     let mut visitor = BaseParameters {
         path: Vec::new(),
-        named_depth: 0,
-        containers: Vec::new(),
+        named: Vec::new(),
         found: Vec::new(),
     };
     model.visit(&mut visitor);
