@@ -25,7 +25,8 @@ struct BaseParameters {
 
 impl ModuleVisitor for BaseParameters {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.named.push(container_type == crate::sites::NAMED_MODULES);
+        self.named
+            .push(container_type == crate::sites::NAMED_MODULES);
         self.path.push(name.to_string());
     }
 

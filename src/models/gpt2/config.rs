@@ -214,4 +214,20 @@ mod tests {
         std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
         assert_eq!(Gpt2Config::from_file(&path).unwrap(), config);
     }
+
+    /// Found by the `model_config` fuzz target: serde_json's default float parser reads
+    /// `1e-45` an ulp away from the nearest double, so the shortest form it writes back
+    /// names another number.
+    #[test]
+    fn tiny_floats_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut text = serde_json::to_value(Gpt2Config::tiny()).unwrap();
+        text["layer_norm_epsilon"] = serde_json::from_str("1e-45").unwrap();
+        std::fs::write(&path, text.to_string()).unwrap();
+        let config = Gpt2Config::from_file(&path).unwrap();
+        assert_eq!(config.layer_norm_epsilon.to_bits(), 1e-45f64.to_bits());
+        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+        assert_eq!(Gpt2Config::from_file(&path).unwrap(), config);
+    }
 }
