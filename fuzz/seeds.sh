@@ -10,6 +10,7 @@ case "$target" in
     { printf '\000'; cat $fx/bn/seq_bn/adapter.safetensors; } > "$dir/seq_bn"
     { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union"
     { printf '\004'; cat $fx/invertible/bert/glow/adapter.safetensors; } > "$dir/glow"
+    { printf '\005'; cat $fx/vera/bert/dvora/adapter.safetensors; } > "$dir/dvora"
     # a prefix tuning's tensors (the fixture holds AdapterHub's .bin): zeros of the names and shapes
     # its cases.json lists, without the per-layer copies of the pool
     python3 - "$dir/prefix" <<'PY'
@@ -66,10 +67,13 @@ PY
     { printf '\003'; cat $fx/decoder/gpt2/base/config.json; } > "$dir/gpt2"
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   peft_file)
-    # a selector byte (0: the config is fuzzed, 1: the weights), then that file of a real PEFT DoRA
+    # a selector byte (bit 0: the config is fuzzed or the weights; bit 1: beside PEFT's DoRA or VeRA
+    # fixture), then that file of a real PEFT adapter
     { printf '\000'; cat $fx/peft/peft_dora_qv/adapter_config.json; } > "$dir/config"
     { printf '\000'; cat $fx/peft/peft_lora_rslora/adapter_config.json; } > "$dir/rslora"
-    { printf '\001'; cat $fx/peft/peft_dora_qv/adapter_model.safetensors; } > "$dir/weights" ;;
+    { printf '\001'; cat $fx/peft/peft_dora_qv/adapter_model.safetensors; } > "$dir/weights"
+    { printf '\002'; cat $fx/peft_vera/bert_vera/adapter_config.json; } > "$dir/vera_config"
+    { printf '\003'; cat $fx/peft_vera/bert_vera/adapter_model.safetensors; } > "$dir/vera_weights" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
     cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora"

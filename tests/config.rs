@@ -231,12 +231,13 @@ fn lora_values_are_validated_and_models_take_them() {
         ("lora[attn_matrices=[q,x]]", "attn_matrices"),
         ("lora[alpha=inf]", "alpha"),
         ("lora[composition_mode=multiply]", "composition_mode"),
+        ("lora[vera_d=0.1]", "vera_b"),
     ] {
         let err = AdapterConfig::load(spec).expect_err(spec);
         assert!(err.to_string().contains(field), "{spec}: {err}");
     }
     assert!(matches!(
-        AdapterConfig::load("lora[vera_d=0.1]"),
+        AdapterConfig::load("compacter"),
         Err(Error::Unsupported(_))
     ));
 

@@ -10,7 +10,8 @@ Rust).  For each case: load the base BertModel from --base, adapters.init, load_
 active, run in eval mode under no_grad on the inputs and compare with the expected output.
 
 Prints one line per case with max |d| and a final `N passed, M failed` line.  Exits non-zero if any case
-fails (max |d| > --tol, load error, unexpected/missing weights) or if no case was found. GLOW invertible adapters
+fails (max |d| > --tol, load error, unexpected/missing weights) or if no case was found. VeRA's shared matrices are
+copied in by hand (load_shared_parameters: adapters 1.3.0's loader drops them on a bare BertModel). GLOW invertible adapters
 and MTL-LoRA's linear task matrix run with tools/reference_fixes.py (adapters 1.3.0 fails on both).
 """
 
@@ -68,6 +69,17 @@ def input_positions(model, name, out):
     return out[:, length:]
 
 
+def load_shared_parameters(model, name, tensors):
+    """Copies the file's `shared_parameters.<name>.*` (VeRA's matrices) into the model: adapters 1.3.0's loader
+    drops them on a bare base model (its filter wants `.shared_parameters.` with a leading dot). Returns the keys."""
+    tag = "shared_parameters.{}.".format(name)
+    keys = [k for k in tensors if k.startswith(tag)]
+    with torch.no_grad():
+        for k in keys:
+            model.base_model.shared_parameters[name][k[len(tag):]].copy_(tensors[k])
+    return keys
+
+
 def check_case(case_dir, base_dir, inputs, tol):
     for f in ("adapter_config.json", "adapter.safetensors", "expected.safetensors"):
         if not os.path.isfile(os.path.join(case_dir, f)):
@@ -89,7 +101,9 @@ def check_case(case_dir, base_dir, inputs, tol):
     adapters.init(model)
     info = {}
     name = model.load_adapter(case_dir, use_safetensors=True, loading_info=info)
-    file_keys = list(load_file(os.path.join(case_dir, "adapter.safetensors")).keys())
+    tensors = load_file(os.path.join(case_dir, "adapter.safetensors"))
+    shared = load_shared_parameters(model, name, tensors)
+    file_keys = [k for k in tensors if k not in shared]
     prefix = model.base_model_prefix + "."
     unexpected = info.get("unexpected_keys") or []
     missing = real_missing_keys(model, info.get("missing_keys") or [], file_keys, prefix)

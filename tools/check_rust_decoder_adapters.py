@@ -51,7 +51,9 @@ def check_peft(case_dir, base_dir, inputs, tol):
     model = PeftModel.from_pretrained(base, case_dir).eval()
     problems = []
     loaded = set(load_peft_weights(case_dir).keys())
-    created = {n for n, _ in model.named_parameters() if ".lora_" in n}
+    created = {n for n, _ in model.named_parameters() if ".lora_" in n or ".vera_lambda" in n}
+    # VeRA's shared matrices are buffers of the PEFT model (`base_model.vera_A.default`)
+    created |= {n for n, _ in model.named_buffers(remove_duplicate=False) if n.startswith("base_model.vera_")}
     created = {n.replace(".default", "") for n in created}
     if loaded != created:
         problems.append("file keys {} vs model's LoRA parameters {}".format(sorted(loaded - created), sorted(created - loaded)))

@@ -1,6 +1,7 @@
 //! `load_peft_adapter` on an arbitrary PEFT `adapter_config.json` or `adapter_model.safetensors`
-//! (chosen by the first input byte) beside the other file of PEFT's DoRA fixture, into a tiny
-//! fixed BERT: never panics, and a failed load leaves no adapter behind.
+//! beside the other file of PEFT's DoRA or VeRA fixture (the first input byte chooses which file
+//! and which fixture), into a tiny fixed BERT: never panics, and a failed load leaves no adapter
+//! behind.
 #![no_main]
 
 use std::path::Path;
@@ -11,9 +12,17 @@ use burn_adapters::models::bert::{BertConfig, BertModel};
 use burn_adapters::prelude::*;
 use libfuzzer_sys::fuzz_target;
 
-const CONFIG: &[u8] = include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_config.json");
-const WEIGHTS: &[u8] =
-    include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_model.safetensors");
+/// (config, weights) of PEFT's DoRA and VeRA fixtures.
+const FILES: [(&[u8], &[u8]); 2] = [
+    (
+        include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_config.json"),
+        include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_model.safetensors"),
+    ),
+    (
+        include_bytes!("../../tests/fixtures/peft_vera/bert_vera/adapter_config.json"),
+        include_bytes!("../../tests/fixtures/peft_vera/bert_vera/adapter_model.safetensors"),
+    ),
+];
 
 fn model() -> &'static BertModel {
     static MODEL: OnceLock<BertModel> = OnceLock::new();
@@ -24,9 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((choice, bytes)) = data.split_first() else {
         return;
     };
+    let (config, weights) = FILES[usize::from(choice / 2 % 2)];
     let (config, weights) = match choice % 2 {
-        0 => (bytes, WEIGHTS),
-        _ => (CONFIG, bytes),
+        0 => (bytes, weights),
+        _ => (config, bytes),
     };
     let root =
         Path::new("/dev/shm").join(format!("burn-adapters-fuzz-peft-{}", std::process::id()));

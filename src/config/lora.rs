@@ -31,7 +31,8 @@ pub enum LoRAInit {
     Bert,
     /// The IA3 vector starts at ones.
     Ia3,
-    /// VeRA's shared random matrices.
+    /// Kaiming-uniform `A` and `B` (gain √2: bound `√(6 / fan_in)`), the initialisation of VeRA's
+    /// shared random matrices.
     Vera,
 }
 
@@ -100,17 +101,21 @@ pub struct LoRAConfig {
     /// Weight-decomposed LoRA (DoRA, Liu et al., 2024): the adapted weight `W + ΔW` is split into
     /// a learned magnitude per output and its direction, `m ⊙ (W + ΔW) / ‖W + ΔW‖`, with the
     /// norm taken per output unit and treated as a constant in the backward pass (PEFT's DoRA;
-    /// see the guide for where AdapterHub's differs). LoRA only: not with IA3, a gate, MTL-LoRA
-    /// or VeRA.
+    /// see the guide for where AdapterHub's differs). With VeRA this is DVoRA. Not with IA3, a
+    /// gate or MTL-LoRA.
     pub use_dora: bool,
     /// rsLoRA (Kalajdzievski, 2023): scale the update by `alpha / √r` instead of `alpha / r`
     /// (PEFT's `use_rslora`). An extension AdapterHub 1.3.0 lacks: written only when set, and
     /// AdapterHub's files carry it folded into `alpha` (`alpha·√r / r = alpha / √r`).
     #[serde(skip_serializing_if = "is_false")]
     pub use_rslora: bool,
-    /// VeRA's `d` initial value. Not supported yet.
+    /// VeRA (Kopiczko et al., 2024): with `vera_d` and `vera_b` set, `A` and `B` are frozen random
+    /// matrices shared by every module of the adapter, and the update is
+    /// `dropout(x) A diag(d) B diag(b) · alpha / r` with the vectors `d` (`[r]`, starting at
+    /// `vera_d`) and `b` (`[d_output]`, starting at `vera_b`) trained. AdapterHub's `VeraConfig`
+    /// draws the matrices as `init_weights` says (`"vera"`: kaiming-uniform).
     pub vera_d: Option<f64>,
-    /// VeRA's `b` initial value. Not supported yet.
+    /// VeRA's initial `b` (see [`LoRAConfig::vera_d`]).
     pub vera_b: Option<f64>,
     /// Data type of the LoRA weights (`None`: the model's).
     pub dtype: Option<String>,
@@ -240,6 +245,31 @@ impl LoRAConfig {
         }
     }
 
+    /// The `vera` preset (AdapterHub's `VeraConfig`): rank 8, `d` starting at 0.1, `b` at 0, the
+    /// shared matrices kaiming-uniform.
+    pub fn vera() -> Self {
+        Self {
+            vera_d: Some(0.1),
+            vera_b: Some(0.0),
+            init_weights: LoRAInit::Vera,
+            ..Self::lora()
+        }
+    }
+
+    /// The `dvora` preset (AdapterHub's `DvoRAConfig`): [`LoRAConfig::vera`] with DoRA's
+    /// magnitude.
+    pub fn dvora() -> Self {
+        Self {
+            use_dora: true,
+            ..Self::vera()
+        }
+    }
+
+    /// Whether this is a VeRA config (`vera_d` or `vera_b` set).
+    pub fn is_vera(&self) -> bool {
+        self.vera_d.is_some() || self.vera_b.is_some()
+    }
+
     /// The factor the update is scaled by: `alpha / r`, `alpha / √r` with rsLoRA, `alpha` for
     /// IA3.
     pub fn scaling(&self) -> f64 {
@@ -255,6 +285,8 @@ impl LoRAConfig {
         match name {
             "lora" => Some(Self::lora()),
             "dora" => Some(Self::dora()),
+            "vera" => Some(Self::vera()),
+            "dvora" => Some(Self::dvora()),
             "ia3" => Some(Self::ia3()),
             "mtl_lora" => Some(Self::mtl_lora()),
             _ => None,
@@ -285,6 +317,14 @@ impl LoRAConfig {
                     "composition_mode \"scale\" (IA3) has no dropout",
                 ));
             }
+            if self.init_weights == LoRAInit::Vera {
+                // AdapterHub's IA3 raises "Unknown init_weights type" for it.
+                return Err(Error::invalid(
+                    "init_weights",
+                    "\"vera\"",
+                    "composition_mode \"scale\" (IA3) starts from \"ia3\", \"lora\" or \"bert\"",
+                ));
+            }
         }
         if let Some(multi_task) = &self.multi_task {
             multi_task.validate()?;
@@ -307,14 +347,49 @@ impl LoRAConfig {
                 "rsLoRA rescales a low-rank update; IA3 (composition_mode \"scale\") has none",
             ));
         }
-        if self.init_weights == LoRAInit::Vera || self.vera_d.is_some() || self.vera_b.is_some() {
-            return Err(Error::Unsupported("VeRA".into()));
+        if self.is_vera() {
+            self.validate_vera()?;
         }
         Ok(())
     }
 }
 
 impl LoRAConfig {
+    /// VeRA needs both initial values, finite, and an added update (AdapterHub fails on a
+    /// missing one when it builds the module, and refuses IA3).
+    fn validate_vera(&self) -> Result<()> {
+        for (field, value) in [("vera_d", self.vera_d), ("vera_b", self.vera_b)] {
+            match value {
+                None => {
+                    return Err(Error::invalid(
+                        field,
+                        "null",
+                        "VeRA needs both vera_d and vera_b",
+                    ));
+                }
+                Some(v) if !v.is_finite() => {
+                    return Err(Error::invalid(field, v, "must be finite"));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.composition_mode == CompositionMode::Scale {
+            return Err(Error::invalid(
+                "composition_mode",
+                "\"scale\"",
+                "VeRA (vera_d, vera_b) adds its update (composition_mode \"add\")",
+            ));
+        }
+        if self.multi_task.is_some() {
+            return Err(Error::invalid(
+                "architecture",
+                "\"mtl_lora\"",
+                "VeRA (vera_d, vera_b) is not defined for MTL-LoRA",
+            ));
+        }
+        Ok(())
+    }
+
     /// The combinations DoRA is defined for (AdapterHub asserts the same, or fails later).
     fn validate_dora(&self) -> Result<()> {
         let refuse = |field: &str, value: &str, reason: &str| {

@@ -10,6 +10,16 @@ pub(crate) struct ReferenceName {
     pub transpose: bool,
 }
 
+impl ReferenceName {
+    /// A parameter written elsewhere than under its module (collecting skips it).
+    pub(crate) fn nowhere() -> Self {
+        Self {
+            names: Vec::new(),
+            transpose: false,
+        }
+    }
+}
+
 /// The AdapterHub name of a bottleneck parameter given its path inside [`Bottleneck`]
 /// (`down.weight`, `norm_before.gamma`, ...). `ln_before` shifts the down projection to index 1
 /// of `adapter_down`, whose index 0 is then the LayerNorm (also registered as
@@ -64,6 +74,9 @@ pub(crate) fn lora_name(path: &str) -> Option<ReferenceName> {
         "gate.bias" => ("gate.bias", false),
         // DoRA's magnitude, AdapterHub's `m = nn.Linear(1, d_output)`: `[d_output, 1]`.
         "magnitude" => ("m.weight", true),
+        // VeRA's vectors, the diagonals of AdapterHub's matrices (`model::vera` converts).
+        "vera.d" => ("vera_D", false),
+        "vera.b" => ("vera_B", false),
         _ => return None,
     };
     Some(ReferenceName {
@@ -231,6 +244,8 @@ pub(crate) fn peft_name(path: &str) -> Option<ReferenceName> {
         "lora_a" => ("lora_A.weight", true),
         "lora_b" => ("lora_B.weight", true),
         "magnitude" => (PEFT_MAGNITUDE, false),
+        "vera.d" => ("vera_lambda_d", false),
+        "vera.b" => ("vera_lambda_b", false),
         _ => return None,
     };
     Some(ReferenceName {

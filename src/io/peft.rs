@@ -36,6 +36,9 @@ pub(crate) struct PeftSettings {
     pub rslora: bool,
     /// DoRA: the file holds a magnitude vector per wrapped module.
     pub dora: bool,
+    /// VeRA (`peft_type: "VERA"`) with this initial `d` (`d_initial`): the file holds
+    /// `vera_lambda_d` / `vera_lambda_b` per module and the shared `vera_A` / `vera_B`.
+    pub vera_d_initial: Option<f64>,
 }
 
 /// A PEFT LoRA directory as read.
@@ -88,6 +91,10 @@ pub(crate) fn read_peft(dir: &Path) -> Result<SavedPeft> {
 /// Writes a PEFT LoRA into `dir`. Full module paths as `target_modules` match exactly these
 /// modules (PEFT matches a name when a module's path equals it or ends in `.<name>`).
 pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
+    let config = match record.settings.vera_d_initial {
+        Some(d_initial) => vera_config(&record, d_initial),
+        None => lora_config(&record),
+    };
     let weights: TensorMap = record
         .tensors
         .into_iter()
@@ -96,10 +103,48 @@ pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
             if key.ends_with(&format!(".{PEFT_MAGNITUDE}")) {
                 tensor.shape = vec![tensor.values.len()];
             }
-            (format!("{PEFT_PREFIX}{key}"), tensor)
+            // VeRA's shared matrices are the PEFT model's own (`base_model.vera_A`).
+            match key.starts_with("base_model.") {
+                true => (key, tensor),
+                false => (format!("{PEFT_PREFIX}{key}"), tensor),
+            }
         })
         .collect();
-    let config = json!({
+    write_atomically(
+        dir,
+        &[
+            (PEFT_WEIGHTS_FILE, safetensors_bytes(&weights)?),
+            (PEFT_CONFIG_FILE, to_json_bytes(&config)),
+        ],
+    )
+}
+
+/// PEFT's `VeraConfig` JSON (the matrices saved: `save_projection`).
+fn vera_config(record: &PeftRecord, d_initial: f64) -> Value {
+    json!({
+        "base_model_name_or_path": record.info.model_name,
+        "bias": "none",
+        "d_initial": d_initial,
+        "fan_in_fan_out": record.fan_in_fan_out,
+        "inference_mode": true,
+        "init_weights": true,
+        "layers_pattern": null,
+        "layers_to_transform": null,
+        "modules_to_save": null,
+        "peft_type": "VERA",
+        "projection_prng_key": 0,
+        "r": record.settings.r,
+        "revision": null,
+        "save_projection": true,
+        "target_modules": record.targets,
+        "task_type": null,
+        "vera_dropout": record.settings.dropout,
+    })
+}
+
+/// PEFT's `LoraConfig` JSON.
+fn lora_config(record: &PeftRecord) -> Value {
+    json!({
         "alpha_pattern": {},
         "base_model_name_or_path": record.info.model_name,
         "bias": "none",
@@ -119,14 +164,7 @@ pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
         "task_type": null,
         "use_dora": record.settings.dora,
         "use_rslora": record.settings.rslora,
-    });
-    write_atomically(
-        dir,
-        &[
-            (PEFT_WEIGHTS_FILE, safetensors_bytes(&weights)?),
-            (PEFT_CONFIG_FILE, to_json_bytes(&config)),
-        ],
-    )
+    })
 }
 
 /// `8` rather than `8.0` for integral values, as Python writes an int.
@@ -158,11 +196,12 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
         path,
         config: &config,
     };
-    match config.get("peft_type").and_then(Value::as_str) {
-        Some("LORA") => {}
+    let vera = match config.get("peft_type").and_then(Value::as_str) {
+        Some("LORA") => false,
+        Some("VERA") => true,
         Some(other) => return Err(Error::Unsupported(format!("PEFT adapters of type {other}"))),
         None => return Err(field_error(path, "peft_type", "missing or not a string")),
-    }
+    };
     let r = match config.get("r").and_then(Value::as_u64) {
         Some(r) if (1..=MAX_RANK).contains(&r) => r as usize,
         _ => {
@@ -173,22 +212,43 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
             ));
         }
     };
-    let settings = PeftSettings {
-        r,
-        lora_alpha: fields.number("lora_alpha", Some(8.0))?,
-        dropout: fields.number("lora_dropout", Some(0.0))?,
-        rslora: fields.flag("use_rslora")?,
-        dora: fields.flag("use_dora")?,
+    let settings = match vera {
+        false => PeftSettings {
+            r,
+            lora_alpha: fields.number("lora_alpha", Some(8.0))?,
+            dropout: fields.number("lora_dropout", Some(0.0))?,
+            rslora: fields.flag("use_rslora")?,
+            dora: fields.flag("use_dora")?,
+            vera_d_initial: None,
+        },
+        true => vera_settings(&fields, r)?,
     };
     if !(0.0..1.0).contains(&settings.dropout) {
-        return Err(field_error(
-            path,
-            "lora_dropout",
-            "must be a probability in [0, 1)",
-        ));
+        let field = if vera { "vera_dropout" } else { "lora_dropout" };
+        return Err(field_error(path, field, "must be a probability in [0, 1)"));
     }
     fields.reject_unsupported()?;
     Ok(settings)
+}
+
+/// A PEFT VeRA's settings: no scaling (`lora_alpha = r`), and the shared matrices in the file
+/// (PEFT regenerates them from `projection_prng_key` with torch's generator otherwise).
+fn vera_settings(fields: &Fields<'_>, r: usize) -> Result<PeftSettings> {
+    if fields.config.get("save_projection") == Some(&Value::Bool(false)) {
+        return Err(Error::Unsupported(format!(
+            "PEFT VeRA with `save_projection: false` ({}): the file lacks the shared matrices, \
+             which PEFT redraws with torch's generator",
+            fields.path.display()
+        )));
+    }
+    Ok(PeftSettings {
+        r,
+        lora_alpha: r as f64,
+        dropout: fields.number("vera_dropout", Some(0.0))?,
+        rslora: false,
+        dora: false,
+        vera_d_initial: Some(fields.number("d_initial", Some(0.1))?),
+    })
 }
 
 /// PEFT's `init_lora_weights` values that change the base model's weights when the adapter is

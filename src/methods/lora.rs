@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::dropout;
 use super::init::{InitRng, param};
-use super::{MultiTaskFactors, OutputBlocks, SharedFactors};
+use super::{MultiTaskFactors, OutputBlocks, SharedFactors, VeraProjections, VeraScales};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
 
@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 /// - LoRA (`composition_mode = "add"`): `y = W x + b + dropout(x) A B · alpha / r`;
 /// - IA3 (`composition_mode = "scale"`): `y = (W x + b) ⊙ l · alpha`;
 /// - MTL-LoRA: LoRA with `A Λ` for `A` and a mixture of up projections for `B`
-///   ([`MultiTaskFactors`]).
+///   ([`MultiTaskFactors`]);
+/// - VeRA: LoRA with `A diag(d)` and `B diag(b)`, `A` and `B` frozen and shared by the adapter's
+///   modules, `d` and `b` trained ([`VeraScales`]).
 ///
 /// With `use_gating`, the scaling is replaced by a learned gate: the mean over the sequence of
 /// `sigmoid(gate(x))`. Matrices are stored in burn's `[d_input, d_output]` orientation
@@ -44,6 +46,8 @@ pub struct LoRA {
     pub blocks: Option<OutputBlocks>,
     /// The gate, `d_input → 1`, when `use_gating` is set.
     pub gate: Option<Linear>,
+    /// VeRA's trained vectors; `lora_a` and `lora_b` are then the frozen shared matrices.
+    pub vera: Option<VeraScales>,
     /// DoRA's magnitude `m` of every output, `[1, d_output]` (`use_dora`); see
     /// [`LoRA::with_magnitude`].
     pub magnitude: Option<Param<Tensor<2>>>,
@@ -88,6 +92,11 @@ impl LoRA {
         if config.multi_task.is_some() {
             return Err(Error::Unsupported(
                 "MTL-LoRA on a fused projection (GPT-2's `c_attn`)".into(),
+            ));
+        }
+        if config.is_vera() {
+            return Err(Error::Unsupported(
+                "VeRA on a fused projection (GPT-2's `c_attn`)".into(),
             ));
         }
         if config.use_dora {
@@ -136,7 +145,11 @@ impl LoRA {
                         vec![1.0; d_input * ranks],
                         has_b.then(|| vec![1.0; r * d_output]),
                     ),
-                    LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
+                    // kaiming_uniform (gain √2) on A [r, d_input] and B [d_output, r].
+                    LoRAInit::Vera => (
+                        rng.uniform(d_input * ranks, (6.0 / d_input as f64).sqrt()),
+                        has_b.then(|| rng.uniform(r * d_output, (6.0 / r as f64).sqrt())),
+                    ),
                 };
                 (
                     Some(param(a, [d_input, ranks], device)),
@@ -149,7 +162,7 @@ impl LoRA {
                     LoRAInit::Ia3 => vec![1.0; d_output],
                     LoRAInit::Lora => vec![0.0; d_output],
                     LoRAInit::Bert => rng.normal(d_output, 0.0, 0.02),
-                    LoRAInit::Vera => return Err(Error::Unsupported("VeRA".into())),
+                    LoRAInit::Vera => unreachable!("LoRAConfig::validate refuses IA3 with it"),
                 };
                 (None, Some(param(l, [1, d_output], device)), config.alpha)
             }
@@ -172,11 +185,46 @@ impl LoRA {
             multi_task,
             shared: None,
             gate,
+            vera: None,
             magnitude: None,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
             blocks,
         })
+    }
+
+    /// The module as VeRA (`config.vera_d`, `config.vera_b`): `A` and `B` become this layer's
+    /// slices of the adapter's shared frozen matrices, and `d` and `b` start at the config's
+    /// values.
+    pub(crate) fn with_vera(
+        self,
+        config: &LoRAConfig,
+        projections: &VeraProjections,
+        [d_input, d_output]: [usize; 2],
+    ) -> Self {
+        let device = projections.device();
+        let [a, b] = projections.slice(d_input, d_output);
+        let (d, b_init) = (config.vera_d.unwrap_or(0.0), config.vera_b.unwrap_or(0.0));
+        Self {
+            lora_a: Some(a),
+            lora_b: Some(b),
+            vera: Some(VeraScales::new(config.r, d_output, d, b_init, &device)),
+            ..self
+        }
+    }
+
+    /// The module with VeRA's shared matrices frozen, whatever `require_grad` the mapping that
+    /// made it set on them.
+    pub(crate) fn with_frozen_projections(self) -> Self {
+        if self.vera.is_none() {
+            return self;
+        }
+        let freeze = |p: Param<Tensor<2>>| p.set_require_grad(false);
+        Self {
+            lora_a: self.lora_a.map(freeze),
+            lora_b: self.lora_b.map(freeze),
+            ..self
+        }
     }
 
     /// How this module combines with the layer output.
@@ -251,16 +299,20 @@ impl LoRA {
             (None, Some(shared)) if self.multi_task.is_some() => shared.lora_a.val(),
             _ => return None,
         };
-        Some(match &self.multi_task {
-            Some(multi_task) => multi_task.down(a),
-            None => a,
+        Some(match (&self.multi_task, &self.vera) {
+            (Some(multi_task), _) => multi_task.down(a),
+            (None, Some(vera)) => vera.scale_down(a),
+            (None, None) => a,
         })
     }
 
     /// `B` (LoRA), `l` (IA3), or MTL-LoRA's mixture of up projections.
     fn up(&self, shared: Option<&SharedFactors>) -> Tensor<2> {
         match (&self.lora_b, &self.multi_task) {
-            (Some(b), _) => b.val(),
+            (Some(b), _) => match &self.vera {
+                Some(vera) => vera.scale_up(b.val()),
+                None => b.val(),
+            },
             (None, Some(multi_task)) => multi_task.up(shared),
             (None, None) => unreachable!("a LoRA module has B or MTL-LoRA's up projections"),
         }

@@ -13,6 +13,7 @@ mod multi_task;
 mod prefix;
 mod prompt;
 mod reft;
+mod vera;
 
 pub use blocks::OutputBlocks;
 pub use bottleneck::*;
@@ -24,3 +25,5 @@ pub use multi_task::*;
 pub use prefix::*;
 pub use prompt::*;
 pub use reft::*;
+pub(crate) use vera::VeraProjections;
+pub use vera::VeraScales;

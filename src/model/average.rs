@@ -169,14 +169,15 @@ fn averaged_config<M: AdapterModel>(
     }
     let plain_lora = match &config {
         AdapterConfig::Lora(lora) => {
-            lora.composition_mode == CompositionMode::Add && !lora.use_gating && !lora.use_dora
+            let plain = lora.composition_mode == CompositionMode::Add && !lora.use_gating;
+            plain && !lora.use_dora && !lora.is_vera()
         }
         _ => false,
     };
     if strategy != AverageStrategy::Linear && !plain_lora {
         return Err(Error::InvalidSetup(format!(
             "{strategy:?} averages plain LoRA adapters (not gated, not DoRA: a magnitude has no \
-             share in A or B or ΔW); `{first}` is not one"
+             share in A or B or ΔW, not VeRA: its A and B are frozen); `{first}` is not one"
         )));
     }
     if let (AverageStrategy::LoraDeltaWSvd { rank }, AdapterConfig::Lora(lora)) =

@@ -15,9 +15,10 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
+use crate::methods::init::InitRng;
 use crate::methods::{
     Bottleneck, InvertibleAdapter, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning,
-    PromptTuning, ReftModule,
+    PromptTuning, ReftModule, VeraProjections,
 };
 
 /// The modules of one adapter, built for each site of a host (in the orders of
@@ -80,6 +81,7 @@ pub(crate) fn build_modules<M: AdapterHost>(
             Bottleneck::new(&bn, hidden, site.location().layer, &device).map(Some)
         })
         .collect::<Result<_>>()?;
+    let vera = vera_projections(model, config, seed, &device);
     let linear = model
         .linear_sites()
         .map(|site| {
@@ -101,6 +103,10 @@ pub(crate) fn build_modules<M: AdapterHost>(
                 }
                 _ => LoRA::new(&lora, d_input, d_output, &device),
             }
+            .map(|module| match &vera {
+                Some(projections) => module.with_vera(&lora, projections, [d_input, d_output]),
+                None => module,
+            })
             .map(|module| match lora.use_dora {
                 true => Some(module.with_magnitude(site.unmerged_weight())),
                 false => Some(module),
@@ -128,6 +134,30 @@ pub(crate) fn build_modules<M: AdapterHost>(
         invertible,
         reft,
     })
+}
+
+/// A VeRA config's shared matrices, drawn for the largest layer it wraps.
+fn vera_projections<M: AdapterHost>(
+    model: &M,
+    config: &AdapterConfig,
+    seed: Option<u64>,
+    device: &Device,
+) -> Option<VeraProjections> {
+    let lora = config.lora().filter(|lora| lora.is_vera())?;
+    let [mut max_input, mut max_output] = [0, 0];
+    for site in model.linear_sites() {
+        if config.lora_at(site.location()).is_some() {
+            let (d_input, d_output) = site.dims();
+            max_input = max_input.max(d_input);
+            max_output = max_output.max(d_output);
+        }
+    }
+    let mut rng = match seed.or(lora.init_weights_seed) {
+        Some(seed) => InitRng::seeded(seed),
+        None => InitRng::from_device(device),
+    };
+    let dims = [max_input, max_output];
+    Some(VeraProjections::draw(lora, dims, &mut rng, device))
 }
 
 /// The invertible adapter of `config`'s bottleneck part that asks for one, for the host's
@@ -287,7 +317,10 @@ pub(crate) fn install<M: AdapterHost>(
     }
     for (site, lora) in model.linear_sites_mut().zip(modules.linear) {
         if let Some(lora) = lora {
-            site.insert_lora(name, match_autodiff(lora, autodiff));
+            site.insert_lora(
+                name,
+                match_autodiff(lora, autodiff).with_frozen_projections(),
+            );
         }
     }
     if let Some(prefix) = modules.prefix {

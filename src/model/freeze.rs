@@ -66,6 +66,10 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
             *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));
         }
     }
+    // VeRA's shared random matrices never train, not even with the whole model.
+    for site in model.linear_sites_mut() {
+        site.map_loras(|_, lora| lora.with_frozen_projections());
+    }
     model.registry_mut().trainable = plan;
 }
 

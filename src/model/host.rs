@@ -204,6 +204,13 @@ pub trait AdapterHost: Module + Sized {
         "prompt_tuning".into()
     }
 
+    /// Where the parameters an adapter shares across layers (VeRA's random matrices) sit in the
+    /// tensor names of AdapterHub's files (`shared_parameters` by default: the base model's
+    /// attribute).
+    fn shared_parameters_path(&self) -> String {
+        "shared_parameters".into()
+    }
+
     /// Where the invertible adapters sit in the tensor names of AdapterHub's files
     /// (`invertible_adapters` by default: the base model's attribute).
     fn invertible_adapters_path(&self) -> String {

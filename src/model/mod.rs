@@ -16,6 +16,7 @@ mod share;
 mod summary;
 mod task_merge;
 mod transfer;
+mod vera;
 mod weighted;
 
 pub use average::AverageStrategy;

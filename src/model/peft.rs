@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::build::{build_modules, device_of, install};
 use super::transfer::{Filler, collect};
+use super::vera::{VeraLayout, read_vera, vera_aware, vera_sites, write_vera};
 use super::{AdapterHost, AdapterModel};
 use crate::config::{
     AdapterConfig, AttnMatrix, CompositionMode, LinearLocation, LinearPosition, LoRAConfig,
@@ -54,7 +55,11 @@ pub(crate) fn load<M: AdapterModel>(model: &mut M, dir: &Path, name: &str) -> Re
             });
         }
     }
-    let mut filler = Filler::new(&saved.weights, &device);
+    let vera = vera_sites(model, modules.linear.iter().map(Option::as_ref), |site| {
+        module_path(model, site.location())
+    });
+    let weights = read_vera(&saved.weights, &VeraLayout::peft(), &vera)?;
+    let mut filler = Filler::new(&weights, &device);
     modules.linear = modules
         .linear
         .into_iter()
@@ -92,6 +97,7 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         dropout,
         rslora,
         dora,
+        vera_d_initial,
     } = saved.settings;
     let config = LoRAConfig {
         selfattn_lora: !attn_matrices.is_empty(),
@@ -112,7 +118,13 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
             attn_matrices
         },
         composition_mode: CompositionMode::Add,
-        init_weights: LoRAInit::Lora,
+        init_weights: match vera_d_initial {
+            Some(_) => LoRAInit::Vera,
+            None => LoRAInit::Lora,
+        },
+        // PEFT's `b` starts at zeros
+        vera_d: vera_d_initial,
+        vera_b: vera_d_initial.map(|_| 0.0),
         ..LoRAConfig::lora()
     };
     let placed = model
@@ -142,15 +154,21 @@ fn wrapped_sites<M: AdapterHost>(
         .map(|site| (site.location(), module_path(model, site.location())))
         .collect();
     let mut wrapped = BTreeSet::new();
-    for key in file.tensors.keys() {
-        let module = key
-            .strip_suffix(".lora_A.weight")
-            .or_else(|| key.strip_suffix(".lora_B.weight"))
-            .or_else(|| key.strip_suffix(&format!(".{PEFT_MAGNITUDE}")))
-            .ok_or_else(|| Error::UnexpectedTensor {
-                path: file.path.clone(),
-                key: key.clone(),
-            })?;
+    let shared = VeraLayout::peft().shared;
+    for key in file.tensors.keys().filter(|k| !shared.contains(k)) {
+        let module = [
+            ".lora_A.weight",
+            ".lora_B.weight",
+            ".vera_lambda_d",
+            ".vera_lambda_b",
+        ]
+        .iter()
+        .find_map(|suffix| key.strip_suffix(suffix))
+        .or_else(|| key.strip_suffix(&format!(".{PEFT_MAGNITUDE}")))
+        .ok_or_else(|| Error::UnexpectedTensor {
+            path: file.path.clone(),
+            key: key.clone(),
+        })?;
         let (location, _) = sites.iter().find(|(_, m)| m == module).ok_or_else(|| {
             Error::Unsupported(format!(
                 "PEFT LoRA on `{module}` ({}): the host wraps only the attention \
@@ -188,6 +206,9 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
     if lora.multi_task.is_some() {
         return Err(unsupported("PEFT has no MTL-LoRA"));
     }
+    if lora.is_vera() && lora.use_dora {
+        return Err(unsupported("PEFT's VeRA has no DoRA (DVoRA)"));
+    }
     let mut tensors = TensorMap::new();
     let mut targets = Vec::new();
     for site in model.linear_sites() {
@@ -200,8 +221,23 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
                 )));
             }
             let path = module_path(model, site.location());
-            collect(module, path.clone(), &peft_name, &mut tensors);
+            collect(
+                module,
+                path.clone(),
+                &vera_aware(module, peft_name),
+                &mut tensors,
+            );
             targets.push(path);
+        }
+    }
+    if lora.is_vera() {
+        write_vera(model, name, &VeraLayout::peft(), &[], &mut tensors);
+        // PEFT's VeRA has no scaling: `b` carries it.
+        let scaling = lora.scaling() as f32;
+        for (key, tensor) in tensors.iter_mut() {
+            if key.ends_with(".vera_lambda_b") {
+                tensor.values.iter_mut().for_each(|v| *v *= scaling);
+            }
         }
     }
     let record = PeftRecord {
@@ -211,6 +247,7 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             dropout: lora.dropout,
             rslora: lora.use_rslora,
             dora: lora.use_dora,
+            vera_d_initial: lora.is_vera().then(|| lora.vera_d.unwrap_or(0.1)),
         },
         fan_in_fan_out: model.fan_in_fan_out(),
         targets,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::build::{AdapterModules, PrefixModules, build_modules, device_of, install};
 use super::transfer::{Filler, collect};
+use super::vera::{VeraLayout, read_vera, vera_aware, vera_sites, write_vera};
 use super::{AdapterHost, AdapterModel};
 use crate::config::{AdapterConfig, AttnMatrix, LinearPosition, LoRAConfig};
 use crate::error::{Error, Result};
@@ -78,6 +79,7 @@ fn check_adapterhub_form<M: AdapterHost>(
              it with save_peft_adapter"
         )));
     }
+    super::vera::check_one_shape(model, name)?;
     let unblocked = model.linear_sites().find(|site| {
         site.location().position == LinearPosition::QueryKeyValue
             && site
@@ -115,9 +117,17 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
             if let Some(shared) = site.shared_of(lora) {
                 collect(shared, prefix.clone(), &shared_factor_name, &mut tensors);
             }
-            collect(lora, prefix, &lora_name, &mut tensors);
+            collect(lora, prefix, &vera_aware(lora, lora_name), &mut tensors);
         }
     }
+    let layout = VeraLayout::adapterhub(model, name);
+    let prefixes = vera_sites(
+        model,
+        model.linear_sites().map(|s| s.loras().get(name)),
+        |site| format!("{}.{name}", model.linear_site_path(site.location())),
+    );
+    let prefixes: Vec<String> = prefixes.into_iter().map(|(p, _)| p).collect();
+    write_vera(model, name, &layout, &prefixes, &mut tensors);
     for site in model.attention_sites() {
         if let Some(gate) = site.gates().get(name) {
             let prefix = prefix_gates_path(model, site.layer(), name);
@@ -232,9 +242,14 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
         reft,
     } = build_modules(model, &saved.config, Some(0))?;
     let device = device_of(model)?;
-    let mut filler = Filler::new(&saved.weights, &device);
     // The file records the adapter under the name it was saved with.
     let saved_name = &saved.envelope.name;
+    let vera = vera_sites(model, linear.iter().map(Option::as_ref), |site| {
+        format!("{}.{saved_name}", model.linear_site_path(site.location()))
+    });
+    let layout = VeraLayout::adapterhub(model, saved_name);
+    let weights = read_vera(&saved.weights, &layout, &vera)?;
+    let mut filler = Filler::new(&weights, &device);
     let residual = residual
         .into_iter()
         .zip(model.residual_sites())

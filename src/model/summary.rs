@@ -46,6 +46,19 @@ fn shared_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .sum()
 }
 
+/// VeRA's frozen matrices as adapter `name` holds them (a slice at every module) and as they
+/// count (once, at the largest module's shape, as AdapterHub counts its shared matrices).
+fn vera_matrices<M: AdapterHost>(model: &M, name: &str) -> (usize, usize) {
+    let sizes: Vec<[usize; 2]> = model
+        .linear_sites()
+        .filter_map(|site| site.loras().get(name).filter(|l| l.vera.is_some()))
+        .map(|lora| [&lora.lora_a, &lora.lora_b].map(|m| m.as_ref().map_or(0, Module::num_params)))
+        .collect();
+    let held = sizes.iter().map(|[a, b]| a + b).sum();
+    let largest = |i: usize| sizes.iter().map(|s| s[i]).max().unwrap_or(0);
+    (held, largest(0) + largest(1))
+}
+
 /// Parameters adapter `name` holds itself at every site.
 fn own_params<M: AdapterHost>(model: &M, name: &str) -> usize {
     let residual: usize = model
@@ -122,10 +135,17 @@ pub(super) fn summarize<M: AdapterHost>(model: &M) -> AdapterSummary {
         .map(|name| (name, own_params(model, name)))
         .collect();
     let adapters_total: usize = own.iter().map(|(_, n)| n).sum();
-    // A sharing adapter's row counts the factors it shares (`other_params` counts them once).
+    // A sharing adapter's row counts the factors it shares (`other_params` counts them once),
+    // and a VeRA adapter's its matrices once.
     let counts: Vec<(&str, usize)> = own
         .into_iter()
-        .map(|(name, n)| (name, n + shared_params(model, name)))
+        .map(|(name, n)| {
+            let (vera_slices, vera_shared) = vera_matrices(model, name);
+            (
+                name,
+                n + shared_params(model, name) - vera_slices + vera_shared,
+            )
+        })
         .collect();
     let base = model.num_params() - adapters_total - other_params(model);
     let active: Vec<&str> = registry.active().map(|s| s.names()).unwrap_or_default();

@@ -196,14 +196,15 @@ fn source_configs<M: AdapterModel>(model: &M, sources: &[(&str, f64)]) -> Result
                 if lora.composition_mode == CompositionMode::Add
                     && !lora.use_gating
                     && !lora.use_dora
+                    && !lora.is_vera()
                     && lora.multi_task.is_none() =>
             {
                 lora.clone()
             }
             _ => {
                 return Err(invalid(format!(
-                    "`{source}` is not a plain LoRA (PEFT combines LoRAs without IA3, gates, DoRA or \
-                     MTL-LoRA)"
+                    "`{source}` is not a plain LoRA (PEFT combines LoRAs without IA3, gates, DoRA, \
+                     VeRA or MTL-LoRA)"
                 )));
             }
         };

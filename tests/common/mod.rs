@@ -177,3 +177,31 @@ pub fn configs_refused_naming_the_field(cases: &[(&str, &str)]) {
         );
     }
 }
+
+/// Rewrites one f32 tensor of a safetensors file after `edit` changed its values.
+#[allow(dead_code)]
+pub fn edit_tensor(path: &Path, key: &str, edit: impl FnOnce(&mut Vec<f32>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let (_, _, data) = tensors.iter_mut().find(|(k, _, _)| k == key).unwrap();
+    let mut values: Vec<f32> = data
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    edit(&mut values);
+    *data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}

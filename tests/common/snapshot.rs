@@ -48,6 +48,35 @@ pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
     out
 }
 
+/// Every parameter's shape.
+#[allow(dead_code)]
+pub fn shapes<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut out = BTreeMap::new();
+    module.visit(&mut Shapes {
+        path: Vec::new(),
+        out: &mut out,
+    });
+    out
+}
+
+struct Shapes<'a> {
+    path: Vec<String>,
+    out: &'a mut BTreeMap<String, Vec<usize>>,
+}
+
+impl ModuleVisitor for Shapes<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out
+            .insert(self.path.join("."), param.val().dims().to_vec());
+    }
+}
+
 /// Paths of the parameters that would receive gradients.
 pub fn trainable<M: Module>(module: &M) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

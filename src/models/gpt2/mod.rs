@@ -318,6 +318,10 @@ impl AdapterHost for Gpt2Model {
         "transformer.prompt_tuning".into()
     }
 
+    fn shared_parameters_path(&self) -> String {
+        "transformer.shared_parameters".into()
+    }
+
     fn invertible_adapters_path(&self) -> String {
         "transformer.invertible_adapters".into()
     }

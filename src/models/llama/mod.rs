@@ -335,6 +335,10 @@ impl AdapterHost for LlamaModel {
         "model.prompt_tuning".into()
     }
 
+    fn shared_parameters_path(&self) -> String {
+        "model.shared_parameters".into()
+    }
+
     fn invertible_adapters_path(&self) -> String {
         "model.invertible_adapters".into()
     }
