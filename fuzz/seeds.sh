@@ -11,6 +11,7 @@ case "$target" in
     { printf '\001'; cat $fx/lora/union_seq_bn_lora/adapter.safetensors; } > "$dir/union"
     { printf '\004'; cat $fx/invertible/bert/glow/adapter.safetensors; } > "$dir/glow"
     { printf '\005'; cat $fx/vera/bert/dvora/adapter.safetensors; } > "$dir/dvora"
+    { printf '\006'; cat $fx/compacter/bert/compacter_pp_full/adapter.safetensors; } > "$dir/compacter"
     # a prefix tuning's tensors (the fixture holds AdapterHub's .bin): zeros of the names and shapes
     # its cases.json lists, without the per-layer copies of the pool
     python3 - "$dir/prefix" <<'PY'
@@ -76,6 +77,7 @@ PY
     { printf '\003'; cat $fx/peft_vera/bert_vera/adapter_model.safetensors; } > "$dir/vera_weights" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
+    cp $fx/compacter/bert/compacter/adapter_config.json "$dir/compacter"
     cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora"
     cp $fx/mtl_lora/bert/mtl_seq_bn/adapter_config.json "$dir/mtl_seq_bn"
     cp $fx/variants/bert/unipelt/adapter_config.json "$dir/unipelt" ;;

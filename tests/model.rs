@@ -109,10 +109,10 @@ fn site_with(config: &str, position: SitePosition, device: &Device) -> OneSite {
 /// `s · (act(x·Wd + bd)·Wu + bu)` from the adapter's own weights, with plain tensor algebra.
 fn f(host: &OneSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64) -> Tensor<3> {
     let a = host.site.adapters().get("a").unwrap();
-    let down =
-        x.matmul(a.down.weight.val().unsqueeze()) + a.down.bias.as_ref().unwrap().val().unsqueeze();
-    let up = act(down).matmul(a.up.weight.val().unsqueeze())
-        + a.up.bias.as_ref().unwrap().val().unsqueeze();
+    let (wd, bd) = a.down.weight_and_bias();
+    let (wu, bu) = a.up.weight_and_bias();
+    let down = x.matmul(wd.unsqueeze()) + bd.unwrap().unsqueeze();
+    let up = act(down).matmul(wu.unsqueeze()) + bu.unwrap().unsqueeze();
     up.mul_scalar(s)
 }
 
@@ -463,7 +463,7 @@ fn seeded_initialisation_is_reproducible() {
     let (sa, sb) = (snapshot(&a), snapshot(&b));
     assert_eq!(sa, sb);
     // every site starts from the same weights (the reference re-seeds per module)
-    let l0 = &sa["encoder.layer.0.output.adapters.x.down.weight"];
-    let l1 = &sa["encoder.layer.1.output.adapters.x.down.weight"];
+    let l0 = &sa["encoder.layer.0.output.adapters.x.down.Dense.weight"];
+    let l1 = &sa["encoder.layer.1.output.adapters.x.down.Dense.weight"];
     assert_eq!(l0, l1);
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Activation;
+use super::phm::{PhmRuleInit, PhmWeightInit};
 use super::values::{InitWeights, ReductionFactor, ResidualBeforeLn, Scaling};
 use crate::error::{Error, Result};
 
@@ -14,8 +15,10 @@ use crate::error::{Error, Result};
 /// fields with struct update syntax or the config-string syntax of
 /// [`AdapterConfig::load`](crate::AdapterConfig::load).
 ///
-/// The PHM (Compacter) and cross-attention fields are parsed and written back unchanged; enabling
-/// them is reported as [`Error::Unsupported`] when the adapter is built.
+/// Compacter's PHM projections (`phm_layer`) work with a rule and weights per layer
+/// (`shared_phm_rule` and `shared_W_phm` false); sharing them across layers, and the
+/// cross-attention fields, are parsed and written back unchanged and reported as
+/// [`Error::Unsupported`] when the adapter is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BnConfig {
@@ -77,40 +80,46 @@ pub struct BnConfig {
     /// Dropout on the adapter output.
     #[serde(default)]
     pub dropout: f64,
-    /// Parameterised hypercomplex multiplication layers (Compacter). Not supported yet.
+    /// Compacter (Mahabadi et al., 2021): both projections are parameterised hypercomplex
+    /// multiplication layers, `x H + b` with `H = Σᵢ Cᵢ ⊗ Wᵢ` over `phm_dim` rule matrices `Cᵢ`
+    /// (`[n, n]`) and weights `Wᵢ` (`[d_in / n, d_out / n]`).
     #[serde(default)]
     pub phm_layer: bool,
-    /// PHM dimension.
-    #[serde(default = "phm_dim")]
+    /// `n`, the number of rule and weight matrices (default 4); it must divide the projections'
+    /// widths.
+    #[serde(default = "super::phm::phm_dim")]
     pub phm_dim: usize,
-    /// Factorise the PHM weights.
+    /// Each `Wᵢ` as a product of `[d_in / n, phm_rank]` and `[phm_rank, d_out / n]` factors
+    /// (default true).
     #[serde(default = "yes", rename = "factorized_phm_W")]
     pub factorized_phm_w: bool,
-    /// Share PHM weights across layers.
+    /// One set of weights for every layer (default false). Not supported yet.
     #[serde(default, rename = "shared_W_phm")]
     pub shared_w_phm: bool,
-    /// Share the PHM rule across layers.
+    /// One rule for every layer (default true, as AdapterHub's). Not supported yet: set it to
+    /// false for a rule per layer.
     #[serde(default = "yes")]
     pub shared_phm_rule: bool,
-    /// Factorise the PHM rule.
+    /// Each `Cᵢ` as the outer product of two vectors (default false).
     #[serde(default)]
     pub factorized_phm_rule: bool,
-    /// PHM rule initialisation.
-    #[serde(default = "phm_c_init")]
-    pub phm_c_init: String,
-    /// PHM initialisation range.
-    #[serde(default = "phm_init_range")]
+    /// How the rule starts (default normal).
+    #[serde(default = "super::phm::phm_c_init")]
+    pub phm_c_init: PhmRuleInit,
+    /// Standard deviation of [`PhmWeightInit::Normal`] weights (and of a shared rule; default
+    /// 1e-4).
+    #[serde(default = "super::phm::phm_init_range")]
     pub phm_init_range: f64,
-    /// Learn the PHM rule.
+    /// Train the rule (default true); false keeps it at its initial values.
     #[serde(default = "yes")]
     pub learn_phm: bool,
-    /// PHM weight initialisation.
-    #[serde(default = "hypercomplex_nonlinearity")]
-    pub hypercomplex_nonlinearity: String,
-    /// PHM rank.
-    #[serde(default = "phm_rank")]
+    /// How the weights start (default glorot-uniform).
+    #[serde(default = "super::phm::hypercomplex_nonlinearity")]
+    pub hypercomplex_nonlinearity: PhmWeightInit,
+    /// Rank of factorised weights (default 1).
+    #[serde(default = "super::phm::phm_rank")]
     pub phm_rank: usize,
-    /// PHM bias.
+    /// A bias on each PHM projection (default true).
     #[serde(default = "yes")]
     pub phm_bias: bool,
     /// Row-wise stochastic depth on the adapter's up projection during training.
@@ -139,21 +148,6 @@ fn init_bert() -> InitWeights {
 }
 fn scaling_one() -> Scaling {
     Scaling::Fixed(1.0)
-}
-fn phm_dim() -> usize {
-    4
-}
-fn phm_c_init() -> String {
-    "normal".into()
-}
-fn phm_init_range() -> f64 {
-    1e-4
-}
-fn hypercomplex_nonlinearity() -> String {
-    "glorot-uniform".into()
-}
-fn phm_rank() -> usize {
-    1
 }
 
 impl BnConfig {
@@ -191,10 +185,10 @@ impl BnConfig {
             shared_w_phm: false,
             shared_phm_rule: true,
             factorized_phm_rule: false,
-            phm_c_init: phm_c_init(),
+            phm_c_init: PhmRuleInit::Normal,
             phm_init_range: 1e-4,
             learn_phm: true,
-            hypercomplex_nonlinearity: hypercomplex_nonlinearity(),
+            hypercomplex_nonlinearity: PhmWeightInit::GlorotUniform,
             phm_rank: 1,
             phm_bias: true,
             stochastic_depth: 0.0,
@@ -280,6 +274,8 @@ impl BnConfig {
             "scaled_par_bn" => Self::scaled_par_bn(),
             "seq_bn_inv" | "pfeiffer+inv" => Self::seq_bn_inv(),
             "double_seq_bn_inv" | "houlsby+inv" => Self::double_seq_bn_inv(),
+            "compacter" => Self::compacter(),
+            "compacter++" => Self::compacter_plus_plus(),
             _ => return None,
         })
     }
@@ -316,11 +312,7 @@ impl BnConfig {
                 "the adapter must be placed at one site at least",
             ));
         }
-        if self.phm_layer {
-            return Err(Error::Unsupported(
-                "phm_layer = true (Compacter PHM layers)".into(),
-            ));
-        }
+        self.validate_phm()?;
         if self.inv_adapter.is_some() {
             match self.inv_adapter_reduction_factor {
                 Some(factor) if factor.is_finite() && factor > 0.0 => {}

@@ -21,37 +21,65 @@ impl ReferenceName {
 }
 
 /// The AdapterHub name of a bottleneck parameter given its path inside [`Bottleneck`]
-/// (`down.weight`, `norm_before.gamma`, ...). `ln_before` shifts the down projection to index 1
-/// of `adapter_down`, whose index 0 is then the LayerNorm (also registered as
-/// `adapter_norm_before`).
+/// (`down.Dense.weight`, `norm_before.gamma`, ...). `ln_before` shifts the down projection to
+/// index 1 of `adapter_down`, whose index 0 is then the LayerNorm (also registered as
+/// `adapter_norm_before`). A PHM projection's tensors keep their layouts (`W` is already
+/// `[n, d_in / n, d_out / n]`).
 ///
 /// [`Bottleneck`]: crate::methods::Bottleneck
 pub(crate) fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
-    let (names, transpose): (Vec<&'static str>, bool) = match (path, ln_before) {
-        ("norm_before.gamma", _) => (
+    let one = |name: &str, transpose: bool| {
+        Some(ReferenceName {
+            names: vec![name.to_string()],
+            transpose,
+        })
+    };
+    let (names, transpose): (Vec<&'static str>, bool) = match path {
+        "norm_before.gamma" => (
             vec!["adapter_down.0.weight", "adapter_norm_before.weight"],
             false,
         ),
-        ("norm_before.beta", _) => (
+        "norm_before.beta" => (
             vec!["adapter_down.0.bias", "adapter_norm_before.bias"],
             false,
         ),
-        ("down.weight", false) => (vec!["adapter_down.0.weight"], true),
-        ("down.bias", false) => (vec!["adapter_down.0.bias"], false),
-        ("down.weight", true) => (vec!["adapter_down.1.weight"], true),
-        ("down.bias", true) => (vec!["adapter_down.1.bias"], false),
-        ("up.weight", _) => (vec!["adapter_up.weight"], true),
-        ("up.bias", _) => (vec!["adapter_up.bias"], false),
-        ("scaling", _) => (vec!["scaling"], false),
-        ("gate.weight", _) => (vec!["gate.weight"], true),
-        ("gate.bias", _) => (vec!["gate.bias"], false),
-        ("norm_after.gamma", _) => (vec!["adapter_norm_after.weight"], false),
-        ("norm_after.beta", _) => (vec!["adapter_norm_after.bias"], false),
-        _ => return None,
+        "scaling" => (vec!["scaling"], false),
+        "gate.weight" => (vec!["gate.weight"], true),
+        "gate.bias" => (vec!["gate.bias"], false),
+        "norm_after.gamma" => (vec!["adapter_norm_after.weight"], false),
+        "norm_after.beta" => (vec!["adapter_norm_after.bias"], false),
+        _ => {
+            let (projection, rest) = path.split_once('.')?;
+            let module = match (projection, ln_before) {
+                ("down", false) => "adapter_down.0",
+                ("down", true) => "adapter_down.1",
+                ("up", _) => "adapter_up",
+                _ => return None,
+            };
+            let (name, transpose) = projection_name(rest)?;
+            return one(&format!("{module}.{name}"), transpose);
+        }
     };
     Some(ReferenceName {
         names: names.into_iter().map(str::to_string).collect(),
         transpose,
+    })
+}
+
+/// The name of a projection's parameter under its module (`Dense.weight` → `weight`, transposed;
+/// `Phm.weight.Factorized.left` → `W_left`, ...).
+fn projection_name(path: &str) -> Option<(&'static str, bool)> {
+    Some(match path {
+        "Dense.weight" => ("weight", true),
+        "Dense.bias" => ("bias", false),
+        "Phm.rule.Full" => ("phm_rule", false),
+        "Phm.rule.Factorized.left" => ("phm_rule_left", false),
+        "Phm.rule.Factorized.right" => ("phm_rule_right", false),
+        "Phm.weight.Full" => ("W", false),
+        "Phm.weight.Factorized.left" => ("W_left", false),
+        "Phm.weight.Factorized.right" => ("W_right", false),
+        "Phm.bias" => ("b", false),
+        _ => return None,
     })
 }
 
@@ -278,10 +306,14 @@ mod tests {
         let paths = [
             "norm_before.gamma",
             "norm_before.beta",
-            "down.weight",
-            "down.bias",
-            "up.weight",
-            "up.bias",
+            "down.Dense.weight",
+            "down.Dense.bias",
+            "up.Dense.weight",
+            "up.Dense.bias",
+            "down.Phm.rule.Full",
+            "down.Phm.weight.Factorized.left",
+            "up.Phm.rule.Factorized.right",
+            "up.Phm.bias",
             "scaling",
             "gate.weight",
             "gate.bias",

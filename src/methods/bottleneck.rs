@@ -5,6 +5,7 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid, module::linear};
 
+use super::PhmLinear;
 use super::dropout;
 use super::init::{InitRng, constant, dense};
 use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
@@ -36,15 +37,16 @@ pub struct BottleneckWiring {
 /// Parameter names map to AdapterHub's as follows (see `io::keys`): `norm_before` ↔
 /// `adapter_down.0` (and its alias `adapter_norm_before`), `down` ↔ `adapter_down.0`
 /// (`adapter_down.1` after a `norm_before`), `up` ↔ `adapter_up`, `gate` ↔ `gate`,
-/// `scaling` ↔ `scaling`, `norm_after` ↔ `adapter_norm_after`.
+/// `scaling` ↔ `scaling`, `norm_after` ↔ `adapter_norm_after`. With Compacter's PHM layers
+/// (`phm_layer`) the projections hold [`PhmLinear`]s.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     /// LayerNorm on the adapter input (`ln_before`).
     pub norm_before: Option<LayerNorm>,
     /// Down projection `[hidden] → [bottleneck]`.
-    pub down: Linear,
+    pub down: Projection,
     /// Up projection `[bottleneck] → [hidden]`.
-    pub up: Linear,
+    pub up: Projection,
     /// Learned scaling: `[1]` (`"learned"`) or `[hidden]` (`"channel"`).
     pub scaling: Option<Param<Tensor<1>>>,
     /// Gate `Linear(hidden, 1)` (`use_gating`).
@@ -58,6 +60,58 @@ pub struct Bottleneck {
     /// Wiring fixed at construction.
     #[module(skip)]
     pub wiring: BottleneckWiring,
+}
+
+/// A bottleneck projection: a dense layer, or Compacter's PHM layer (`phm_layer`).
+// Two per adapter per site: the size of the larger variant is no cost worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Projection {
+    /// `x W + b`.
+    Dense(Linear),
+    /// `x (Σᵢ Cᵢ ⊗ Wᵢ) + b`.
+    Phm(PhmLinear),
+}
+
+impl Projection {
+    /// The projection of `x`.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[..., d_in]`, output: `[..., d_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Dense(dense) => dense.forward(x),
+            Self::Phm(phm) => phm.forward(x),
+        }
+    }
+
+    /// The weight `[d_in, d_out]` and bias `[d_out]` it applies.
+    pub fn weight_and_bias(&self) -> (Tensor<2>, Option<Tensor<1>>) {
+        match self {
+            Self::Dense(dense) => (dense.weight.val(), dense.bias.as_ref().map(Param::val)),
+            Self::Phm(phm) => (phm.weight_matrix(), phm.bias.as_ref().map(Param::val)),
+        }
+    }
+
+    /// Output width.
+    pub fn d_output(&self) -> usize {
+        match self {
+            Self::Dense(dense) => dense.weight.shape().dims::<2>()[1],
+            Self::Phm(phm) => {
+                let [n, _, cols] = phm.weight.value().dims();
+                n * cols
+            }
+        }
+    }
+
+    /// The projection with a fixed PHM rule frozen (`learn_phm` false).
+    pub(crate) fn with_fixed_rule(self) -> Self {
+        match self {
+            Self::Phm(phm) => Self::Phm(phm.with_fixed_rule()),
+            dense => dense,
+        }
+    }
 }
 
 /// The tensors a bottleneck reads at a site, after `pre_forward`.
@@ -86,13 +140,21 @@ impl Bottleneck {
             Some(seed) => InitRng::seeded(seed),
             None => InitRng::from_device(device),
         };
-        let [down, up] = projections(
-            config.init_weights,
-            hidden_size,
-            bottleneck,
-            &mut rng,
-            device,
-        );
+        let [down, up] = match config.phm_layer {
+            false => projections(
+                config.init_weights,
+                hidden_size,
+                bottleneck,
+                &mut rng,
+                device,
+            )
+            .map(Projection::Dense),
+            true => {
+                config.check_phm_widths([hidden_size, bottleneck])?;
+                [[hidden_size, bottleneck], [bottleneck, hidden_size]]
+                    .map(|dims| Projection::Phm(PhmLinear::new(config, dims, &mut rng, device)))
+            }
+        };
         let gate = config
             .use_gating
             .then(|| gate(config.init_weights, hidden_size, &mut rng, device));
@@ -126,7 +188,17 @@ impl Bottleneck {
 
     /// Width of the bottleneck.
     pub fn bottleneck_size(&self) -> usize {
-        self.down.weight.shape().dims::<2>()[1]
+        self.down.d_output()
+    }
+
+    /// The adapter with a fixed PHM rule frozen (`learn_phm` false), whatever a trainability
+    /// mapping set.
+    pub(crate) fn with_fixed_parameters(self) -> Self {
+        Self {
+            down: self.down.with_fixed_rule(),
+            up: self.up.with_fixed_rule(),
+            ..self
+        }
     }
 
     /// Selects the adapter input and residual from the sublayer output `hidden` and the
@@ -186,11 +258,8 @@ impl Bottleneck {
             self.up.forward(down)
         } else {
             let s = w.fixed_scaling;
-            linear(
-                down.mul_scalar(s),
-                self.up.weight.val(),
-                self.up.bias.as_ref().map(|b| b.val().mul_scalar(s)),
-            )
+            let (weight, bias) = self.up.weight_and_bias();
+            linear(down.mul_scalar(s), weight, bias.map(|b| b.mul_scalar(s)))
         };
         let mut up = self.stochastic_depth(up);
         if let Some(scaling) = &self.scaling {

@@ -312,7 +312,10 @@ pub(crate) fn install<M: AdapterHost>(
     let autodiff = device_of(model).is_ok_and(|d| d.is_autodiff());
     for (site, adapter) in model.residual_sites_mut().zip(modules.residual) {
         if let Some(adapter) = adapter {
-            site.insert_adapter(name, match_autodiff(adapter, autodiff));
+            site.insert_adapter(
+                name,
+                match_autodiff(adapter, autodiff).with_fixed_parameters(),
+            );
         }
     }
     for (site, lora) in model.linear_sites_mut().zip(modules.linear) {

@@ -66,9 +66,16 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
             *heads = all.map_entries(|name, head| trainable(head, plan.heads.contains(name)));
         }
     }
-    // VeRA's shared random matrices never train, not even with the whole model.
+    // VeRA's shared random matrices never train, nor a PHM rule with `learn_phm` false, not even
+    // with the whole model.
     for site in model.linear_sites_mut() {
         site.map_loras(|_, lora| lora.with_frozen_projections());
+    }
+    for site in model.residual_sites_mut() {
+        site.map_modules(
+            |_, adapter| adapter.with_fixed_parameters(),
+            |_, fusion| fusion,
+        );
     }
     model.registry_mut().trainable = plan;
 }
