@@ -44,26 +44,7 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut Value)) {
 
 /// Rewrites `adapter.safetensors` after editing its tensors.
 fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
-    let path = dir.join("adapter.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    edit(&mut tensors);
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, shape, data)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
+    edit_safetensors(&dir.join("adapter.safetensors"), edit);
 }
 
 const UP: &str = "encoder.layer.1.output.adapters.seq_bn.adapter_up.weight";

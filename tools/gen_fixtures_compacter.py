@@ -15,8 +15,9 @@ expected.safetensors holds `last_hidden_state` (bert) or `logits`, and for the d
 
 Every case gives each layer its own rule (`shared_phm_rule=False`), which burn-adapters supports so far, and covers
 between them: factorised and whole weights (`factorized_phm_W`), factorised rules, ranks 1 and 2, phm_dim 2 and 4,
-no bias, and Compacter (both sites) and Compacter++ (the output site). Every adapter parameter gets
-+ NOISE * N(0, 1) after add_adapter. Self-check: each saved adapter reloads with the same output.
+no bias, and Compacter (both sites) and Compacter++ (the output site). Cases are built as
+gen_fixtures_variants.py builds its own (every adapter parameter + 0.3 * N(0, 1) after add_adapter; each saved
+adapter reloads with the same output).
 """
 
 import os
@@ -24,14 +25,11 @@ import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import torch
-
 import fixture_common as C
-from gen_fixtures_prefix import for_each_family, record_case
-from gen_fixtures_variants import adapter_params, output
+from gen_fixtures_prefix import for_each_family
+from gen_fixtures_variants import build_case, output
 
 SEED = 8642
-NOISE = 0.3
 
 OWN_RULE = "shared_phm_rule=False"
 CASES = {
@@ -49,22 +47,10 @@ CASES = {
 }
 
 
-def build_case(family, idx, name, config, out_dir, base_out):
-    torch.manual_seed(SEED + idx)
-    model = family.load()
-    model.add_adapter(name, config=config)
-    C.perturb(adapter_params(model, name), NOISE)
-    model.set_active_adapters(name)
-    diff_base = record_case(family, model, name, out_dir, base_out, lambda m: output(family, m), True)
-    num_params = C.summary_params(model, name)
-    manifest = C.manifest(os.path.join(out_dir, name, "adapter.safetensors"))
-    print("  {:<18} params={:>6}  |out-base|max={:.3f}".format(name, num_params, diff_base))
-    return {"name": name, "config": config, "num_params": num_params, "tensors": manifest}
-
-
 def build_family(family, out_dir):
     base_out = output(family, family.load())
-    return [build_case(family, i, n, c, out_dir, base_out) for i, (n, c) in enumerate(CASES[family.name])]
+    return [build_case(family, i, n, c, out_dir, base_out, seed=SEED, safetensors=True)
+            for i, (n, c) in enumerate(CASES[family.name])]
 
 
 def presets():

@@ -96,17 +96,24 @@ def output(family, model):
     return (out.last_hidden_state if family.name == "bert" else out.logits).detach().contiguous()
 
 
-def build_case(family, idx, name, config, out_dir, base_out):
-    torch.manual_seed(SEED + idx)
+def build_case(family, idx, name, config, out_dir, base_out, seed=SEED, safetensors=False):
+    """One case: the adapter added with torch seeded at seed + idx, its parameters perturbed, recorded (and reloaded)
+    by record_case in AdapterHub's .bin or safetensors file; returns its cases.json entry. Shared with
+    gen_fixtures_compacter.py."""
+    torch.manual_seed(seed + idx)
     model = family.load()
     model.add_adapter(name, config=config)
     C.perturb(adapter_params(model, name), NOISE)
     model.set_active_adapters(name)
-    diff_base = record_case(family, model, name, out_dir, base_out, lambda m: output(family, m), False)
+    diff_base = record_case(family, model, name, out_dir, base_out, lambda m: output(family, m), safetensors)
     case_dir = os.path.join(out_dir, name)
     num_params = C.summary_params(model, name)
-    manifest = {k: list(v.shape) for k, v in sorted(torch.load(os.path.join(case_dir, "pytorch_adapter.bin")).items())}
-    print("  {:<12} params={:>7}  |out-base|max={:.3f}".format(name, num_params, diff_base))
+    if safetensors:
+        manifest = C.manifest(os.path.join(case_dir, "adapter.safetensors"))
+    else:
+        weights = torch.load(os.path.join(case_dir, "pytorch_adapter.bin"))
+        manifest = {k: list(v.shape) for k, v in sorted(weights.items())}
+    print("  {:<18} params={:>7}  |out-base|max={:.3f}".format(name, num_params, diff_base))
     config = config if isinstance(config, str) else config.to_dict()
     return {"name": name, "config": config, "num_params": num_params, "tensors": manifest}
 

@@ -178,9 +178,8 @@ pub fn configs_refused_naming_the_field(cases: &[(&str, &str)]) {
     }
 }
 
-/// Rewrites one f32 tensor of a safetensors file after `edit` changed its values.
-#[allow(dead_code)]
-pub fn edit_tensor(path: &Path, key: &str, edit: impl FnOnce(&mut Vec<f32>)) {
+/// Rewrites a safetensors file of f32 tensors after `edit` changed its (key, shape, bytes) list.
+pub fn edit_safetensors(path: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
     let bytes = std::fs::read(path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
@@ -188,13 +187,7 @@ pub fn edit_tensor(path: &Path, key: &str, edit: impl FnOnce(&mut Vec<f32>)) {
         .into_iter()
         .map(|(k, v)| (k, v.shape().to_vec(), v.data().to_vec()))
         .collect();
-    let (_, _, data) = tensors.iter_mut().find(|(k, _, _)| k == key).unwrap();
-    let mut values: Vec<f32> = data
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    edit(&mut values);
-    *data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(k, shape, data)| {
@@ -204,4 +197,17 @@ pub fn edit_tensor(path: &Path, key: &str, edit: impl FnOnce(&mut Vec<f32>)) {
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Rewrites one f32 tensor of a safetensors file after `edit` changed its values.
+pub fn edit_tensor(path: &Path, key: &str, edit: impl FnOnce(&mut Vec<f32>)) {
+    edit_safetensors(path, |tensors| {
+        let (_, _, data) = tensors.iter_mut().find(|(k, _, _)| k == key).unwrap();
+        let mut values: Vec<f32> = data
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        edit(&mut values);
+        *data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    });
 }

@@ -13,7 +13,7 @@ struct Visit<F> {
     record: F,
 }
 
-impl<F: FnMut(String, Tensor<1>, bool)> ModuleVisitor for Visit<F> {
+impl<F: FnMut(String, Tensor<1>, bool, &[usize])> ModuleVisitor for Visit<F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -23,11 +23,17 @@ impl<F: FnMut(String, Tensor<1>, bool)> ModuleVisitor for Visit<F> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         let trainable = value.is_require_grad();
-        (self.record)(self.path.join("."), value.flatten(0, D - 1), trainable);
+        let dims = value.dims();
+        (self.record)(
+            self.path.join("."),
+            value.flatten(0, D - 1),
+            trainable,
+            &dims,
+        );
     }
 }
 
-fn visit<M: Module>(module: &M, record: impl FnMut(String, Tensor<1>, bool)) {
+fn visit<M: Module>(module: &M, record: impl FnMut(String, Tensor<1>, bool, &[usize])) {
     module.visit(&mut Visit {
         path: Vec::new(),
         record,
@@ -37,7 +43,7 @@ fn visit<M: Module>(module: &M, record: impl FnMut(String, Tensor<1>, bool)) {
 /// Every parameter's values.
 pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
     let mut out = BTreeMap::new();
-    visit(module, |path, value, _| {
+    visit(module, |path, value, _, _| {
         let values = value
             .into_data()
             .convert::<f32>()
@@ -52,35 +58,16 @@ pub fn snapshot<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
 #[allow(dead_code)]
 pub fn shapes<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
     let mut out = BTreeMap::new();
-    module.visit(&mut Shapes {
-        path: Vec::new(),
-        out: &mut out,
+    visit(module, |path, _, _, dims| {
+        out.insert(path, dims.to_vec());
     });
     out
-}
-
-struct Shapes<'a> {
-    path: Vec<String>,
-    out: &'a mut BTreeMap<String, Vec<usize>>,
-}
-
-impl ModuleVisitor for Shapes<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out
-            .insert(self.path.join("."), param.val().dims().to_vec());
-    }
 }
 
 /// Paths of the parameters that would receive gradients.
 pub fn trainable<M: Module>(module: &M) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    visit(module, |path, _, trainable| {
+    visit(module, |path, _, trainable, _| {
         if trainable {
             out.insert(path);
         }
