@@ -94,6 +94,8 @@ fn training_moves_the_phm_layers_and_keeps_a_fixed_rule() {
         model
             .add_adapter("c", AdapterConfig::load(&config).unwrap())
             .unwrap();
+        let rules_train = trainable(&model).iter().any(|p| p.contains(".rule."));
+        assert_eq!(rules_train, learn, "{config} as added");
         model.train_adapter("c").unwrap();
         let before = snapshot(&model);
         let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);

@@ -174,6 +174,7 @@ fn training_moves_only_the_vectors() {
         model
             .add_adapter("v", AdapterConfig::load(config).unwrap())
             .unwrap();
+        assert_projections_frozen(&model, config);
         model.train_adapter("v").unwrap();
         let before = snapshot(&model);
         let (model, losses) = train_steps(model, |m, input| m.forward(input), &device);
@@ -196,6 +197,12 @@ fn training_moves_only_the_vectors() {
         .add_adapter("v", AdapterConfig::load("vera[vera_b=0.5]").unwrap())
         .unwrap();
     model.freeze_model(false);
+    assert_projections_frozen(&model, "freeze_model(false)");
+    // a loaded VeRA starts frozen too
+    let mut loaded =
+        LlamaModel::from_pretrained(fixtures().join("decoder/llama/base"), &device).unwrap();
+    loaded.load_adapter(case_dir::<LlamaModel>("vera")).unwrap();
+    assert_projections_frozen(&loaded, "load_adapter");
     let before = snapshot(&model);
     let (model, _) = train_steps(model, |m, input| m.forward(input), &device);
     let moved = moved(&before, &model);
@@ -208,6 +215,17 @@ fn training_moves_only_the_vectors() {
             .iter()
             .any(|p| p.ends_with("lora_a") || p.ends_with("lora_b")),
         "{moved:?}"
+    );
+}
+
+/// The shared matrices do not require gradients; the vectors do.
+fn assert_projections_frozen<M: burn::module::Module>(model: &M, label: &str) {
+    let trainable = common::snapshot::trainable(model);
+    let frozen = |p: &String| p.ends_with("lora_a") || p.ends_with("lora_b");
+    assert!(!trainable.iter().any(frozen), "{label}: {trainable:?}");
+    assert!(
+        trainable.iter().any(|p| p.ends_with("vera.d")),
+        "{label}: {trainable:?}"
     );
 }
 

@@ -28,12 +28,6 @@ impl ReferenceName {
 ///
 /// [`Bottleneck`]: crate::methods::Bottleneck
 pub(crate) fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceName> {
-    let one = |name: &str, transpose: bool| {
-        Some(ReferenceName {
-            names: vec![name.to_string()],
-            transpose,
-        })
-    };
     let (names, transpose): (Vec<&'static str>, bool) = match path {
         "norm_before.gamma" => (
             vec!["adapter_down.0.weight", "adapter_norm_before.weight"],
@@ -57,7 +51,10 @@ pub(crate) fn bottleneck_name(path: &str, ln_before: bool) -> Option<ReferenceNa
                 _ => return None,
             };
             let (name, transpose) = projection_name(rest)?;
-            return one(&format!("{module}.{name}"), transpose);
+            return Some(ReferenceName {
+                names: vec![format!("{module}.{name}")],
+                transpose,
+            });
         }
     };
     Some(ReferenceName {

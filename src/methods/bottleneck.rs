@@ -99,7 +99,7 @@ impl Projection {
         match self {
             Self::Dense(dense) => dense.weight.shape().dims::<2>()[1],
             Self::Phm(phm) => {
-                let [n, _, cols] = phm.weight.value().dims();
+                let [n, _, cols] = phm.weight.dims();
                 n * cols
             }
         }

@@ -37,6 +37,17 @@ impl PhmMatrices {
             Self::Factorized(f) => f.left.val().matmul(f.right.val()),
         }
     }
+
+    /// `[n, rows, cols]`, without forming the matrices.
+    pub fn dims(&self) -> [usize; 3] {
+        match self {
+            Self::Full(m) => m.shape().dims::<3>(),
+            Self::Factorized(f) => {
+                let [n, rows, _] = f.left.shape().dims::<3>();
+                [n, rows, f.right.shape().dims::<3>()[2]]
+            }
+        }
+    }
 }
 
 /// A PHM projection `d_in → d_out` (`phm_dim` = `n`).
@@ -70,7 +81,8 @@ impl PhmLinear {
                 PhmRuleInit::Normal => rng.normal(count, 0.0, 0.01),
                 PhmRuleInit::Uniform => rng.uniform(count, 0.01),
             };
-            param(values, shape, device)
+            // A rule that does not learn never requires gradients (`Module::train` keeps that).
+            param(values, shape, device).set_require_grad(config.learn_phm)
         };
         let rule = match config.factorized_phm_rule {
             false => PhmMatrices::Full(rule(rng, [n, n, n])),
@@ -120,8 +132,8 @@ impl PhmLinear {
         linear(x, self.weight_matrix(), self.bias.as_ref().map(Param::val))
     }
 
-    /// The layer with its rule frozen when `learn_phm` is false, whatever a trainability mapping
-    /// set.
+    /// The layer with its rule frozen again when `learn_phm` is false, after a trainability
+    /// mapping set every parameter.
     pub(crate) fn with_fixed_rule(self) -> Self {
         if self.learn_rule {
             return self;

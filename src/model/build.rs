@@ -312,18 +312,12 @@ pub(crate) fn install<M: AdapterHost>(
     let autodiff = device_of(model).is_ok_and(|d| d.is_autodiff());
     for (site, adapter) in model.residual_sites_mut().zip(modules.residual) {
         if let Some(adapter) = adapter {
-            site.insert_adapter(
-                name,
-                match_autodiff(adapter, autodiff).with_fixed_parameters(),
-            );
+            site.insert_adapter(name, match_autodiff(adapter, autodiff));
         }
     }
     for (site, lora) in model.linear_sites_mut().zip(modules.linear) {
         if let Some(lora) = lora {
-            site.insert_lora(
-                name,
-                match_autodiff(lora, autodiff).with_frozen_projections(),
-            );
+            site.insert_lora(name, match_autodiff(lora, autodiff));
         }
     }
     if let Some(prefix) = modules.prefix {
