@@ -12,8 +12,8 @@
 //! ```text
 //! [BURN_ADAPTERS_BENCH_DEVICE=flex|wgpu|tch|cuda] cargo bench [--features tch] --bench overhead
 //! BURN_ADAPTERS_BENCH_ROUNDS=40 BURN_ADAPTERS_BENCH_SHAPES=minilm cargo bench --bench overhead
-//! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train, drop
-//!                                                                 # (default forward,train)
+//! BURN_ADAPTERS_BENCH_PARTS=train cargo bench --bench overhead   # forward, train, drop,
+//!                                                                 # methods (default forward,train)
 //! BURN_ADAPTERS_BENCH_VARIANTS="seq_bn,lora merged" cargo bench --bench overhead   # a subset
 //! BURN_ADAPTERS_BENCH_OUT=target/overhead.json cargo bench --bench overhead   # also as JSON
 //! ```
@@ -23,11 +23,11 @@
 mod common;
 
 use burn_adapters::AdapterModel;
-use burn_adapters::models::bert::BertModel;
+use burn_adapters::models::bert::{BertInput, BertModel};
 use common::paired::{Run, paired};
 use common::{
-    Shape, TRAIN_VARIANTS, TrainStep, VARIANTS, bench_device, device_with, forward_sum, input,
-    shapes, with_variant,
+    METHODS, Shape, TRAIN_VARIANTS, TrainStep, VARIANTS, bench_device, device_with, forward_sum,
+    input, shapes, with_variant,
 };
 
 /// `BURN_ADAPTERS_BENCH_VARIANTS` (comma-separated labels; the reference always runs), or all.
@@ -38,38 +38,57 @@ fn wanted_variant(label: &str) -> bool {
     }
 }
 
-fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
-    let device = bench_device();
-    println!("paired forward overhead, {rounds} rounds, device {device:?}");
-    let variants: Vec<_> = VARIANTS
+/// A forward variant: (label, config, merged).
+type Variant = (&'static str, Option<&'static str>, bool);
+
+/// The wanted entries of a variant table (the first, the reference, always).
+fn wanted(table: &'static [Variant]) -> Vec<&'static Variant> {
+    table
         .iter()
         .enumerate()
         .filter(|(i, (label, ..))| *i == 0 || wanted_variant(label))
         .map(|(_, variant)| variant)
+        .collect()
+}
+
+/// The paired forwards of `models` (one per variant) on `input`.
+fn paired_forwards(
+    title: &str,
+    rounds: usize,
+    variants: &[&Variant],
+    models: &[BertModel],
+    input: &BertInput,
+) -> serde_json::Map<String, serde_json::Value> {
+    let runs = variants
+        .iter()
+        .zip(models)
+        .map(|((label, ..), model)| {
+            let run: Run = Box::new(|| forward_sum(model, input));
+            (*label, run)
+        })
         .collect();
+    paired(title, rounds, 0, runs)
+}
+
+/// `base` with each variant's adapter.
+fn with_variants(base: &BertModel, variants: &[&Variant]) -> Vec<BertModel> {
+    variants
+        .iter()
+        .map(|(_, spec, merged)| with_variant(base, *spec, *merged))
+        .collect()
+}
+
+fn forward(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
+    let device = bench_device();
+    println!("paired forward overhead, {rounds} rounds, device {device:?}");
+    let variants = wanted(&VARIANTS);
     for Shape { name, config } in shapes() {
         device.seed(0);
-        let base = config.init(&device).unwrap();
-        let models: Vec<BertModel> = variants
-            .iter()
-            .map(|(_, spec, merged)| with_variant(&base, *spec, *merged))
-            .collect();
+        let models = with_variants(&config.init(&device).unwrap(), &variants);
         for batch in [8, 1] {
+            let title = format!("forward {name} {batch}x128");
             let input = input(batch, 128, &device);
-            let runs = variants
-                .iter()
-                .zip(&models)
-                .map(|((label, ..), model)| {
-                    let run: Run = Box::new(|| forward_sum(model, &input));
-                    (*label, run)
-                })
-                .collect();
-            out.extend(paired(
-                &format!("forward {name} {batch}x128"),
-                rounds,
-                0,
-                runs,
-            ));
+            out.extend(paired_forwards(&title, rounds, &variants, &models, &input));
         }
     }
 }
@@ -157,6 +176,21 @@ fn adapter_drop(rounds: usize, out: &mut serde_json::Map<String, serde_json::Val
     }
 }
 
+/// Every method of the method chooser on MiniLM 8×128 (docs/adapter-or-lora.md).
+fn methods(rounds: usize, out: &mut serde_json::Map<String, serde_json::Value>) {
+    let device = bench_device();
+    println!("\npaired forward overhead of every method, {rounds} rounds, device {device:?}");
+    let Some(Shape { config, .. }) = shapes().into_iter().find(|s| s.name == "minilm") else {
+        return;
+    };
+    device.seed(0);
+    let variants = wanted(&METHODS);
+    let models = with_variants(&config.init(&device).unwrap(), &variants);
+    let input = input(8, 128, &device);
+    let title = "methods minilm 8x128";
+    out.extend(paired_forwards(title, rounds, &variants, &models, &input));
+}
+
 fn main() {
     let rounds: usize = std::env::var("BURN_ADAPTERS_BENCH_ROUNDS")
         .ok()
@@ -171,6 +205,9 @@ fn main() {
     }
     if wanted("train") {
         train(rounds, &mut out);
+    }
+    if wanted("methods") {
+        methods(rounds, &mut out);
     }
     if wanted("drop") {
         adapter_drop(rounds, &mut out);

@@ -11,7 +11,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, activation::gelu};
 use burn_adapters::prelude::*;
 use burn_adapters::sites::{
-    LinearLocation, LinearPosition, LinearSite, ResidualSite, SiteLocation, SitePosition,
+    LinearLocation, LinearPosition, LinearSite, ResidualSite, SharedParameters, SiteLocation,
+    SitePosition,
 };
 use burn_adapters::{AdapterRegistry, AdapterSummary};
 
@@ -29,6 +30,8 @@ struct Block {
 #[derive(Module, Debug)]
 struct MyModel {
     blocks: Vec<Block>,
+    /// What an adapter shares across blocks (Compacter's PHM rule), read by every residual site.
+    shared: SharedParameters,
     width: usize,
     /// The registry of adapter names, configs and the active setup.
     #[module(skip)]
@@ -62,6 +65,7 @@ impl MyModel {
             .collect();
         Self {
             blocks,
+            shared: SharedParameters::new(),
             width,
             registry: AdapterRegistry::default(),
         }
@@ -71,7 +75,9 @@ impl MyModel {
         for block in &self.blocks {
             let h = block.down.forward(gelu(block.up.forward(x.clone())));
             // instead of `block.norm.forward(h + x)`:
-            x = block.residual.forward(h, x, Some(&block.norm));
+            x = block
+                .residual
+                .forward(h, x, Some(&block.norm), &self.shared);
         }
         x
     }
@@ -97,6 +103,12 @@ impl AdapterHost for MyModel {
         self.blocks
             .iter_mut()
             .flat_map(|b| [&mut b.up, &mut b.down])
+    }
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        Some(&self.shared)
+    }
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
+        Some(&mut self.shared)
     }
     fn registry(&self) -> &AdapterRegistry {
         &self.registry

@@ -12,6 +12,7 @@ case "$target" in
     { printf '\004'; cat $fx/invertible/bert/glow/adapter.safetensors; } > "$dir/glow"
     { printf '\005'; cat $fx/vera/bert/dvora/adapter.safetensors; } > "$dir/dvora"
     { printf '\006'; cat $fx/compacter/bert/compacter_pp_full/adapter.safetensors; } > "$dir/compacter"
+    { printf '\007'; cat $fx/compacter/bert/compacter_shared_weights/adapter.safetensors; } > "$dir/compacter_shared"
     # a prefix tuning's tensors (the fixture holds AdapterHub's .bin): zeros of the names and shapes
     # its cases.json lists, without the per-layer copies of the pool
     python3 - "$dir/prefix" <<'PY'
@@ -68,17 +69,20 @@ PY
     { printf '\003'; cat $fx/decoder/gpt2/base/config.json; } > "$dir/gpt2"
     { printf '\002'; printf '{"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "config.json"}}'; } > "$dir/index" ;;
   peft_file)
-    # a selector byte (bit 0: the config is fuzzed or the weights; bit 1: beside PEFT's DoRA or VeRA
-    # fixture), then that file of a real PEFT adapter
+    # a selector byte (bit 0: the config is fuzzed or the weights; (byte / 2) % 3: beside PEFT's DoRA,
+    # VeRA or IA3 fixture), then that file of a real PEFT adapter
     { printf '\000'; cat $fx/peft/peft_dora_qv/adapter_config.json; } > "$dir/config"
     { printf '\000'; cat $fx/peft/peft_lora_rslora/adapter_config.json; } > "$dir/rslora"
     { printf '\001'; cat $fx/peft/peft_dora_qv/adapter_model.safetensors; } > "$dir/weights"
     { printf '\002'; cat $fx/peft_vera/bert_vera/adapter_config.json; } > "$dir/vera_config"
-    { printf '\003'; cat $fx/peft_vera/bert_vera/adapter_model.safetensors; } > "$dir/vera_weights" ;;
+    { printf '\003'; cat $fx/peft_vera/bert_vera/adapter_model.safetensors; } > "$dir/vera_weights"
+    { printf '\004'; cat $fx/peft_ia3/bert_default/adapter_config.json; } > "$dir/ia3_config"
+    { printf '\005'; cat $fx/peft_ia3/bert_default/adapter_model.safetensors; } > "$dir/ia3_weights" ;;
   config_json)
     cp $fx/bn/seq_bn/adapter_config.json "$dir/seq_bn"
     cp $fx/compacter/bert/compacter/adapter_config.json "$dir/compacter"
     cp $fx/invertible/bert/inv_lora/adapter_config.json "$dir/inv_lora"
     cp $fx/mtl_lora/bert/mtl_seq_bn/adapter_config.json "$dir/mtl_seq_bn"
-    cp $fx/variants/bert/unipelt/adapter_config.json "$dir/unipelt" ;;
+    cp $fx/variants/bert/unipelt/adapter_config.json "$dir/unipelt"
+    printf '{"architecture": "lora", "r": 4, "alpha": 8, "init_weights": "pissa_niter_4"}' > "$dir/pissa" ;;
 esac

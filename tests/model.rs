@@ -12,7 +12,7 @@ use burn_adapters::models::encoder::{
     AdapterTransformerEncoder, TransformerEncoderInput as AdapterInput,
 };
 use burn_adapters::prelude::*;
-use burn_adapters::sites::SitePosition;
+use burn_adapters::sites::{SharedParameters, SitePosition};
 use common::one_site::OneSite;
 use common::snapshot::snapshot;
 use common::*;
@@ -109,8 +109,8 @@ fn site_with(config: &str, position: SitePosition, device: &Device) -> OneSite {
 /// `s · (act(x·Wd + bd)·Wu + bu)` from the adapter's own weights, with plain tensor algebra.
 fn f(host: &OneSite, x: Tensor<3>, act: fn(Tensor<3>) -> Tensor<3>, s: f64) -> Tensor<3> {
     let a = host.site.adapters().get("a").unwrap();
-    let (wd, bd) = a.down.weight_and_bias();
-    let (wu, bu) = a.up.weight_and_bias();
+    let (wd, bd) = a.down.weight_and_bias(None);
+    let (wu, bu) = a.up.weight_and_bias(None);
     let down = x.matmul(wd.unsqueeze()) + bd.unwrap().unsqueeze();
     let up = act(down).matmul(wu.unsqueeze()) + bu.unwrap().unsqueeze();
     up.mul_scalar(s)
@@ -137,7 +137,8 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
             + r.clone(),
     );
     assert_close(
-        site.site.forward(h.clone(), r.clone(), Some(&ln)),
+        site.site
+            .forward(h.clone(), r.clone(), Some(&ln), &SharedParameters::new()),
         want,
         "pfeiffer",
     );
@@ -146,7 +147,8 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
         let site = site_with("double_seq_bn[reduction_factor=2]", position, &device);
         let want = ln.forward(f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone());
         assert_close(
-            site.site.forward(h.clone(), r.clone(), Some(&ln)),
+            site.site
+                .forward(h.clone(), r.clone(), Some(&ln), &SharedParameters::new()),
             want,
             "houlsby",
         );
@@ -159,7 +161,8 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
     );
     let want = ln.forward(h.clone() + r.clone() + f(&site, r.clone(), activation::relu, 4.0));
     assert_close(
-        site.site.forward(h.clone(), r.clone(), Some(&ln)),
+        site.site
+            .forward(h.clone(), r.clone(), Some(&ln), &SharedParameters::new()),
         want,
         "parallel",
     );
@@ -171,7 +174,7 @@ fn pfeiffer_houlsby_and_parallel_closed_forms() {
     );
     let want = f(&site, h.clone(), activation::silu, 1.0) + h.clone() + r.clone();
     assert_close(
-        site.site.forward(h, r, None),
+        site.site.forward(h, r, None, &SharedParameters::new()),
         want,
         "houlsby without LayerNorm",
     );
@@ -381,16 +384,16 @@ fn stack_applies_adapters_in_sequence() {
     // Houlsby stack: u = h + f_a(h); v = u + f_b(u); y = LN(v + r)
     let fa = |x: Tensor<3>| {
         let m = site.adapters().get("a").unwrap();
-        m.up.forward(activation::silu(m.down.forward(x)))
+        m.up.forward(activation::silu(m.down.forward(x, None)), None)
     };
     let fb = |x: Tensor<3>| {
         let m = site.adapters().get("b").unwrap();
-        m.up.forward(activation::relu(m.down.forward(x)))
+        m.up.forward(activation::relu(m.down.forward(x, None)), None)
     };
     let u = fa(h.clone()) + h.clone();
     let v = fb(u.clone()) + u;
     assert_close(
-        site.forward(h, r.clone(), Some(&ln)),
+        site.forward(h, r.clone(), Some(&ln), &SharedParameters::new()),
         ln.forward(v + r),
         "stack",
     );

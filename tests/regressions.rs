@@ -365,3 +365,21 @@ fn comparisons_fail_on_nan() {
     // `f64::max` drops NaN, so a NaN output compared as a perfect match.
     max_abs_diff(&[0.5, f32::NAN], &[0.5, 0.0]);
 }
+
+/// On a training device, before `train_adapter` froze the base (its weights still require
+/// gradients), merging a LoRA panicked in burn ("non leaf tensor": `detach` keeps
+/// `require_grad`), and an SVD average panicked (burn's SVD has no autodiff op).
+#[test]
+fn merging_and_svd_averaging_work_on_a_training_device() {
+    let device = device().autodiff();
+    let mut model = BertConfig::tiny().init(&device).unwrap();
+    let config = AdapterConfig::load("lora[init_weights=bert,init_weights_seed=1]").unwrap();
+    model.add_adapter("l", config).unwrap();
+    model.set_active_adapters("l").unwrap();
+    model.merge_adapter("l").unwrap();
+    model.reset_adapter();
+    let strategy = burn_adapters::model::AverageStrategy::LoraDeltaWSvd { rank: 4 };
+    model
+        .average_adapter("avg", &[("l", 0.5), ("l", 0.5)], strategy)
+        .unwrap();
+}

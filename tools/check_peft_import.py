@@ -5,7 +5,7 @@
         --dir <root> [--tol 1e-5]
 
 Every sub-directory of <root> is one case and must hold
-    adapter_config.json          PEFT LoraConfig or VeraConfig
+    adapter_config.json          PEFT LoraConfig, VeraConfig or IA3Config
     adapter_model.safetensors    keys like base_model.model.encoder.layer.0.attention.self.query.lora_A.weight
     expected.safetensors         last_hidden_state [B,S,H] (optional pooler_output [B,H]) computed by the exporter
 
@@ -59,9 +59,10 @@ def check_case(case_dir, base_dir, inputs, tol):
             key = n.replace(".{}.".format(adapter), ".", 1)
             # DoRA's magnitude is saved without the ".weight" of its module (PEFT's file format predates the module)
             live[key[: -len(".weight")] if key.endswith("lora_magnitude_vector.weight") else key] = p
-    # VeRA: per-layer vectors `<module>.vera_lambda_d.<adapter>`, the shared buffers `base_model.vera_A.<adapter>`
+    # VeRA: per-layer vectors `<module>.vera_lambda_d.<adapter>`, the shared buffers `base_model.vera_A.<adapter>`;
+    # IA3: `<module>.ia3_l.<adapter>`
     for n, p in list(model.named_parameters()) + list(model.named_buffers(remove_duplicate=False)):
-        if n.endswith("." + adapter) and ("vera_lambda" in n or n.startswith("base_model.vera_")):
+        if n.endswith("." + adapter) and ("vera_lambda" in n or "ia3_l" in n or n.startswith("base_model.vera_")):
             live[n[: -len(adapter) - 1]] = p
     unexpected = sorted(set(saved) - set(live))
     not_loaded = sorted(set(live) - set(saved))

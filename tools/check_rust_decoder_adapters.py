@@ -51,10 +51,12 @@ def check_peft(case_dir, base_dir, inputs, tol):
     model = PeftModel.from_pretrained(base, case_dir).eval()
     problems = []
     loaded = set(load_peft_weights(case_dir).keys())
-    created = {n for n, _ in model.named_parameters() if ".lora_" in n or ".vera_lambda" in n}
+    created = {n for n, _ in model.named_parameters() if ".lora_" in n or ".vera_lambda" in n or ".ia3_l" in n}
     # VeRA's shared matrices are buffers of the PEFT model (`base_model.vera_A.default`)
     created |= {n for n, _ in model.named_buffers(remove_duplicate=False) if n.startswith("base_model.vera_")}
     created = {n.replace(".default", "") for n in created}
+    # DoRA's magnitude is saved without the ".weight" of its module (PEFT's file format predates the module)
+    created = {n[: -len(".weight")] if n.endswith("lora_magnitude_vector.weight") else n for n in created}
     if loaded != created:
         problems.append("file keys {} vs model's LoRA parameters {}".format(sorted(loaded - created), sorted(created - loaded)))
     with torch.no_grad():

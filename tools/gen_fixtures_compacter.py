@@ -13,11 +13,18 @@ Layout (FAMILY: bert, llama, gpt2):
 
 expected.safetensors holds `last_hidden_state` (bert) or `logits`, and for the decoders `generated`.
 
-Every case gives each layer its own rule (`shared_phm_rule=False`), which burn-adapters supports so far, and covers
-between them: factorised and whole weights (`factorized_phm_W`), factorised rules, ranks 1 and 2, phm_dim 2 and 4,
-no bias, and Compacter (both sites) and Compacter++ (the output site). Cases are built as
-gen_fixtures_variants.py builds its own (every adapter parameter + 0.3 * N(0, 1) after add_adapter; each saved
-adapter reloads with the same output).
+The first cases give each layer its own rule (`shared_phm_rule=False`), the later ones share one rule per adapter
+(AdapterHub's default, `shared_parameters.<name>.phm_rule`, or `phm_rule_left` / `_right`), two of them the
+(factorised) weights too (`shared_W_phm`, `shared_parameters.<name>.W_down_left`, ...; adapters 1.3.0 fails on
+whole shared weights). Between them: factorised
+and whole weights (`factorized_phm_W`), factorised rules, ranks 1 and 2, phm_dim 2 and 4, normal and uniform rule
+starts, a rule that does not learn, no bias, and Compacter (both sites) and Compacter++ (the output site). Cases are
+built as gen_fixtures_variants.py builds its own (every adapter parameter, a shared rule included, + 0.3 * N(0, 1)
+after add_adapter; each saved adapter reloads with the same output).
+
+Saving from a bare BertModel drops a shared rule (adapters 1.3.0's filter wants `.shared_parameters.<name>.` with a
+leading dot): as gen_fixtures_vera.py does for VeRA's matrices, the script adds it under
+`shared_parameters.<name>.phm_rule` and copies it in by hand when it reloads.
 """
 
 import os
@@ -25,9 +32,12 @@ import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import torch
+
 import fixture_common as C
+import gen_fixtures_vera as V
 from gen_fixtures_prefix import for_each_family
-from gen_fixtures_variants import build_case, output
+from gen_fixtures_variants import NOISE, adapter_params, build_case, output
 
 SEED = 8642
 
@@ -45,12 +55,45 @@ CASES = {
         ("compacter_no_bias", "compacter[reduction_factor=8,phm_bias=False,{}]".format(OWN_RULE)),
     ],
 }
+SHARED_RULE_CASES = {
+    "bert": [
+        ("compacter_shared", "compacter[reduction_factor=8]"),
+        ("compacter_pp_shared_factorized", "compacter++[reduction_factor=4,phm_dim=2,factorized_phm_rule=True,"
+                                           "phm_c_init=\"uniform\"]"),
+        ("compacter_shared_weights", "compacter[reduction_factor=8,shared_W_phm=True,phm_rank=2]"),
+    ],
+    "llama": [
+        ("compacter_pp_shared", "compacter++[reduction_factor=8,factorized_phm_W=False]"),
+        ("compacter_pp_shared_weights", "compacter++[reduction_factor=8,shared_W_phm=True,factorized_phm_rule=True]"),
+    ],
+    "gpt2": [
+        ("compacter_shared_fixed", "compacter[reduction_factor=8,learn_phm=False,phm_c_init=\"uniform\"]"),
+    ],
+}
+
+
+def build_shared_rule_case(family, idx, name, config, out_dir, base_out):
+    """A case whose adapter shares PHM parameters: as build_case, with the shared ones perturbed too, recorded by
+    V.record_shared_case."""
+    torch.manual_seed(SEED + idx)
+    model = family.load()
+    model.add_adapter(name, config=config)
+    C.perturb(adapter_params(model, name) + list(V.shared(model, name).named_parameters()), NOISE)
+    model.set_active_adapters(name)
+    diff_base, _ = V.record_shared_case(family, model, name, out_dir, base_out)
+    num_params = C.summary_params(model, name)
+    print("  {:<30} params={:>7}  |out-base|max={:.3f}".format(name, num_params, diff_base))
+    manifest = C.manifest(os.path.join(out_dir, name, "adapter.safetensors"))
+    return {"name": name, "config": config, "num_params": num_params, "tensors": manifest}
 
 
 def build_family(family, out_dir):
     base_out = output(family, family.load())
-    return [build_case(family, i, n, c, out_dir, base_out, seed=SEED, safetensors=True)
-            for i, (n, c) in enumerate(CASES[family.name])]
+    own = CASES[family.name]
+    cases = [build_case(family, i, n, c, out_dir, base_out, seed=SEED, safetensors=True)
+             for i, (n, c) in enumerate(own)]
+    return cases + [build_shared_rule_case(family, len(own) + i, n, c, out_dir, base_out)
+                    for i, (n, c) in enumerate(SHARED_RULE_CASES[family.name])]
 
 
 def presets():

@@ -57,7 +57,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 import fixture_common as C
-from gen_fixtures_peft import stabilize_config
+from gen_fixtures_peft import save_peft
 
 SEED = 2468
 NOISE = 0.2
@@ -384,11 +384,7 @@ def build_peft_case(idx, name, kwargs, base_dir, out_dir, inputs, base_out):
     out = logits(model, inputs)
     assert C.G.max_abs(out, base_out) > 1e-2, name
     err = check_rounding(name, model, inputs, out)
-    model.save_pretrained(case_dir, safe_serialization=True)
-    readme = os.path.join(case_dir, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
-    stabilize_config(os.path.join(case_dir, "adapter_config.json"))
+    save_peft(model, case_dir)
     save_file({"logits": out}, os.path.join(case_dir, "expected.safetensors"))
     fresh = PeftModel.from_pretrained(load(base_dir), case_dir).eval()
     assert C.G.max_abs(logits(fresh, inputs), out) < C.RELOAD_TOL, name

@@ -80,17 +80,29 @@ def check_formula(model, inputs, scaling):
     return worst
 
 
-def stabilize_config(path):
-    """PEFT keeps target_modules as a set and writes it in hash order (varies with PYTHONHASHSEED): sort it.
-    The file is otherwise rewritten byte-identically (PEFT uses json.dumps(indent=2, sort_keys=True))."""
+def stabilize_config(path, *more_sets):
+    """PEFT keeps target_modules (and IA3's feedforward_modules: more_sets) as sets and writes them in hash order
+    (varies with PYTHONHASHSEED): sort them. The file is otherwise rewritten byte-identically (PEFT uses
+    json.dumps(indent=2, sort_keys=True))."""
     with open(path) as f:
         raw = f.read()
     cfg = json.loads(raw)
     assert json.dumps(cfg, indent=2, sort_keys=True) == raw, "unexpected PEFT config formatting"
-    if isinstance(cfg.get("target_modules"), list):
-        cfg["target_modules"] = sorted(cfg["target_modules"])
+    for key in ("target_modules",) + more_sets:
+        if isinstance(cfg.get(key), list):
+            cfg[key] = sorted(cfg[key])
     with open(path, "w") as f:
         f.write(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def save_peft(model, case_dir, *more_sets, **kwargs):
+    """PeftModel.save_pretrained(case_dir) in safetensors, without the README.md model card, with the
+    config's module sets sorted (stabilize_config)."""
+    model.save_pretrained(case_dir, safe_serialization=True, **kwargs)
+    readme = os.path.join(case_dir, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+    stabilize_config(os.path.join(case_dir, "adapter_config.json"), *more_sets)
 
 
 def build_case(idx, name, kwargs, base_dir, out_dir, inputs):
@@ -117,11 +129,7 @@ def build_case(idx, name, kwargs, base_dir, out_dir, inputs):
     formula_dev = check_formula(model, inputs, scaling)
     wrapped = sorted(n[len("base_model.model."):] for n, _ in peft_modules(model))
 
-    model.save_pretrained(case_dir, safe_serialization=True)
-    readme = os.path.join(case_dir, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
-    stabilize_config(os.path.join(case_dir, "adapter_config.json"))
+    save_peft(model, case_dir)
     C.save_file({"last_hidden_state": out.contiguous(), "pooler_output": pooled.contiguous()},
                 os.path.join(case_dir, "expected.safetensors"))
     assert sorted(os.listdir(case_dir)) == ["adapter_config.json", "adapter_model.safetensors", "expected.safetensors"]

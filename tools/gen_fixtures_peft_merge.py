@@ -75,13 +75,9 @@ def build_sources(base_dir, out):
         C.perturb([(n, p) for n, p in model.named_parameters() if ".lora_" in n], NOISE)
         case_dir = os.path.join(out, "sources", name)
         C.fresh_dir(case_dir)
-        model.save_pretrained(case_dir, safe_serialization=True)
-        readme = os.path.join(case_dir, "README.md")
-        if os.path.exists(readme):
-            os.remove(readme)
-        from gen_fixtures_peft import stabilize_config
+        from gen_fixtures_peft import save_peft
 
-        stabilize_config(os.path.join(case_dir, "adapter_config.json"))
+        save_peft(model, case_dir)
 
 
 def build_case(base_dir, out, inputs, base_out, name, adapters, weights, combination, kwargs):

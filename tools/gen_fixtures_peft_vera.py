@@ -60,6 +60,38 @@ def output(family, model, inputs):
     return (out.last_hidden_state if family == "bert" else out.logits).detach().contiguous()
 
 
+def fixtures_from_argv():
+    """The fixtures directory: the first argument, or tests/fixtures beside tools/."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
+
+
+def start_case(fixtures, group, family, case, peft_config, seed):
+    """A fresh OUT/<group>/<family>_<case>, the family's inputs and base output, and get_peft_model(peft_config)
+    on a fresh base (torch seeded with seed first): (name, case_dir, inputs, base_out, model)."""
+    from peft import get_peft_model
+
+    name = "{}_{}".format(family, case)
+    case_dir = os.path.join(fixtures, group, name)
+    C.fresh_dir(case_dir)
+    inputs = inputs_of(family, fixtures)
+    base_out = output(family, load(family, fixtures), inputs)
+    base = load(family, fixtures)
+    base.name_or_path = "tiny-random-" + family  # PEFT writes it as base_model_name_or_path
+    torch.manual_seed(seed)
+    return name, case_dir, inputs, base_out, get_peft_model(base, peft_config)
+
+
+def run_cases(build_case, cases):
+    """build_case(idx, family, case, kwargs, fixtures) for every case, deterministically, single-threaded."""
+    fixtures = fixtures_from_argv()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for idx, (family, case, kwargs) in enumerate(cases):
+        build_case(idx, family, case, kwargs, fixtures)
+    return fixtures
+
+
 def check_formula(model, inputs):
     from peft.tuners.vera import VeraLayer
 
@@ -86,28 +118,17 @@ def check_formula(model, inputs):
 
 
 def build_case(idx, family, case, kwargs, fixtures):
-    from peft import PeftModel, VeraConfig, get_peft_model
+    from peft import PeftModel, VeraConfig
 
-    name = "{}_{}".format(family, case)
-    case_dir = os.path.join(fixtures, "peft_vera", name)
-    C.fresh_dir(case_dir)
-    inputs = inputs_of(family, fixtures)
-    base = load(family, fixtures)
-    base.name_or_path = "tiny-random-" + family  # PEFT writes it as base_model_name_or_path
-    base_out = output(family, load(family, fixtures), inputs)
-    torch.manual_seed(SEED + idx)
-    model = get_peft_model(base, VeraConfig(**kwargs))
+    name, case_dir, inputs, base_out, model = start_case(
+        fixtures, "peft_vera", family, case, VeraConfig(**kwargs), SEED + idx)
     C.perturb([(n, p) for n, p in model.named_parameters() if "vera_lambda" in n], NOISE)
     out = output(family, model, inputs)
     assert G.max_abs(out, base_out) > 1e-2, name
     formula = check_formula(model, inputs)
-    model.save_pretrained(case_dir, safe_serialization=True)
-    readme = os.path.join(case_dir, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
-    from gen_fixtures_peft import stabilize_config
+    from gen_fixtures_peft import save_peft
 
-    stabilize_config(os.path.join(case_dir, "adapter_config.json"))
+    save_peft(model, case_dir)
     key = "last_hidden_state" if family == "bert" else "logits"
     save_file({key: out}, os.path.join(case_dir, "expected.safetensors"))
     fresh = PeftModel.from_pretrained(load(family, fixtures), case_dir)
@@ -116,14 +137,5 @@ def build_case(idx, family, case, kwargs, fixtures):
     print("{:<12} formula={:.1e}  reload|d|={:.1e}".format(name, formula, d))
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "tests", "fixtures"))
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    for idx, (family, case, kwargs) in enumerate(CASES):
-        build_case(idx, family, case, kwargs, fixtures)
-
-
 if __name__ == "__main__":
-    main()
+    run_cases(build_case, CASES)

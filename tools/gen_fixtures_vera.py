@@ -125,12 +125,10 @@ def reload(family, case_dir, name, tensors):
     return model
 
 
-def build_case(family, idx, name, config, out_dir, base_out):
-    torch.manual_seed(SEED + idx)
-    model = family.load()
-    model.add_adapter(name, config=config)
-    perturb_vera(model, name)
-    model.set_active_adapters(name)
+def record_shared_case(family, model, name, out_dir, base_out):
+    """Records the active adapter `name` as gen_fixtures_prefix.record_case does (safetensors), its shared parameters
+    added by save_case and copied back by reload; returns |out - base|max and the file's tensors. Shared with
+    gen_fixtures_compacter.py."""
     out = output(family, model)
     expected = {"last_hidden_state" if family.name == "bert" else "logits": out}
     if family.name != "bert":
@@ -141,6 +139,16 @@ def build_case(family, idx, name, config, out_dir, base_out):
     tensors = save_case(family, model, name, case_dir)
     save_file(expected, os.path.join(case_dir, "expected.safetensors"))
     assert G.max_abs(out, output(family, reload(family, case_dir, name, tensors))) == 0.0, name
+    return diff_base, tensors
+
+
+def build_case(family, idx, name, config, out_dir, base_out):
+    torch.manual_seed(SEED + idx)
+    model = family.load()
+    model.add_adapter(name, config=config)
+    perturb_vera(model, name)
+    model.set_active_adapters(name)
+    diff_base, tensors = record_shared_case(family, model, name, out_dir, base_out)
     num_params = vera_params(model, name)
     hub_params = C.summary_params(model, name)
     print("  {:<10} params={:>5} (adapters: {:>6})  |out-base|max={:.3f}".format(name, num_params, hub_params, diff_base))

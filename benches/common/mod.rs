@@ -76,6 +76,47 @@ pub const VARIANTS: [(&str, Option<&str>, bool); 7] = [
     ("ia3", Some("ia3"), false),
 ];
 
+/// Every method of the method chooser (docs/adapter-or-lora.md) with the main job's configs:
+/// (label, config, merged); the first is the base model, `lora merged` the A/A control.
+pub const METHODS: [(&str, Option<&str>, bool); 20] = [
+    ("base", None, false),
+    ("lora merged", Some("lora[init_weights=bert]"), true),
+    ("pfeiffer", Some("pfeiffer[reduction_factor=16]"), false),
+    ("lora", Some("lora[init_weights=bert]"), false),
+    (
+        "lora q,k,v,ffn",
+        Some(
+            "lora[init_weights=bert,attn_matrices=[q,k,v],intermediate_lora=True,output_lora=True]",
+        ),
+        false,
+    ),
+    ("ia3", Some("ia3"), false),
+    ("prefix_tuning", Some("prefix_tuning"), false),
+    ("prefix_tuning_flat", Some("prefix_tuning_flat"), false),
+    ("prompt_tuning", Some("prompt_tuning"), false),
+    ("loreft", Some("loreft"), false),
+    ("seq_bn_inv", Some("seq_bn_inv"), false),
+    ("mtl_lora", Some("mtl_lora[n_up_projection=2]"), false),
+    ("dora", Some("dora"), false),
+    ("adapter_plus", Some(ADAPTER_PLUS), false),
+    ("unipelt", Some("unipelt"), false),
+    ("mam", Some("mam"), false),
+    ("vera", Some("vera"), false),
+    ("dvora", Some("dvora"), false),
+    ("compacter++", Some("compacter++"), false),
+    (
+        "compacter++ own rules",
+        Some("compacter++[shared_phm_rule=False]"),
+        false,
+    ),
+];
+
+/// AdapterPlus as the main job ran it (AdapterHub has no preset name for it).
+const ADAPTER_PLUS: &str = r#"{"architecture": "bottleneck", "mh_adapter": false, "output_adapter": true,
+    "reduction_factor": 96, "non_linearity": "gelu", "original_ln_before": true,
+    "original_ln_after": false, "residual_before_ln": false, "stochastic_depth": 0.1,
+    "init_weights": "houlsby", "scaling": "channel"}"#;
+
 /// `base` with the adapter of a variant added as `a`, active, and merged if asked.
 pub fn with_variant<M: AdapterModel>(base: &M, spec: Option<&str>, merged: bool) -> M {
     let mut model = base.clone();

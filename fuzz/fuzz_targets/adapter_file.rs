@@ -10,7 +10,7 @@ use burn_adapters::prelude::*;
 use libfuzzer_sys::fuzz_target;
 
 /// The configs the weights are read against (chosen by the first input byte).
-const CONFIGS: [&str; 7] = [
+const CONFIGS: [&str; 8] = [
     include_str!("../../tests/fixtures/bn/seq_bn/adapter_config.json"),
     include_str!("../../tests/fixtures/lora/union_seq_bn_lora/adapter_config.json"),
     include_str!("../../tests/fixtures/bn/seq_bn_ln_before/adapter_config.json"),
@@ -18,6 +18,7 @@ const CONFIGS: [&str; 7] = [
     include_str!("../../tests/fixtures/invertible/bert/glow/adapter_config.json"),
     include_str!("../../tests/fixtures/vera/bert/dvora/adapter_config.json"),
     include_str!("../../tests/fixtures/compacter/bert/compacter_pp_full/adapter_config.json"),
+    include_str!("../../tests/fixtures/compacter/bert/compacter_shared_weights/adapter_config.json"),
 ];
 
 fn model() -> &'static BertModel {

@@ -1,5 +1,5 @@
 //! `load_peft_adapter` on an arbitrary PEFT `adapter_config.json` or `adapter_model.safetensors`
-//! beside the other file of PEFT's DoRA or VeRA fixture (the first input byte chooses which file
+//! beside the other file of PEFT's DoRA, VeRA or IA3 fixture (the first input byte chooses which file
 //! and which fixture), into a tiny fixed BERT: never panics, and a failed load leaves no adapter
 //! behind.
 #![no_main]
@@ -12,8 +12,8 @@ use burn_adapters::models::bert::{BertConfig, BertModel};
 use burn_adapters::prelude::*;
 use libfuzzer_sys::fuzz_target;
 
-/// (config, weights) of PEFT's DoRA and VeRA fixtures.
-const FILES: [(&[u8], &[u8]); 2] = [
+/// (config, weights) of PEFT's DoRA, VeRA and IA3 fixtures.
+const FILES: [(&[u8], &[u8]); 3] = [
     (
         include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_config.json"),
         include_bytes!("../../tests/fixtures/peft/peft_dora_qv/adapter_model.safetensors"),
@@ -21,6 +21,10 @@ const FILES: [(&[u8], &[u8]); 2] = [
     (
         include_bytes!("../../tests/fixtures/peft_vera/bert_vera/adapter_config.json"),
         include_bytes!("../../tests/fixtures/peft_vera/bert_vera/adapter_model.safetensors"),
+    ),
+    (
+        include_bytes!("../../tests/fixtures/peft_ia3/bert_default/adapter_config.json"),
+        include_bytes!("../../tests/fixtures/peft_ia3/bert_default/adapter_model.safetensors"),
     ),
 ];
 
@@ -33,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((choice, bytes)) = data.split_first() else {
         return;
     };
-    let (config, weights) = FILES[usize::from(choice / 2 % 2)];
+    let (config, weights) = FILES[usize::from(choice / 2 % 3)];
     let (config, weights) = match choice % 2 {
         0 => (bytes, weights),
         _ => (config, bytes),

@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 /// fields with struct update syntax or the config-string syntax of
 /// [`AdapterConfig::load`](crate::AdapterConfig::load).
 ///
-/// Compacter's PHM projections (`phm_layer`) work with a rule and weights per layer
-/// (`shared_phm_rule` and `shared_W_phm` false); sharing them across layers, and the
-/// cross-attention fields, are parsed and written back unchanged and reported as
+/// Compacter's PHM projections (`phm_layer`) share one rule across layers (`shared_phm_rule`,
+/// the default) or hold their own, and likewise their weights (`shared_W_phm`). The
+/// cross-attention fields are parsed and written back unchanged and reported as
 /// [`Error::Unsupported`] when the adapter is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,11 +93,12 @@ pub struct BnConfig {
     /// (default true).
     #[serde(default = "yes", rename = "factorized_phm_W")]
     pub factorized_phm_w: bool,
-    /// One set of weights for every layer (default false). Not supported yet.
+    /// One set of weights for every layer of the adapter (default false), for the down and the
+    /// up projection; every layer must then have the same bottleneck width.
     #[serde(default, rename = "shared_W_phm")]
     pub shared_w_phm: bool,
-    /// One rule for every layer (default true, as AdapterHub's). Not supported yet: set it to
-    /// false for a rule per layer.
+    /// One rule for every layer of the adapter (default true, as AdapterHub's), drawn from
+    /// N(0, `phm_init_range`) or U(−1, 1) (`phm_c_init`); false gives each layer its own.
     #[serde(default = "yes")]
     pub shared_phm_rule: bool,
     /// Each `Cᵢ` as the outer product of two vectors (default false).

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::LinearPosition;
 use crate::error::{Error, Result};
+
+pub use super::lora_init::LoRAInit;
 
 fn python_number<S: serde::Serializer>(
     value: &f64,
@@ -19,21 +22,6 @@ pub enum CompositionMode {
     Add,
     /// IA3: `y = (W x + b) ⊙ (l · alpha)`.
     Scale,
-}
-
-/// Initialisation of the LoRA matrices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoRAInit {
-    /// `A` kaiming-uniform, `B` zeros (the update starts at zero).
-    Lora,
-    /// `A` and `B` from N(0, 0.02).
-    Bert,
-    /// The IA3 vector starts at ones.
-    Ia3,
-    /// Kaiming-uniform `A` and `B` (gain √2: bound `√(6 / fan_in)`), the initialisation of VeRA's
-    /// shared random matrices.
-    Vera,
 }
 
 /// One of the attention projections LoRA can wrap (`attn_matrices` entries).
@@ -109,6 +97,13 @@ pub struct LoRAConfig {
     /// AdapterHub's files carry it folded into `alpha` (`alpha·√r / r = alpha / √r`).
     #[serde(skip_serializing_if = "is_false")]
     pub use_rslora: bool,
+    /// IA3 on the projections back to the hidden width (the attention output `"o"` and the FFN's
+    /// down projection) scales their input, `y = W (x ⊙ l) + b` with `l` `[1, d_input]`,
+    /// instead of their output: the paper's `l_ff` and PEFT's `feedforward_modules`. An
+    /// extension AdapterHub 1.3.0 lacks: written only when set; such adapters save in PEFT's
+    /// format only.
+    #[serde(skip_serializing_if = "is_false")]
+    pub ia3_input_scaling: bool,
     /// VeRA (Kopiczko et al., 2024): with `vera_d` and `vera_b` set, `A` and `B` are frozen random
     /// matrices shared by every module of the adapter, and the update is
     /// `dropout(x) A diag(d) B diag(b) · alpha / r` with the vectors `d` (`[r]`, starting at
@@ -209,6 +204,7 @@ impl LoRAConfig {
             use_gating: false,
             use_dora: false,
             use_rslora: false,
+            ia3_input_scaling: false,
             vera_d: None,
             vera_b: None,
             dtype: None,
@@ -280,6 +276,33 @@ impl LoRAConfig {
         }
     }
 
+    /// Whether the module at `position` scales its input (see [`LoRAConfig::ia3_input_scaling`]),
+    /// on a host whose feed-forward projection back to the hidden width is at `ffn_down`.
+    pub fn scales_input_at(&self, position: LinearPosition, ffn_down: LinearPosition) -> bool {
+        self.ia3_input_scaling
+            && (position == LinearPosition::AttentionOutput || position == ffn_down)
+    }
+
+    /// The config an adapter is saved with: PiSSA and OLoRA are written as the plain LoRA of
+    /// twice the rank that applies to the original weights (PEFT's conversion, see
+    /// [`LoRAInit::Pissa`]), with the same scaling; other configs as they are.
+    pub(crate) fn as_saved(&self) -> Self {
+        if !self.init_weights.changes_base() {
+            return self.clone();
+        }
+        let r = 2 * self.r;
+        let alpha = match self.use_rslora {
+            true => self.alpha * std::f64::consts::SQRT_2,
+            false => 2.0 * self.alpha,
+        };
+        Self {
+            r,
+            alpha,
+            init_weights: LoRAInit::Lora,
+            ..self.clone()
+        }
+    }
+
     /// The preset of that name, if it is a LoRA-family preset.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
@@ -317,14 +340,24 @@ impl LoRAConfig {
                     "composition_mode \"scale\" (IA3) has no dropout",
                 ));
             }
-            if self.init_weights == LoRAInit::Vera {
-                // AdapterHub's IA3 raises "Unknown init_weights type" for it.
+            if !matches!(
+                self.init_weights,
+                LoRAInit::Ia3 | LoRAInit::Lora | LoRAInit::Bert
+            ) {
+                // AdapterHub's IA3 raises "Unknown init_weights type" for the others.
                 return Err(Error::invalid(
                     "init_weights",
-                    "\"vera\"",
+                    format!("\"{}\"", self.init_weights),
                     "composition_mode \"scale\" (IA3) starts from \"ia3\", \"lora\" or \"bert\"",
                 ));
             }
+        }
+        if self.ia3_input_scaling && self.composition_mode != CompositionMode::Scale {
+            return Err(Error::invalid(
+                "ia3_input_scaling",
+                true,
+                "scales the input of IA3's vectors (composition_mode \"scale\")",
+            ));
         }
         if let Some(multi_task) = &self.multi_task {
             multi_task.validate()?;
@@ -350,6 +383,9 @@ impl LoRAConfig {
         if self.is_vera() {
             self.validate_vera()?;
         }
+        if self.init_weights.changes_base() {
+            self.validate_base_changing_init()?;
+        }
         Ok(())
     }
 }
@@ -358,6 +394,16 @@ impl LoRAConfig {
     /// VeRA needs both initial values, finite, and an added update (AdapterHub fails on a
     /// missing one when it builds the module, and refuses IA3).
     fn validate_vera(&self) -> Result<()> {
+        if !matches!(
+            self.init_weights,
+            LoRAInit::Vera | LoRAInit::Lora | LoRAInit::Bert | LoRAInit::Ia3
+        ) {
+            return Err(Error::invalid(
+                "init_weights",
+                format!("\"{}\"", self.init_weights),
+                "VeRA's shared matrices start from \"vera\", \"lora\", \"bert\" or \"ia3\"",
+            ));
+        }
         for (field, value) in [("vera_d", self.vera_d), ("vera_b", self.vera_b)] {
             match value {
                 None => {
@@ -385,6 +431,33 @@ impl LoRAConfig {
                 "architecture",
                 "\"mtl_lora\"",
                 "VeRA (vera_d, vera_b) is not defined for MTL-LoRA",
+            ));
+        }
+        Ok(())
+    }
+
+    /// PiSSA and OLoRA start from the wrapped weight and subtract their start from it: only for a
+    /// plain added update, and PiSSA divides the singular values by a positive scaling.
+    fn validate_base_changing_init(&self) -> Result<()> {
+        let init = format!("\"{}\"", self.init_weights);
+        let refuse = |reason: &str| {
+            Err(Error::invalid(
+                "init_weights",
+                &init,
+                format!("{init} moves part of the wrapped weight into the adapter: {reason}"),
+            ))
+        };
+        if self.use_gating {
+            return refuse("a gate on the update would change the output at the start");
+        }
+        if self.multi_task.is_some() {
+            return refuse("not defined for MTL-LoRA's mixed up projections");
+        }
+        if self.init_weights != LoRAInit::Olora && self.alpha <= 0.0 {
+            return Err(Error::invalid(
+                "alpha",
+                self.alpha,
+                format!("{init} divides the singular values by the scaling: it must be positive"),
             ));
         }
         Ok(())

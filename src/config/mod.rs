@@ -9,6 +9,7 @@ mod activation;
 mod bottleneck;
 mod fusion;
 mod lora;
+mod lora_init;
 mod parse;
 mod phm;
 mod placement;

@@ -99,17 +99,6 @@ impl BnConfig {
                 "PHM layers start from their own initialisation (init_weights \"bert\")",
             ));
         }
-        for (field, shared) in [
-            ("shared_phm_rule", self.shared_phm_rule),
-            ("shared_W_phm", self.shared_w_phm),
-        ] {
-            if shared {
-                return Err(Error::Unsupported(format!(
-                    "Compacter with `{field}: true` (parameters shared by every layer); set it \
-                     to false for a rule and weights per layer"
-                )));
-            }
-        }
         Ok(())
     }
 

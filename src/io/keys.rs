@@ -124,6 +124,27 @@ pub(crate) fn shared_factor_name(path: &str) -> Option<ReferenceName> {
     })
 }
 
+/// The AdapterHub name, under `shared_parameters.<name>`, of a shared PHM parameter given its
+/// path inside [`SharedPhm`](crate::methods::SharedPhm).
+pub(crate) fn shared_phm_name(path: &str) -> Option<ReferenceName> {
+    let name = match path {
+        "rule.Full" => "phm_rule",
+        "rule.Factorized.left" => "phm_rule_left",
+        "rule.Factorized.right" => "phm_rule_right",
+        "weights.down.Full" => "W_down",
+        "weights.down.Factorized.left" => "W_down_left",
+        "weights.down.Factorized.right" => "W_down_right",
+        "weights.up.Full" => "W_up",
+        "weights.up.Factorized.left" => "W_up_left",
+        "weights.up.Factorized.right" => "W_up_right",
+        _ => return None,
+    };
+    Some(ReferenceName {
+        names: vec![name.to_string()],
+        transpose: false,
+    })
+}
+
 /// AdapterHub's location key of a self-attention prefix (`PrefixTuningLayer("self_prefix")`):
 /// the level under the adapter name in the prefix pool's tensor names.
 pub(crate) const SELF_PREFIX: &str = "self_prefix";
@@ -278,6 +299,18 @@ pub(crate) fn peft_name(path: &str) -> Option<ReferenceName> {
         transpose,
     })
 }
+
+/// PEFT's name of an IA3 vector (ours `lora_b`, `[1, d]`): `ia3_l`, `[d_output, 1]` when it
+/// scales the output and `[1, d_input]` when it scales the input (PEFT's `feedforward_modules`).
+pub(crate) fn peft_ia3_name(path: &str, scales_input: bool) -> Option<ReferenceName> {
+    (path == "lora_b").then(|| ReferenceName {
+        names: vec![PEFT_IA3.into()],
+        transpose: !scales_input,
+    })
+}
+
+/// PEFT's name of an IA3 vector.
+pub(crate) const PEFT_IA3: &str = "ia3_l";
 
 /// PEFT's name of DoRA's magnitude vector (its files keep the name it had before PEFT made the
 /// vector a module, without `.weight`).

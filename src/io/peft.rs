@@ -1,5 +1,6 @@
-//! Hugging Face PEFT's LoRA format: `adapter_config.json` (`peft_type: "LORA"`) and
-//! `adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight`.
+//! Hugging Face PEFT's LoRA format: `adapter_config.json` (`peft_type: "LORA"`, or `"VERA"`,
+//! `"IA3"`) and `adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight`
+//! (`.vera_lambda_d`, `.ia3_l`).
 //!
 //! PEFT names the wrapped modules instead of describing a placement; reading gives the settings
 //! and the tensors by module path, and the model derives the placement from which of its sites
@@ -39,6 +40,9 @@ pub(crate) struct PeftSettings {
     /// VeRA (`peft_type: "VERA"`) with this initial `d` (`d_initial`): the file holds
     /// `vera_lambda_d` / `vera_lambda_b` per module and the shared `vera_A` / `vera_B`.
     pub vera_d_initial: Option<f64>,
+    /// IA3 (`peft_type: "IA3"`): the file holds `<module>.ia3_l` vectors, `[d_output, 1]`, or
+    /// `[1, d_input]` for the `feedforward_modules` (which scale their input).
+    pub ia3: bool,
 }
 
 /// A PEFT LoRA directory as read.
@@ -56,6 +60,8 @@ pub(crate) struct PeftRecord {
     pub fan_in_fan_out: bool,
     /// The wrapped modules' paths (PEFT's `target_modules`).
     pub targets: Vec<String>,
+    /// IA3's modules that scale their input (PEFT's `feedforward_modules`).
+    pub feedforward: Vec<String>,
     pub info: ModelInfo,
     /// By module path (`<module>.lora_A.weight`), torch layouts.
     pub tensors: TensorMap,
@@ -91,9 +97,10 @@ pub(crate) fn read_peft(dir: &Path) -> Result<SavedPeft> {
 /// Writes a PEFT LoRA into `dir`. Full module paths as `target_modules` match exactly these
 /// modules (PEFT matches a name when a module's path equals it or ends in `.<name>`).
 pub(crate) fn write_peft(dir: &Path, record: PeftRecord) -> Result<()> {
-    let config = match record.settings.vera_d_initial {
-        Some(d_initial) => vera_config(&record, d_initial),
-        None => lora_config(&record),
+    let config = match (record.settings.vera_d_initial, record.settings.ia3) {
+        (Some(d_initial), _) => vera_config(&record, d_initial),
+        (None, true) => ia3_config(&record),
+        (None, false) => lora_config(&record),
     };
     let weights: TensorMap = record
         .tensors
@@ -139,6 +146,25 @@ fn vera_config(record: &PeftRecord, d_initial: f64) -> Value {
         "target_modules": record.targets,
         "task_type": null,
         "vera_dropout": record.settings.dropout,
+    })
+}
+
+/// PEFT's `IA3Config` JSON.
+fn ia3_config(record: &PeftRecord) -> Value {
+    json!({
+        "base_model_name_or_path": record.info.model_name,
+        "exclude_modules": null,
+        "fan_in_fan_out": record.fan_in_fan_out,
+        "feedforward_modules": record.feedforward,
+        "inference_mode": true,
+        "init_ia3_weights": true,
+        "layers_pattern": null,
+        "layers_to_transform": null,
+        "modules_to_save": null,
+        "peft_type": "IA3",
+        "revision": null,
+        "target_modules": record.targets,
+        "task_type": null,
     })
 }
 
@@ -199,6 +225,10 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
     let vera = match config.get("peft_type").and_then(Value::as_str) {
         Some("LORA") => false,
         Some("VERA") => true,
+        Some("IA3") => {
+            fields.reject_unsupported()?;
+            return Ok(ia3_settings());
+        }
         Some(other) => return Err(Error::Unsupported(format!("PEFT adapters of type {other}"))),
         None => return Err(field_error(path, "peft_type", "missing or not a string")),
     };
@@ -220,6 +250,7 @@ fn read_settings(path: &Path) -> Result<PeftSettings> {
             rslora: fields.flag("use_rslora")?,
             dora: fields.flag("use_dora")?,
             vera_d_initial: None,
+            ia3: false,
         },
         true => vera_settings(&fields, r)?,
     };
@@ -248,7 +279,22 @@ fn vera_settings(fields: &Fields<'_>, r: usize) -> Result<PeftSettings> {
         rslora: false,
         dora: false,
         vera_d_initial: Some(fields.number("d_initial", Some(0.1))?),
+        ia3: false,
     })
+}
+
+/// A PEFT IA3's settings: vectors without scaling or dropout. Which modules scale their input
+/// (`feedforward_modules`) shows in the vectors' shapes.
+fn ia3_settings() -> PeftSettings {
+    PeftSettings {
+        r: 1,
+        lora_alpha: 1.0,
+        dropout: 0.0,
+        rslora: false,
+        dora: false,
+        vera_d_initial: None,
+        ia3: true,
+    }
 }
 
 /// PEFT's `init_lora_weights` values that change the base model's weights when the adapter is

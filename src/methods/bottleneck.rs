@@ -5,9 +5,9 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Tensor, activation::sigmoid, module::linear};
 
-use super::PhmLinear;
 use super::dropout;
 use super::init::{InitRng, constant, dense};
+use super::{PhmLinear, PhmPosition, SharedPhm};
 use crate::config::{Activation, BnConfig, InitWeights, ResidualBeforeLn, Scaling};
 use crate::error::Result;
 
@@ -74,23 +74,24 @@ pub enum Projection {
 }
 
 impl Projection {
-    /// The projection of `x`.
+    /// The projection of `x`; `shared` holds what the adapter's PHM layers share across layers,
+    /// if anything (see [`PhmLinear::weight_matrix`]).
     ///
     /// # Shapes
     ///
     /// - x: `[..., d_in]`, output: `[..., d_out]`
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, shared: Option<&SharedPhm>) -> Tensor<D> {
         match self {
             Self::Dense(dense) => dense.forward(x),
-            Self::Phm(phm) => phm.forward(x),
+            Self::Phm(phm) => phm.forward(x, shared),
         }
     }
 
     /// The weight `[d_in, d_out]` and bias `[d_out]` it applies.
-    pub fn weight_and_bias(&self) -> (Tensor<2>, Option<Tensor<1>>) {
+    pub fn weight_and_bias(&self, shared: Option<&SharedPhm>) -> (Tensor<2>, Option<Tensor<1>>) {
         match self {
             Self::Dense(dense) => (dense.weight.val(), dense.bias.as_ref().map(Param::val)),
-            Self::Phm(phm) => (phm.weight_matrix(), phm.bias.as_ref().map(Param::val)),
+            Self::Phm(phm) => (phm.weight_matrix(shared), phm.bias.as_ref().map(Param::val)),
         }
     }
 
@@ -98,10 +99,7 @@ impl Projection {
     pub fn d_output(&self) -> usize {
         match self {
             Self::Dense(dense) => dense.weight.shape().dims::<2>()[1],
-            Self::Phm(phm) => {
-                let [n, _, cols] = phm.weight.dims();
-                n * cols
-            }
+            Self::Phm(phm) => phm.dims[1],
         }
     }
 
@@ -136,10 +134,7 @@ impl Bottleneck {
         let bottleneck = config
             .reduction_factor
             .bottleneck_size(hidden_size, layer)?;
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let [down, up] = match config.phm_layer {
             false => projections(
                 config.init_weights,
@@ -151,8 +146,13 @@ impl Bottleneck {
             .map(Projection::Dense),
             true => {
                 config.check_phm_widths([hidden_size, bottleneck])?;
-                [[hidden_size, bottleneck], [bottleneck, hidden_size]]
-                    .map(|dims| Projection::Phm(PhmLinear::new(config, dims, &mut rng, device)))
+                let mut phm = |position, dims| {
+                    Projection::Phm(PhmLinear::new(config, position, dims, &mut rng, device))
+                };
+                [
+                    phm(PhmPosition::Down, [hidden_size, bottleneck]),
+                    phm(PhmPosition::Up, [bottleneck, hidden_size]),
+                ]
             }
         };
         let gate = config
@@ -239,26 +239,27 @@ impl Bottleneck {
     }
 
     /// The scaled up projection `s·up(act(down(x)))`, before dropout and gate: what
-    /// AdapterFusion attends over (AdapterHub's `up`).
+    /// AdapterFusion attends over (AdapterHub's `up`). `shared` holds what the adapter's PHM
+    /// layers share across layers ([`SharedPhm`]), if anything.
     ///
     /// # Shapes
     ///
     /// - x: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
-    pub fn up_projection(&self, x: &Tensor<3>) -> Tensor<3> {
+    pub fn up_projection(&self, x: &Tensor<3>, shared: Option<&SharedPhm>) -> Tensor<3> {
         let w = &self.wiring;
         let normed = match &self.norm_before {
             Some(norm) => norm.forward(x.clone()),
             None => x.clone(),
         };
-        let down = w.activation.forward(self.down.forward(normed));
+        let down = w.activation.forward(self.down.forward(normed, shared));
         // A fixed scaling multiplies the bottleneck-wide intermediate and the bias, not the
         // hidden-wide output: s·(zW + b) = (s·z)W + s·b, one pass over a tensor reduction_factor
         // times smaller.
         let up = if w.fixed_scaling == 1.0 {
-            self.up.forward(down)
+            self.up.forward(down, shared)
         } else {
             let s = w.fixed_scaling;
-            let (weight, bias) = self.up.weight_and_bias();
+            let (weight, bias) = self.up.weight_and_bias(shared);
             linear(down.mul_scalar(s), weight, bias.map(|b| b.mul_scalar(s)))
         };
         let mut up = self.stochastic_depth(up);
@@ -279,23 +280,23 @@ impl Bottleneck {
     }
 
     /// The scaled, gated and dropped-out up projection: the adapter's contribution before any
-    /// residual or output LayerNorm.
+    /// residual or output LayerNorm (`shared` as for [`Bottleneck::up_projection`]).
     ///
     /// # Shapes
     ///
     /// - x: `[batch, seq, hidden]`, output: `[batch, seq, hidden]`
-    pub fn delta(&self, x: &Tensor<3>) -> Tensor<3> {
-        self.gate_and_drop(self.up_projection(x), x)
+    pub fn delta(&self, x: &Tensor<3>, shared: Option<&SharedPhm>) -> Tensor<3> {
+        self.gate_and_drop(self.up_projection(x, shared), x)
     }
 
     /// The adapter output including its residual and optional output LayerNorm (AdapterHub's
-    /// `forward`).
+    /// `forward`; `shared` as for [`Bottleneck::up_projection`]).
     ///
     /// # Shapes
     ///
     /// - input: `[batch, seq, hidden]` each, output: `[batch, seq, hidden]`
-    pub fn forward(&self, input: &BottleneckInput) -> Tensor<3> {
-        let delta = self.delta(&input.hidden);
+    pub fn forward(&self, input: &BottleneckInput, shared: Option<&SharedPhm>) -> Tensor<3> {
+        let delta = self.delta(&input.hidden, shared);
         self.finish(delta, input.residual.clone())
     }
 

@@ -25,6 +25,15 @@ impl InitRng {
         Self::seeded(device_seed(device))
     }
 
+    /// Seeded with `seed` when given (a config's `init_weights_seed`), else from `device`'s
+    /// random stream.
+    pub fn new(seed: Option<u64>, device: &Device) -> Self {
+        match seed {
+            Some(seed) => Self::seeded(seed),
+            None => Self::from_device(device),
+        }
+    }
+
     /// `N(mean, std)` samples.
     pub fn normal(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
         let dist = Normal::new(mean, std).expect("std is a positive constant");

@@ -122,10 +122,7 @@ impl InvertibleAdapter {
                 format!("a coupling block splits the embeddings in two halves; width {width}"),
             ));
         }
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let (first, second) = (width / 2, width - width / 2);
         let activation = config.non_linearity;
         let mut net =

@@ -1,5 +1,7 @@
 //! LoRA and IA3: low-rank updates and learned rescalings of a linear layer's output.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::sigmoid;
@@ -7,7 +9,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::dropout;
 use super::init::{InitRng, param};
-use super::{MultiTaskFactors, OutputBlocks, SharedFactors, VeraProjections, VeraScales};
+use super::{
+    InitialFactors, MultiTaskFactors, OutputBlocks, SharedFactors, VeraProjections, VeraScales,
+};
 use crate::config::{CompositionMode, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
 
@@ -51,6 +55,14 @@ pub struct LoRA {
     /// DoRA's magnitude `m` of every output, `[1, d_output]` (`use_dora`); see
     /// [`LoRA::with_magnitude`].
     pub magnitude: Option<Param<Tensor<2>>>,
+    /// IA3 scaling the layer's input, `l` `[1, d_input]`, rather than its output (see
+    /// [`LoRAConfig::ia3_input_scaling`]).
+    #[module(skip)]
+    pub scales_input: bool,
+    /// What a PiSSA or OLoRA module started from (`init_weights` `"pissa"`, `"olora"`): the part
+    /// of the wrapped weight it took over.
+    #[module(skip)]
+    pub(crate) initial: Option<Arc<InitialFactors>>,
     /// Dropout on the LoRA input.
     pub dropout: Dropout,
     /// `alpha / r` (LoRA) or `alpha` (IA3).
@@ -71,6 +83,15 @@ impl LoRA {
         device: &Device,
     ) -> Result<Self> {
         Self::build(config, d_input, d_output, None, device)
+    }
+
+    /// Builds an IA3 module that scales the input of a linear layer with `d_input` features
+    /// (`config.ia3_input_scaling`), initialised as [`LoRA::new`] does.
+    pub fn new_scaling_input(config: &LoRAConfig, d_input: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            scales_input: true,
+            ..Self::build(config, d_input, d_input, None, device)?
+        })
     }
 
     /// Builds the module for the enabled `blocks` of a fused projection `d_input → d_output`
@@ -99,6 +120,13 @@ impl LoRA {
                 "VeRA on a fused projection (GPT-2's `c_attn`)".into(),
             ));
         }
+        if config.init_weights.changes_base() {
+            return Err(Error::Unsupported(format!(
+                "init_weights \"{}\" on a fused projection (GPT-2's `c_attn`) in AdapterHub's \
+                 per-block form",
+                config.init_weights
+            )));
+        }
         if config.use_dora {
             // AdapterHub's LoRAMergedLinear has no DoRA either (it never passes the weight).
             return Err(Error::Unsupported(
@@ -122,10 +150,7 @@ impl LoRA {
             Some(b) => (config.r * b.count(), b.count() * b.width(d_output)),
             None => (config.r, d_output),
         };
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let r = config.r;
         let (lora_a, lora_b, scaling) = match config.composition_mode {
             CompositionMode::Add => {
@@ -133,8 +158,17 @@ impl LoRA {
                 let has_b = config.multi_task.is_none();
                 let (a, b) = match config.init_weights {
                     // kaiming_uniform(a = √5) on A [r, d_input]: bound 1/√d_input.
-                    LoRAInit::Lora => (
+                    // PiSSA and OLoRA replace both from the wrapped weight (`with_base_init`).
+                    LoRAInit::Lora
+                    | LoRAInit::Pissa
+                    | LoRAInit::PissaNiter(_)
+                    | LoRAInit::Olora => (
                         rng.uniform(d_input * ranks, 1.0 / (d_input as f64).sqrt()),
+                        has_b.then(|| vec![0.0; r * d_output]),
+                    ),
+                    // torch's `normal_(std = 1 / r)` on A [r, d_input].
+                    LoRAInit::Gaussian => (
+                        rng.normal(d_input * ranks, 0.0, 1.0 / r as f64),
                         has_b.then(|| vec![0.0; r * d_output]),
                     ),
                     LoRAInit::Bert => {
@@ -162,7 +196,13 @@ impl LoRA {
                     LoRAInit::Ia3 => vec![1.0; d_output],
                     LoRAInit::Lora => vec![0.0; d_output],
                     LoRAInit::Bert => rng.normal(d_output, 0.0, 0.02),
-                    LoRAInit::Vera => unreachable!("LoRAConfig::validate refuses IA3 with it"),
+                    LoRAInit::Vera
+                    | LoRAInit::Gaussian
+                    | LoRAInit::Pissa
+                    | LoRAInit::PissaNiter(_)
+                    | LoRAInit::Olora => {
+                        unreachable!("LoRAConfig::validate refuses IA3 with it")
+                    }
                 };
                 (None, Some(param(l, [1, d_output], device)), config.alpha)
             }
@@ -187,6 +227,8 @@ impl LoRA {
             gate,
             vera: None,
             magnitude: None,
+            scales_input: false,
+            initial: None,
             dropout: DropoutConfig::new(config.dropout).init(),
             scaling,
             blocks,
@@ -400,19 +442,17 @@ impl LoRA {
         if let Some(norm) = dora_norm {
             let merged = linear.weight.val();
             if let Some(weight) = self.dora_unmerged(merged, norm, shared) {
-                return Linear {
-                    weight: update(linear.weight, |_| weight.detach()),
-                    bias: linear.bias,
-                };
+                return with_weight(linear, |_| weight.detach());
             }
         }
         if let Some(delta) = self.low_rank_delta(shared) {
-            return Linear {
-                weight: update(linear.weight, |w| w - delta),
-                bias: linear.bias,
-            };
+            return with_weight(linear, |w| w - delta);
         }
         let s = self.ia3_scale(self.up(None).detach());
+        if self.scales_input {
+            // W (x ⊙ s) = (diag(s) W) x: the rows of the [d_input, d_output] weight.
+            return with_weight(linear, |w| w / s.transpose());
+        }
         Linear {
             weight: update(linear.weight, |w| w / s.clone()),
             bias: linear
@@ -457,10 +497,7 @@ impl LoRA {
         shared: Option<&SharedFactors>,
     ) -> (Linear, Option<Tensor<2>>) {
         if let Some((weight, norm)) = self.dora_merged(linear.weight.val(), shared) {
-            let linear = Linear {
-                weight: update(linear.weight, |_| weight.detach()),
-                bias: linear.bias,
-            };
+            let linear = with_weight(linear, |_| weight.detach());
             return (linear, Some(norm));
         }
         (self.merge_plain(linear, shared), None)
@@ -468,12 +505,12 @@ impl LoRA {
 
     fn merge_plain(&self, linear: Linear, shared: Option<&SharedFactors>) -> Linear {
         if let Some(delta) = self.low_rank_delta(shared) {
-            return Linear {
-                weight: update(linear.weight, |w| w + delta),
-                bias: linear.bias,
-            };
+            return with_weight(linear, |w| w + delta);
         }
         let s = self.ia3_scale(self.up(None).detach());
+        if self.scales_input {
+            return with_weight(linear, |w| w * s.transpose());
+        }
         Linear {
             weight: update(linear.weight, |w| w * s.clone()),
             bias: linear
@@ -502,13 +539,23 @@ fn per_block<const D: usize>(x: Tensor<D>, b: Tensor<2>) -> Tensor<D> {
     Tensor::cat(pieces, D - 1)
 }
 
+/// `linear` with its weight replaced by `f(weight)`, through [`update`].
+pub(super) fn with_weight(linear: Linear, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Linear {
+    Linear {
+        weight: update(linear.weight, f),
+        bias: linear.bias,
+    }
+}
+
 /// Replaces a parameter's value, keeping its id and its gradient requirement.
-fn update<const D: usize>(
+pub(super) fn update<const D: usize>(
     param: Param<Tensor<D>>,
     f: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Param<Tensor<D>> {
     param.map(|value| {
         let require_grad = value.is_require_grad();
-        f(value.detach()).set_require_grad(require_grad)
+        // The result becomes a new leaf (its inputs may be tracked: burn's `detach` keeps a
+        // parameter's `require_grad`).
+        f(value).detach().set_require_grad(require_grad)
     })
 }

@@ -1,6 +1,7 @@
 //! Adapter methods: the trainable modules and their forward math.
 
 mod activation;
+mod base_init;
 mod blocks;
 mod bottleneck;
 mod dora;
@@ -11,11 +12,13 @@ mod invertible;
 mod lora;
 mod multi_task;
 mod phm;
+mod phm_shared;
 mod prefix;
 mod prompt;
 mod reft;
 mod vera;
 
+pub(crate) use base_init::InitialFactors;
 pub use blocks::OutputBlocks;
 pub use bottleneck::*;
 pub(crate) use dropout::{dropout, dropout_active};
@@ -24,6 +27,7 @@ pub use invertible::*;
 pub use lora::*;
 pub use multi_task::*;
 pub use phm::*;
+pub use phm_shared::*;
 pub use prefix::*;
 pub use prompt::*;
 pub use reft::*;

@@ -78,10 +78,7 @@ impl PrefixTuning {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let params = if config.flat {
             let n = shape.length * shape.width();
             PrefixParams::Flat(param(rng.normal(n, 0.0, 1.0), [n], device))
@@ -178,10 +175,7 @@ pub struct PrefixGate {
 impl PrefixGate {
     /// A gate with N(0, 0.02) weights and torch's default bias init, as AdapterHub's.
     pub fn new(config: &PrefixTuningConfig, hidden_size: usize, device: &Device) -> Self {
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let outputs = if config.shared_gating { 1 } else { 2 };
         let weight = rng.normal(hidden_size * outputs, 0.0, 0.02);
         let bias = rng.uniform(outputs, 1.0 / (hidden_size as f64).sqrt());

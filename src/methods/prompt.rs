@@ -23,10 +23,7 @@ impl PromptTuning {
     /// token embeddings afterwards).
     pub fn new(config: &PromptTuningConfig, hidden_size: usize, device: &Device) -> Result<Self> {
         config.validate()?;
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let n = config.prompt_length * hidden_size;
         let values = rng.uniform(n, config.random_uniform_scale);
         Ok(Self {

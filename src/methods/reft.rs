@@ -222,10 +222,7 @@ impl ReftModule {
     /// The interventions of `config` for a model of width `hidden`.
     pub fn new(config: &ReftConfig, hidden: usize, device: &Device) -> Result<Self> {
         config.validate()?;
-        let mut rng = match config.init_weights_seed {
-            Some(seed) => InitRng::seeded(seed),
-            None => InitRng::from_device(device),
-        };
+        let mut rng = InitRng::new(config.init_weights_seed, device);
         let n = if config.tied_weights { 1 } else { 2 };
         Ok(Self {
             units: (0..n)

@@ -84,6 +84,9 @@ impl VeraProjections {
                 rng.normal(r * max_output, 0.0, 0.02),
             ),
             LoRAInit::Ia3 => (vec![1.0; max_input * r], vec![1.0; r * max_output]),
+            LoRAInit::Gaussian | LoRAInit::Pissa | LoRAInit::PissaNiter(_) | LoRAInit::Olora => {
+                unreachable!("LoRAConfig::validate refuses VeRA with it")
+            }
         };
         Self {
             a: Tensor::from_data(TensorData::new(a, [max_input, r]), device),

@@ -65,6 +65,10 @@ fn average_modules<M: AdapterModel>(
             module.map(|m| linear_average(m, sources, |n| site.adapters().get(n)))
         })
         .collect();
+    let phms = model.shared_parameters().map(|shared| shared.phm());
+    let shared_phm = modules
+        .shared_phm
+        .map(|m| linear_average(m, sources, |n| phms.and_then(|p| p.get(n))));
     // The SVD runs on the model's backend without gradient tracking.
     let host = device_of(model)?.without_autodiff();
     let weights: Vec<f64> = sources.iter().map(|(_, w)| *w).collect();
@@ -104,6 +108,7 @@ fn average_modules<M: AdapterModel>(
         .collect();
     Ok(AdapterModules {
         residual,
+        shared_phm,
         linear,
         prefix,
         prompt,
@@ -380,7 +385,9 @@ pub(super) fn factorize(
         .flat_map(|j| (0..d_in).map(move |i| (i, j)))
         .map(|(i, j)| delta[i * d_out + j] as f32)
         .collect();
-    let matrix = Tensor::<2>::from_data(TensorData::new(torch_delta, [d_out, d_in]), device);
+    // burn's SVD runs on the backend without autodiff.
+    let device = device.clone().without_autodiff();
+    let matrix = Tensor::<2>::from_data(TensorData::new(torch_delta, [d_out, d_in]), &device);
     let (u, s, vt) = burn::linalg::svd::<2, 1>(matrix, 200);
     let u: Vec<f32> = u.into_data().try_to_vec().unwrap_or_default(); // [out, k]
     let s: Vec<f32> = s.into_data().try_to_vec().unwrap_or_default(); // [k]

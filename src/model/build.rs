@@ -18,13 +18,15 @@ use crate::heads::PredictionHead;
 use crate::methods::init::InitRng;
 use crate::methods::{
     Bottleneck, InvertibleAdapter, LoRA, OutputBlocks, PrefixGate, PrefixShape, PrefixTuning,
-    PromptTuning, ReftModule, VeraProjections,
+    PromptTuning, ReftModule, SharedPhm, VeraProjections,
 };
 
 /// The modules of one adapter, built for each site of a host (in the orders of
 /// [`AdapterHost::residual_sites`] and [`AdapterHost::linear_sites`]).
 pub(crate) struct AdapterModules {
     pub residual: Vec<Option<Bottleneck>>,
+    /// What the residual adapters' PHM layers share across layers.
+    pub shared_phm: Option<SharedPhm>,
     pub linear: Vec<Option<LoRA>>,
     pub prefix: Option<PrefixModules>,
     pub prompt: Option<PromptTuning>,
@@ -60,12 +62,23 @@ pub(crate) fn build_modules<M: AdapterHost>(
 ) -> Result<AdapterModules> {
     let device = device_of(model)?;
     let hidden = model.hidden_size();
+    if let Some(lora) = config.lora()
+        && seed.is_some()
+        && lora.init_weights.changes_base()
+    {
+        return Err(Error::Unsupported(format!(
+            "loading or combining an adapter with init_weights \"{}\": its factors belong to the \
+             residual weights its start left, not to this model's; save_adapter and \
+             save_peft_adapter write such adapters as plain LoRAs, which load anywhere",
+            lora.init_weights
+        )));
+    }
     if config.lora().is_some() && model.linear_sites().next().is_none() {
         return Err(Error::Unsupported(
             "LoRA/IA3 on a host without linear sites (see `AdapterHost::linear_sites`)".into(),
         ));
     }
-    let residual = model
+    let residual: Vec<Option<Bottleneck>> = model
         .residual_sites()
         .map(|site| {
             let Some(bn) = config.bottleneck_at(site.location()) else {
@@ -81,6 +94,7 @@ pub(crate) fn build_modules<M: AdapterHost>(
             Bottleneck::new(&bn, hidden, site.location().layer, &device).map(Some)
         })
         .collect::<Result<_>>()?;
+    let shared_phm = build_shared_phm(model, config, &residual, seed, &device)?;
     let vera = vera_projections(model, config, seed, &device);
     let linear = model
         .linear_sites()
@@ -97,6 +111,9 @@ pub(crate) fn build_modules<M: AdapterHost>(
             };
             let (d_input, d_output) = site.dims();
             match site.location().position {
+                position if lora.scales_input_at(position, model.ffn_down_position()) => {
+                    LoRA::new_scaling_input(&lora, d_input, &device)
+                }
                 LinearPosition::QueryKeyValue => {
                     let blocks = OutputBlocks::new(lora.fused_blocks().to_vec());
                     LoRA::new_in_blocks(&lora, d_input, d_output, blocks, &device)
@@ -107,8 +124,19 @@ pub(crate) fn build_modules<M: AdapterHost>(
                 Some(projections) => module.with_vera(&lora, projections, [d_input, d_output]),
                 None => module,
             })
+            .and_then(|module| match lora.init_weights.changes_base() {
+                true => module.with_base_init(&lora, site.unmerged_weight()),
+                false => Ok(module),
+            })
             .map(|module| match lora.use_dora {
-                true => Some(module.with_magnitude(site.unmerged_weight())),
+                // PiSSA/OLoRA: the norm of the residual plus the start, the original weight's.
+                true => {
+                    let weight = match &module.initial {
+                        Some(initial) => initial.residual(site.unmerged_weight()),
+                        None => site.unmerged_weight(),
+                    };
+                    Some(module.with_magnitude(weight))
+                }
                 false => Some(module),
             })
         })
@@ -128,12 +156,67 @@ pub(crate) fn build_modules<M: AdapterHost>(
     let invertible = build_invertible(model, config, seed, &device)?;
     Ok(AdapterModules {
         residual,
+        shared_phm,
         linear,
         prefix,
         prompt,
         invertible,
         reft,
     })
+}
+
+/// What the PHM layers of `config`'s Compacter part share across layers (`shared_phm_rule`,
+/// `shared_W_phm`), for the width of its layers' adapters in `residual` (built for
+/// [`AdapterHost::residual_sites`]).
+fn build_shared_phm<M: AdapterHost>(
+    model: &M,
+    config: &AdapterConfig,
+    residual: &[Option<Bottleneck>],
+    seed: Option<u64>,
+    device: &Device,
+) -> Result<Option<SharedPhm>> {
+    let mut sharing = config
+        .parts()
+        .iter()
+        .filter_map(|part| part.bottleneck())
+        .filter(|bn| bn.phm_layer && (bn.shared_phm_rule || bn.shared_w_phm));
+    let Some(bn) = sharing.next() else {
+        return Ok(None);
+    };
+    if sharing.next().is_some() {
+        return Err(Error::Unsupported(
+            "a union with two Compacter parts that share PHM parameters across layers \
+             (AdapterHub keeps one set per adapter); set shared_phm_rule and shared_W_phm to false \
+             in one of them"
+                .into(),
+        ));
+    }
+    if model.shared_parameters().is_none() {
+        return Err(Error::Unsupported(
+            "Compacter parameters shared across layers (`shared_phm_rule`, `shared_W_phm`) on a \
+             host without shared parameters (see `AdapterHost::shared_parameters`)"
+                .into(),
+        ));
+    }
+    // The widths of the adapters built for the part's layers (each checked against `phm_dim`).
+    let mut widths = model
+        .residual_sites()
+        .zip(residual)
+        .filter(|(site, _)| bn.places_at(site.location()))
+        .filter_map(|(_, adapter)| adapter.as_ref().map(Bottleneck::bottleneck_size));
+    let Some(bottleneck) = widths.next() else {
+        return Ok(None);
+    };
+    if bn.shared_w_phm && widths.any(|width| width != bottleneck) {
+        return Err(Error::invalid(
+            "reduction_factor",
+            format!("{:?}", bn.reduction_factor),
+            "weights shared across layers (shared_W_phm) need one bottleneck width in every layer",
+        ));
+    }
+    let mut rng = InitRng::new(seed.or(bn.init_weights_seed), device);
+    let dims = [model.hidden_size(), bottleneck];
+    Ok(Some(SharedPhm::new(bn, dims, &mut rng, device)))
 }
 
 /// A VeRA config's shared matrices, drawn for the largest layer it wraps.
@@ -152,10 +235,7 @@ fn vera_projections<M: AdapterHost>(
             max_output = max_output.max(d_output);
         }
     }
-    let mut rng = match seed.or(lora.init_weights_seed) {
-        Some(seed) => InitRng::seeded(seed),
-        None => InitRng::from_device(device),
-    };
+    let mut rng = InitRng::new(seed.or(lora.init_weights_seed), device);
     let dims = [max_input, max_output];
     Some(VeraProjections::draw(lora, dims, &mut rng, device))
 }
@@ -315,6 +395,9 @@ pub(crate) fn install<M: AdapterHost>(
             site.insert_adapter(name, match_autodiff(adapter, autodiff));
         }
     }
+    if let (Some(phm), Some(shared)) = (modules.shared_phm, model.shared_parameters_mut()) {
+        shared.insert_phm(name, match_autodiff(phm, autodiff));
+    }
     for (site, lora) in model.linear_sites_mut().zip(modules.linear) {
         if let Some(lora) = lora {
             site.insert_lora(name, match_autodiff(lora, autodiff));
@@ -355,6 +438,9 @@ pub(crate) fn install<M: AdapterHost>(
 pub(crate) fn remove<M: AdapterHost>(model: &mut M, name: &str) {
     for site in model.residual_sites_mut() {
         site.remove_adapter(name);
+    }
+    if let Some(shared) = model.shared_parameters_mut() {
+        shared.remove(name);
     }
     for site in model.linear_sites_mut() {
         site.remove_lora(name);

@@ -40,6 +40,9 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
                 |key, fusion| trainable(fusion, plan.fusions.contains(key)),
             );
         }
+        if let Some(shared) = model.shared_parameters_mut() {
+            shared.map_phm(|name, phm| trainable(phm, named(name)));
+        }
         for site in model.linear_sites_mut() {
             site.map_loras(|name, lora| trainable(lora, named(name)));
             // Shared MTL-LoRA factors train with any adapter that shares them.
@@ -76,6 +79,9 @@ pub(crate) fn apply<M: AdapterHost>(model: &mut M, plan: Trainability) {
             |_, adapter| adapter.with_fixed_parameters(),
             |_, fusion| fusion,
         );
+    }
+    if let Some(shared) = model.shared_parameters_mut() {
+        shared.map_phm(|_, phm| phm.with_fixed_rule());
     }
     model.registry_mut().trainable = plan;
 }

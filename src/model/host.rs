@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
-    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    NamedModules, PrefixPool, ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 
 /// A transformer that carries adapter sites.
@@ -18,7 +18,9 @@ use crate::sites::{
 /// API (`add_adapter`, `train_adapter`, `set_active_adapters`, `save_adapter`, ...). A host:
 /// - holds one [`ResidualSite`] per residual block it wants adapted, each created with its
 ///   [`SiteLocation`] and called in place of `layer_norm(hidden + residual)`, and lists them in
-///   [`AdapterHost::residual_sites`];
+///   [`AdapterHost::residual_sites`]; it passes them its [`SharedParameters`] (or an empty set),
+///   and holding them (see [`AdapterHost::shared_parameters`]) makes Compacter's shared PHM
+///   rule available;
 /// - optionally wraps its attention and feed-forward projections in [`LinearSite`]s (drop-ins
 ///   for burn's `Linear`) and lists them in [`AdapterHost::linear_sites`], which makes LoRA and
 ///   IA3 available;
@@ -69,6 +71,17 @@ pub trait AdapterHost: Module + Sized {
 
     /// The prefix pool, mutably.
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
+        None
+    }
+
+    /// What adapters share across layers (Compacter's shared PHM rule), for hosts that hand it
+    /// to their residual sites' forwards.
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        None
+    }
+
+    /// The shared parameters, mutably.
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
         None
     }
 
@@ -202,6 +215,14 @@ pub trait AdapterHost: Module + Sized {
     /// default: the base model's attribute).
     fn embedding_site_path(&self) -> String {
         "prompt_tuning".into()
+    }
+
+    /// The position of the feed-forward projection back to the hidden width (`output_lora`'s
+    /// by default; AdapterHub's Llama puts `down_proj` at `intermediate_lora`'s): with
+    /// [`LoRAConfig::ia3_input_scaling`](crate::config::LoRAConfig::ia3_input_scaling), IA3
+    /// scales its input there.
+    fn ffn_down_position(&self) -> LinearPosition {
+        LinearPosition::Output
     }
 
     /// Where the parameters an adapter shares across layers (VeRA's random matrices) sit in the

@@ -1,5 +1,5 @@
-//! Hugging Face PEFT's LoRA files on a host: the placement read off which linear sites the
-//! file's keys name, and back.
+//! Hugging Face PEFT's LoRA, VeRA and IA3 files on a host: the placement read off which linear
+//! sites the file's keys name, and back.
 //!
 //! A PEFT LoRA is accepted when its placement is one AdapterHub's `LoRAConfig` can express (the
 //! same projections in every layer that is not left out). PEFT's scaling is `lora_alpha / r`
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::build::{build_modules, device_of, install};
 use super::transfer::{Filler, collect};
-use super::vera::{VeraLayout, read_vera, vera_aware, vera_sites, write_vera};
+use super::vera::{VeraLayout, read_vera, vera_sites, write_vera};
 use super::{AdapterHost, AdapterModel};
 use crate::config::{
     AdapterConfig, AttnMatrix, CompositionMode, LinearLocation, LinearPosition, LoRAConfig,
@@ -19,11 +19,27 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::io::WeightsFile;
-use crate::io::keys::{PEFT_MAGNITUDE, peft_name, wrapped_module};
+use crate::io::keys::{
+    PEFT_IA3, PEFT_MAGNITUDE, ReferenceName, peft_ia3_name, peft_name, wrapped_module,
+};
 use crate::io::peft::{PeftRecord, PeftSettings, SavedPeft, read_peft, write_peft};
 use crate::io::tensors::TensorMap;
 use crate::methods::LoRA;
 use crate::names::validate_name;
+
+/// PEFT's names of `module`'s parameters; when `saving`, VeRA's shared matrices are written
+/// once, as the model's (see `vera_aware`), while reading gives each module its slice under its
+/// own names.
+fn peft_naming(module: &LoRA, saving: bool) -> impl Fn(&str) -> Option<ReferenceName> + use<> {
+    let ia3 = module.composition_mode() == CompositionMode::Scale;
+    let scales_input = module.scales_input;
+    let vera = saving && module.vera.is_some();
+    move |path: &str| match path {
+        _ if ia3 => peft_ia3_name(path, scales_input),
+        "lora_a" | "lora_b" if vera => Some(ReferenceName::nowhere()),
+        _ => peft_name(path),
+    }
+}
 
 /// The module a linear site wraps, in the host's transformers naming.
 fn module_path<M: AdapterHost>(model: &M, location: LinearLocation) -> String {
@@ -66,8 +82,11 @@ pub(crate) fn load<M: AdapterModel>(model: &mut M, dir: &Path, name: &str) -> Re
         .zip(model.linear_sites())
         .map(|(lora, site)| {
             let prefix = module_path(model, site.location());
-            lora.map(|lora| filler.fill(lora, prefix, &peft_name))
-                .transpose()
+            lora.map(|lora| {
+                let naming = peft_naming(&lora, false);
+                filler.fill(lora, prefix, &naming)
+            })
+            .transpose()
         })
         .collect::<Result<_>>()?;
     filler.finish()?;
@@ -98,7 +117,12 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         rslora,
         dora,
         vera_d_initial,
+        ia3,
     } = saved.settings;
+    let feedforward = match ia3 {
+        true => input_scaled_sites(model, &saved.weights)?,
+        false => BTreeSet::new(),
+    };
     let config = LoRAConfig {
         selfattn_lora: !attn_matrices.is_empty(),
         intermediate_lora: has(LinearPosition::Intermediate),
@@ -117,11 +141,16 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         } else {
             attn_matrices
         },
-        composition_mode: CompositionMode::Add,
-        init_weights: match vera_d_initial {
-            Some(_) => LoRAInit::Vera,
-            None => LoRAInit::Lora,
+        composition_mode: match ia3 {
+            true => CompositionMode::Scale,
+            false => CompositionMode::Add,
         },
+        init_weights: match (vera_d_initial, ia3) {
+            (Some(_), _) => LoRAInit::Vera,
+            (None, true) => LoRAInit::Ia3,
+            (None, false) => LoRAInit::Lora,
+        },
+        ia3_input_scaling: !feedforward.is_empty(),
         // PEFT's `b` starts at zeros
         vera_d: vera_d_initial,
         vera_b: vera_d_initial.map(|_| 0.0),
@@ -132,6 +161,16 @@ fn derive_config<M: AdapterHost>(model: &M, saved: &SavedPeft) -> Result<LoRACon
         .map(|site| site.location())
         .filter(|location| config.places_at(*location));
     for location in placed {
+        let scales_input = config.scales_input_at(location.position, model.ffn_down_position());
+        if scales_input != feedforward.contains(&location) {
+            return Err(Error::Unsupported(format!(
+                "PEFT IA3 that scales the input of `{}` but not that of every wrapped projection \
+                 back to the hidden width, or the input of another projection ({}): IA3 here \
+                 scales the inputs of the attention and feed-forward output projections only",
+                module_path(model, location),
+                saved.weights.path.display(),
+            )));
+        }
         if !wrapped.contains(&location) {
             return Err(Error::Unsupported(format!(
                 "PEFT LoRA that wraps a projection in some layers but not in others ({}: no \
@@ -161,6 +200,7 @@ fn wrapped_sites<M: AdapterHost>(
             ".lora_B.weight",
             ".vera_lambda_d",
             ".vera_lambda_b",
+            ".ia3_l",
         ]
         .iter()
         .find_map(|suffix| key.strip_suffix(suffix))
@@ -184,6 +224,38 @@ fn wrapped_sites<M: AdapterHost>(
     Ok(wrapped)
 }
 
+/// The wrapped sites whose IA3 vector in `file` is `[1, d_input]` (PEFT's
+/// `feedforward_modules`, which scale their input) rather than `[d_output, 1]`.
+fn input_scaled_sites<M: AdapterHost>(
+    model: &M,
+    file: &WeightsFile,
+) -> Result<BTreeSet<LinearLocation>> {
+    let mut scaled = BTreeSet::new();
+    for site in model.linear_sites() {
+        let key = format!("{}.{PEFT_IA3}", module_path(model, site.location()));
+        let Some(tensor) = file.tensors.get(&key) else {
+            continue;
+        };
+        let (d_input, d_output) = site.dims();
+        match tensor.shape.as_slice() {
+            [d, 1] if *d == d_output => {}
+            [1, d] if *d == d_input => {
+                scaled.insert(site.location());
+            }
+            other => {
+                return Err(Error::format(
+                    &file.path,
+                    format!(
+                        "`{key}` is {other:?}; IA3 on a {d_input} → {d_output} projection is \
+                         [{d_output}, 1], or [1, {d_input}] when it scales the input"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(scaled)
+}
+
 /// Writes LoRA adapter `name` of `model` as a PEFT LoRA into `dir`.
 pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<()> {
     let config = model
@@ -197,9 +269,7 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             "PEFT's LoRA format holds plain LoRA adapters only",
         ));
     };
-    if lora.composition_mode != CompositionMode::Add {
-        return Err(unsupported("IA3 is a different PEFT type"));
-    }
+    let lora = &lora.as_saved();
     if lora.use_gating {
         return Err(unsupported("PEFT has no gated LoRA"));
     }
@@ -211,6 +281,7 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
     }
     let mut tensors = TensorMap::new();
     let mut targets = Vec::new();
+    let mut feedforward = Vec::new();
     for site in model.linear_sites() {
         if let Some(module) = site.loras().get(name) {
             if module.blocks.is_some() {
@@ -222,11 +293,14 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             }
             let path = module_path(model, site.location());
             collect(
-                module,
+                module.as_saved().as_ref(),
                 path.clone(),
-                &vera_aware(module, peft_name),
+                &peft_naming(module, true),
                 &mut tensors,
             );
+            if module.scales_input {
+                feedforward.push(path.clone());
+            }
             targets.push(path);
         }
     }
@@ -240,6 +314,16 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             }
         }
     }
+    let ia3 = lora.composition_mode == CompositionMode::Scale;
+    if ia3 {
+        // PEFT's IA3 has no alpha: `l` carries it.
+        let alpha = lora.alpha as f32;
+        for (key, tensor) in tensors.iter_mut() {
+            if key.ends_with(&format!(".{PEFT_IA3}")) {
+                tensor.values.iter_mut().for_each(|v| *v *= alpha);
+            }
+        }
+    }
     let record = PeftRecord {
         settings: PeftSettings {
             r: lora.r,
@@ -248,9 +332,11 @@ pub(crate) fn save<M: AdapterHost>(model: &M, dir: &Path, name: &str) -> Result<
             rslora: lora.use_rslora,
             dora: lora.use_dora,
             vera_d_initial: lora.is_vera().then(|| lora.vera_d.unwrap_or(0.1)),
+            ia3,
         },
         fan_in_fan_out: model.fan_in_fan_out(),
         targets,
+        feedforward,
         info: model.model_info(),
         tensors,
     };

@@ -8,7 +8,7 @@ use super::build::{AdapterModules, PrefixModules, build_modules, device_of, inst
 use super::transfer::{Filler, collect};
 use super::vera::{VeraLayout, read_vera, vera_aware, vera_sites, write_vera};
 use super::{AdapterHost, AdapterModel};
-use crate::config::{AdapterConfig, AttnMatrix, LinearPosition, LoRAConfig};
+use crate::config::{AdapterConfig, AttnMatrix, LinearPosition, LoRAConfig, LoRAInit};
 use crate::error::{Error, Result};
 use crate::heads::PredictionHead;
 use crate::io::adapterhub::{
@@ -17,7 +17,7 @@ use crate::io::adapterhub::{
 use crate::io::in_file;
 use crate::io::keys::{
     SELF_PREFIX, bottleneck_name, head_name, invertible_name, lora_name, prefix_gate_name,
-    prefix_name, prompt_name, reft_name, shared_factor_name, wrapped_module,
+    prefix_name, prompt_name, reft_name, shared_factor_name, shared_phm_name, wrapped_module,
 };
 use crate::io::tensors::TensorMap;
 use crate::names::validate_name;
@@ -29,7 +29,7 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
         .config(name)
         .ok_or_else(|| Error::UnknownAdapter(name.to_string()))?;
     check_adapterhub_form(model, config, name)?;
-    let config = &rslora_folded(config);
+    let config = &adapterhub_form(config);
     let head = model.heads().and_then(|heads| heads.get(name));
     let record = AdapterRecord {
         name,
@@ -47,13 +47,27 @@ pub(crate) fn save_adapter<M: AdapterHost>(model: &M, dir: &Path, name: &str) ->
 
 /// `config` as AdapterHub 1.3.0 can read it: it has no rsLoRA, so an rsLoRA's scaling
 /// `alpha / √r` is written as `alpha' / r` with `alpha' = alpha·√r`.
-fn rslora_folded(config: &AdapterConfig) -> AdapterConfig {
+///
+/// PiSSA and OLoRA are written as the plain LoRA they convert to ([`LoRAConfig::as_saved`]), and
+/// PEFT's Gaussian start, which AdapterHub does not know, as its `"lora"` (the start does not
+/// matter to a saved adapter).
+fn adapterhub_form(config: &AdapterConfig) -> AdapterConfig {
     let fold = |part: &AdapterConfig| match part {
-        AdapterConfig::Lora(lora) if lora.use_rslora => AdapterConfig::Lora(LoRAConfig {
-            alpha: lora.alpha * (lora.r as f64).sqrt(),
-            use_rslora: false,
-            ..lora.clone()
-        }),
+        AdapterConfig::Lora(lora) => {
+            let lora = lora.as_saved();
+            AdapterConfig::Lora(LoRAConfig {
+                alpha: match lora.use_rslora {
+                    true => lora.alpha * (lora.r as f64).sqrt(),
+                    false => lora.alpha,
+                },
+                use_rslora: false,
+                init_weights: match lora.init_weights {
+                    LoRAInit::Gaussian => LoRAInit::Lora,
+                    init => init,
+                },
+                ..lora
+            })
+        }
         other => other.clone(),
     };
     match config {
@@ -70,6 +84,14 @@ fn check_adapterhub_form<M: AdapterHost>(
     config: &AdapterConfig,
     name: &str,
 ) -> Result<()> {
+    if let Some(lora) = config.lora()
+        && lora.ia3_input_scaling
+    {
+        return Err(Error::Unsupported(format!(
+            "saving `{name}` in AdapterHub's format: AdapterHub 1.3.0's IA3 scales outputs only \
+             (`ia3_input_scaling`); save it with save_peft_adapter"
+        )));
+    }
     if let Some(lora) = config.lora()
         && (lora.attn_matrices.contains(&AttnMatrix::O) || lora.gate_lora)
     {
@@ -109,6 +131,17 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
             collect(adapter, prefix, &naming, &mut tensors);
         }
     }
+    if let Some(phm) = model
+        .shared_parameters()
+        .and_then(|shared| shared.phm().get(name))
+    {
+        collect(
+            phm,
+            shared_path(model, name),
+            &shared_phm_name,
+            &mut tensors,
+        );
+    }
     for site in model.linear_sites() {
         if let Some(lora) = site.loras().get(name) {
             let prefix = format!("{}.{name}", model.linear_site_path(site.location()));
@@ -117,7 +150,12 @@ fn adapter_tensors<M: AdapterHost>(model: &M, name: &str) -> TensorMap {
             if let Some(shared) = site.shared_of(lora) {
                 collect(shared, prefix.clone(), &shared_factor_name, &mut tensors);
             }
-            collect(lora, prefix, &vera_aware(lora, lora_name), &mut tensors);
+            collect(
+                lora.as_saved().as_ref(),
+                prefix,
+                &vera_aware(lora, lora_name),
+                &mut tensors,
+            );
         }
     }
     let layout = VeraLayout::adapterhub(model, name);
@@ -175,6 +213,11 @@ fn reft_path<M: AdapterHost>(model: &M, layer: usize, name: &str) -> String {
 /// Where adapter `name`'s prompt sits.
 fn prompt_path<M: AdapterHost>(model: &M, name: &str) -> String {
     format!("{}.prompt_tunings.{name}", model.embedding_site_path())
+}
+
+/// Where adapter `name`'s shared parameters sit.
+fn shared_path<M: AdapterHost>(model: &M, name: &str) -> String {
+    format!("{}.{name}", model.shared_parameters_path())
 }
 
 /// Where adapter `name`'s invertible adapter sits.
@@ -235,6 +278,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
     // The initial values are overwritten; a fixed seed avoids drawing from the device.
     let AdapterModules {
         residual,
+        shared_phm,
         linear,
         prefix,
         prompt,
@@ -263,6 +307,9 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
             filler.fill(adapter, prefix, &naming).map(Some)
         })
         .collect::<Result<_>>()?;
+    let shared_phm = shared_phm
+        .map(|phm| filler.fill(phm, shared_path(model, saved_name), &shared_phm_name))
+        .transpose()?;
     let linear = linear
         .into_iter()
         .zip(model.linear_sites())
@@ -293,6 +340,7 @@ fn adapter_modules<M: AdapterHost>(model: &M, saved: &SavedAdapter) -> Result<Ad
     filler.finish()?;
     Ok(AdapterModules {
         residual,
+        shared_phm,
         linear,
         prefix,
         prompt,

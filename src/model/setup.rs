@@ -17,7 +17,8 @@ pub(crate) fn check<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<
     check_fusions(model, setup)?;
     check_prefix_blocks(model, setup)?;
     check_prompts(model, setup)?;
-    check_lora_stacks(model, setup)
+    check_lora_stacks(model, setup)?;
+    check_input_scaling(model, setup)
 }
 
 /// Prompts and ReFT interventions act on the whole batch: they run only as the setup's first
@@ -114,6 +115,33 @@ fn check_lora_stacks<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result
         .children()
         .iter()
         .try_for_each(|child| check_lora_stacks(model, child))
+}
+
+/// IA3 modules that scale a projection's input combine (`Stack`, `Average`) only with each
+/// other there: the others act on its output.
+fn check_input_scaling<M: AdapterModel>(model: &M, setup: &AdapterSetup) -> Result<()> {
+    if matches!(setup, AdapterSetup::Stack(_) | AdapterSetup::Average { .. }) {
+        let names = setup.names();
+        for site in model.linear_sites() {
+            let running: Vec<&str> = names.iter().copied().filter(|n| runs_at(site, n)).collect();
+            let scales_input =
+                |name: &&str| site.loras().get(*name).is_some_and(|l| l.scales_input);
+            if let (Some(input), Some(other)) = (
+                running.iter().find(|n| scales_input(n)),
+                running.iter().find(|n| !scales_input(n)),
+            ) {
+                return Err(Error::InvalidSetup(format!(
+                    "`{setup}`: IA3 `{input}` scales the input of {}, which `{other}` cannot be \
+                     combined with there",
+                    site.location()
+                )));
+            }
+        }
+    }
+    setup
+        .children()
+        .iter()
+        .try_for_each(|child| check_input_scaling(model, child))
 }
 
 /// Whether adapter `name` has an unmerged module at `site`.

@@ -66,6 +66,10 @@ fn own_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .filter_map(|site| site.adapters().get(name))
         .map(Module::num_params)
         .sum();
+    let shared = model
+        .shared_parameters()
+        .and_then(|shared| shared.phm().get(name))
+        .map_or(0, Module::num_params);
     let linear: usize = model
         .linear_sites()
         .filter_map(|site| site.loras().get(name))
@@ -93,7 +97,7 @@ fn own_params<M: AdapterHost>(model: &M, name: &str) -> usize {
         .filter_map(|site| site.refts().get(name))
         .map(reft_params)
         .sum();
-    residual + linear + gates + prefix + prompt + invertible + reft
+    residual + shared + linear + gates + prefix + prompt + invertible + reft
 }
 
 /// A ReFT module's parameters as AdapterHub counts them: an orthogonal projection's `base`

@@ -3,13 +3,16 @@
 //! projection (LoRA, IA3); an [`AttentionSite`] takes key/value prefixes in an attention layer,
 //! from the model's [`PrefixPool`] (prefix tuning); the [`EmbeddingSite`] adds a prompt to the
 //! embedded input (prompt tuning); a [`HiddenStateSite`] intervenes on a layer's output at
-//! chosen positions (ReFT).
+//! chosen positions (ReFT). What an adapter shares across layers (Compacter's PHM rule) sits once
+//! in the model's [`SharedParameters`].
 
 /// `Module` and `ModuleDisplay` for a site whose parameters all sit in one keyed container field:
 /// the container is visited in the site's place, so its entries appear under the site's own
 /// field name in the host (`prefix_tuning.<name>...`).
 macro_rules! container_site_module {
     ($site:ty, $field:ident) => {
+        // A site with the container as its only field names every field in these updates.
+        #[allow(clippy::needless_update)]
         impl burn::module::Module for $site {
             fn collect_devices(&self, devices: burn::module::Devices) -> burn::module::Devices {
                 self.$field.collect_devices(devices)
@@ -80,6 +83,7 @@ mod named;
 mod prefix;
 mod residual;
 mod rows;
+mod shared;
 
 pub use crate::config::{LinearLocation, LinearPosition, SiteLocation, SitePosition};
 pub use attention::{AttentionSite, PrefixedKeyValues};
@@ -90,3 +94,4 @@ pub(crate) use named::NAMED_MODULES;
 pub use named::NamedModules;
 pub use prefix::{PrefixPool, PrefixStates};
 pub use residual::ResidualSite;
+pub use shared::SharedParameters;

@@ -10,7 +10,9 @@ use crate::backend::is_flex;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::input_checks::masked_score;
-use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{
+    AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite, SharedParameters,
+};
 
 /// Word, position and token-type embeddings.
 #[derive(Module, Debug)]
@@ -136,8 +138,8 @@ impl Padding {
 /// Output projection of the attention block, with its residual site.
 #[derive(Module, Debug)]
 pub struct BertSelfOutput {
-    /// Output projection.
-    pub dense: Linear,
+    /// Output projection (a LoRA site: PEFT's `attention.output.dense`).
+    pub dense: LinearSite,
     /// The block's LayerNorm.
     pub layer_norm: LayerNorm,
     /// Dropout on the projection.
@@ -197,6 +199,7 @@ impl BertLayer {
         x: Tensor<3>,
         padding: Option<&Padding>,
         prefixes: &PrefixStates,
+        shared: &SharedParameters,
     ) -> Tensor<3> {
         let attn = &self.attention.output;
         let context = self
@@ -204,14 +207,14 @@ impl BertLayer {
             .self_attention
             .forward(x.clone(), padding, prefixes);
         let h = dropout(&attn.dropout, attn.dense.forward(context));
-        let x = attn.adapters.forward(h, x, Some(&attn.layer_norm));
+        let x = attn.adapters.forward(h, x, Some(&attn.layer_norm), shared);
         let inner = self
             .intermediate
             .activation
             .forward(self.intermediate.dense.forward(x.clone()));
         let out = &self.output;
         let h = dropout(&out.dropout, out.dense.forward(inner));
-        out.adapters.forward(h, x, Some(&out.layer_norm))
+        out.adapters.forward(h, x, Some(&out.layer_norm), shared)
     }
 }
 

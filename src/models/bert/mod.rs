@@ -21,7 +21,8 @@ use crate::heads::{HeadConfig, PredictionHead};
 use crate::model::{AdapterHost, AdapterRegistry, ModelInfo};
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, InterventionPositions, LinearLocation,
-    LinearPosition, LinearSite, NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    LinearPosition, LinearSite, NamedModules, PrefixPool, ResidualSite, SharedParameters,
+    SiteLocation, SitePosition,
 };
 use layers::Padding;
 
@@ -42,6 +43,8 @@ pub struct BertModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// What adapters share across layers (Compacter's PHM rules).
+    pub shared_parameters: SharedParameters,
     /// The prompts and invertible adapters on the embeddings' output.
     pub embedding_site: EmbeddingSite,
     #[module(skip)]
@@ -78,7 +81,7 @@ impl BertModel {
                             prefix_tuning: AttentionSite::new(i),
                         },
                         output: BertSelfOutput {
-                            dense: linear(h, h),
+                            dense: site(h, h, LinearPosition::AttentionOutput),
                             layer_norm: norm(),
                             dropout: dropout(config.hidden_dropout_prob),
                             adapters: ResidualSite::new(SiteLocation {
@@ -122,6 +125,7 @@ impl BertModel {
                 config.num_attention_heads,
                 h / config.num_attention_heads,
             ),
+            shared_parameters: SharedParameters::new(),
             embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),
@@ -290,7 +294,7 @@ impl BertModel {
         let padding = mask.and_then(|mask| Padding::new(mask, x.dtype()));
         let prefixes = self.prefix_tuning.states(batch);
         for layer in &self.encoder.layer {
-            x = layer.forward(x, padding.as_ref(), &prefixes);
+            x = layer.forward(x, padding.as_ref(), &prefixes, &self.shared_parameters);
             if let Some(positions) = &positions {
                 x = layer.reft_layer.forward(x, positions);
             }
@@ -357,6 +361,7 @@ impl AdapterHost for BertModel {
                 &attention.query,
                 &attention.key,
                 &attention.value,
+                &layer.attention.output.dense,
                 &layer.intermediate.dense,
                 &layer.output.dense,
             ]
@@ -370,6 +375,7 @@ impl AdapterHost for BertModel {
                 &mut attention.query,
                 &mut attention.key,
                 &mut attention.value,
+                &mut layer.attention.output.dense,
                 &mut layer.intermediate.dense,
                 &mut layer.output.dense,
             ]
@@ -401,6 +407,14 @@ impl AdapterHost for BertModel {
 
     fn word_embeddings(&self) -> Option<Tensor<2>> {
         Some(self.embeddings.word_embeddings.weight.val())
+    }
+
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        Some(&self.shared_parameters)
+    }
+
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
+        Some(&mut self.shared_parameters)
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

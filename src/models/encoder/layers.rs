@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Tensor};
 use crate::methods::dropout;
 use crate::sites::{
     AttentionSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite, PrefixStates,
-    ResidualSite, SiteLocation, SitePosition,
+    ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 
 /// burn's [`MultiHeadAttention`] with its query, key and value projections as LoRA sites.
@@ -234,6 +234,7 @@ impl AdapterEncoderLayer {
         mask_pad: Option<Tensor<2, Bool>>,
         mask_attn: Option<Tensor<3, Bool>>,
         prefixes: &PrefixStates,
+        shared: &SharedParameters,
     ) -> Tensor<3> {
         // Post-norm: the sites apply the block's LayerNorm themselves (norm_1 after attention,
         // norm_2 after the FFN). Pre-norm: the LayerNorm comes first and the block ends in a sum.
@@ -247,9 +248,12 @@ impl AdapterEncoderLayer {
             self.mha
                 .forward(attention_input, mask_pad, mask_attn, prefixes),
         );
-        let x = self
-            .attention_adapters
-            .forward(h, x, (!self.norm_first).then_some(&self.norm_1));
+        let x = self.attention_adapters.forward(
+            h,
+            x,
+            (!self.norm_first).then_some(&self.norm_1),
+            shared,
+        );
 
         let ffn_input = if self.norm_first {
             self.norm_1.forward(x.clone())
@@ -258,6 +262,6 @@ impl AdapterEncoderLayer {
         };
         let h = dropout(&self.dropout, self.pwff.forward(ffn_input));
         self.output_adapters
-            .forward(h, x, (!self.norm_first).then_some(&self.norm_2))
+            .forward(h, x, (!self.norm_first).then_some(&self.norm_2), shared)
     }
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::model::{AdapterHost, AdapterRegistry};
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, InterventionPositions, LinearSite, PrefixPool,
-    PromptPlacement, ResidualSite,
+    PromptPlacement, ResidualSite, SharedParameters,
 };
 
 /// The configuration of an [`AdapterTransformerEncoder`]: burn's encoder config, checked before
@@ -132,6 +132,8 @@ pub struct AdapterTransformerEncoder {
     pub quiet_softmax: bool,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// What adapters share across layers (Compacter's PHM rules).
+    pub shared_parameters: SharedParameters,
     /// The invertible adapters and prompts on the input (the embedded sequence).
     pub embedding_site: EmbeddingSite,
     #[module(skip)]
@@ -155,6 +157,7 @@ impl AdapterTransformerEncoder {
             norm_first: encoder.norm_first,
             quiet_softmax: encoder.quiet_softmax,
             prefix_tuning: PrefixPool::new(encoder.n_heads, encoder.d_model / encoder.n_heads),
+            shared_parameters: SharedParameters::new(),
             embedding_site: EmbeddingSite::new(),
             registry: AdapterRegistry::default(),
         }
@@ -228,7 +231,13 @@ impl AdapterTransformerEncoder {
                 InterventionPositions::new(tokens.as_ref(), batch, 0, seq, &x.device())
             });
         let x = self.layers.iter().fold(x, |x, layer| {
-            let x = layer.forward(x, mask_pad.clone(), mask_attn.clone(), &prefixes);
+            let x = layer.forward(
+                x,
+                mask_pad.clone(),
+                mask_attn.clone(),
+                &prefixes,
+                &self.shared_parameters,
+            );
             match &positions {
                 Some(positions) => layer.reft_layer.forward(x, positions),
                 None => x,
@@ -335,6 +344,14 @@ impl AdapterHost for AdapterTransformerEncoder {
 
     fn prefix_pool(&self) -> Option<&PrefixPool> {
         Some(&self.prefix_tuning)
+    }
+
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        Some(&self.shared_parameters)
+    }
+
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
+        Some(&mut self.shared_parameters)
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

@@ -9,7 +9,9 @@ use burn::tensor::{Tensor, activation::softmax};
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::LayerCache;
-use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{
+    AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite, SharedParameters,
+};
 
 /// Causal self-attention with one fused query/key/value projection (`attn`).
 #[derive(Module, Debug)]
@@ -136,11 +138,12 @@ impl Gpt2Block {
         bias: Tensor<4>,
         cache: Option<&mut LayerCache>,
         prefixes: &PrefixStates,
+        shared: &SharedParameters,
     ) -> Tensor<3> {
         let normed = self.ln_1.forward(x.clone());
         let h = self.attn.forward(normed, bias, cache, prefixes);
-        let x = self.attention_adapters.forward(h, x, None);
+        let x = self.attention_adapters.forward(h, x, None, shared);
         let h = self.mlp.forward(self.ln_2.forward(x.clone()));
-        self.output_adapters.forward(h, x, None)
+        self.output_adapters.forward(h, x, None, shared)
     }
 }

@@ -17,7 +17,7 @@ use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
-    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    NamedModules, PrefixPool, ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 
 impl Gpt2Model {
@@ -39,6 +39,7 @@ impl Gpt2Model {
             }),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.n_head, config.head_width()),
+            shared_parameters: SharedParameters::new(),
             embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),

@@ -44,7 +44,7 @@ use crate::models::decoder::{
 };
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
-    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    NamedModules, PrefixPool, ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 
 /// A GPT-2 decoder with a language-model head and adapter sites after each attention and
@@ -71,6 +71,8 @@ pub struct Gpt2Model {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// What adapters share across layers (Compacter's PHM rules).
+    pub shared_parameters: SharedParameters,
     /// The prompts (joined to the token embeddings, before the positions') and invertible
     /// adapters (on the embeddings' output, after their dropout).
     pub embedding_site: EmbeddingSite,
@@ -169,7 +171,13 @@ impl Gpt2Model {
         let prefixes = self.prefix_tuning.states(batch);
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
-            x = block.forward(x, bias.for_window(None), layer_cache, &prefixes);
+            x = block.forward(
+                x,
+                bias.for_window(None),
+                layer_cache,
+                &prefixes,
+                &self.shared_parameters,
+            );
             if let Some(positions) = &positions {
                 x = block.reft_layer.forward(x, positions);
             }
@@ -324,6 +332,14 @@ impl AdapterHost for Gpt2Model {
 
     fn invertible_adapters_path(&self) -> String {
         "transformer.invertible_adapters".into()
+    }
+
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        Some(&self.shared_parameters)
+    }
+
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
+        Some(&mut self.shared_parameters)
     }
 
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {

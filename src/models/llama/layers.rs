@@ -10,7 +10,9 @@ use super::rope::RopeTables;
 use crate::config::Activation;
 use crate::methods::{dropout, dropout_active};
 use crate::models::decoder::{AttentionBias, LayerCache};
-use crate::sites::{AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite};
+use crate::sites::{
+    AttentionSite, HiddenStateSite, LinearSite, PrefixStates, ResidualSite, SharedParameters,
+};
 
 /// Grouped-query self-attention with rotary positions (`self_attn`).
 #[derive(Module, Debug)]
@@ -154,13 +156,14 @@ impl LlamaDecoderLayer {
         bias: &AttentionBias,
         cache: Option<&mut LayerCache>,
         prefixes: &PrefixStates,
+        shared: &SharedParameters,
     ) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
         let h = self.self_attn.forward(normed, rope, bias, cache, prefixes);
-        let x = self.attention_adapters.forward(h, x, None);
+        let x = self.attention_adapters.forward(h, x, None, shared);
         let h = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
-        self.output_adapters.forward(h, x, None)
+        self.output_adapters.forward(h, x, None, shared)
     }
 }

@@ -13,7 +13,7 @@ use crate::model::AdapterRegistry;
 use crate::models::decoder::{load_weights, weight_files};
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
-    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    NamedModules, PrefixPool, ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 
 impl LlamaModel {
@@ -43,6 +43,7 @@ impl LlamaModel {
             ),
             heads: NamedModules::default(),
             prefix_tuning: PrefixPool::new(config.kv_heads(), config.head_width()),
+            shared_parameters: SharedParameters::new(),
             embedding_site: EmbeddingSite::new(),
             config: config.clone(),
             registry: AdapterRegistry::default(),

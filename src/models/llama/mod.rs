@@ -48,7 +48,7 @@ use crate::models::decoder::{
 };
 use crate::sites::{
     AttentionSite, EmbeddingSite, HiddenStateSite, LinearLocation, LinearPosition, LinearSite,
-    NamedModules, PrefixPool, ResidualSite, SiteLocation, SitePosition,
+    NamedModules, PrefixPool, ResidualSite, SharedParameters, SiteLocation, SitePosition,
 };
 use rope::Rope;
 
@@ -72,6 +72,8 @@ pub struct LlamaModel {
     pub heads: NamedModules<PredictionHead>,
     /// The prefix-tuning modules.
     pub prefix_tuning: PrefixPool,
+    /// What adapters share across layers (Compacter's PHM rules).
+    pub shared_parameters: SharedParameters,
     /// The invertible adapters and prompts on the token embeddings.
     pub embedding_site: EmbeddingSite,
     #[module(skip)]
@@ -173,7 +175,14 @@ impl LlamaModel {
         let prefixes = self.prefix_tuning.states(batch);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|cache| &mut cache.layers[i]);
-            x = layer.forward(x, &rope, &bias, layer_cache, &prefixes);
+            x = layer.forward(
+                x,
+                &rope,
+                &bias,
+                layer_cache,
+                &prefixes,
+                &self.shared_parameters,
+            );
             if let Some(positions) = &positions {
                 x = layer.reft_layer.forward(x, positions);
             }
@@ -343,6 +352,14 @@ impl AdapterHost for LlamaModel {
         "model.invertible_adapters".into()
     }
 
+    fn shared_parameters(&self) -> Option<&SharedParameters> {
+        Some(&self.shared_parameters)
+    }
+
+    fn shared_parameters_mut(&mut self) -> Option<&mut SharedParameters> {
+        Some(&mut self.shared_parameters)
+    }
+
     fn prefix_pool_mut(&mut self) -> Option<&mut PrefixPool> {
         Some(&mut self.prefix_tuning)
     }
@@ -405,6 +422,10 @@ impl AdapterHost for LlamaModel {
             SitePosition::Output => "output_adapters",
         };
         format!("model.layers.{}.{block}.adapters", location.layer)
+    }
+
+    fn ffn_down_position(&self) -> LinearPosition {
+        LinearPosition::Intermediate
     }
 
     fn linear_site_path(&self, location: LinearLocation) -> String {

@@ -106,20 +106,39 @@ impl LinearSite {
         self.merged.as_deref()
     }
 
-    /// Stores `lora` under `name`.
+    /// Stores `lora` under `name`; a PiSSA/OLoRA module takes its start out of the weights.
     pub(crate) fn insert_lora(&mut self, name: &str, lora: LoRA) {
+        if lora.initial.is_some() {
+            self.change_unmerged(|linear| lora.take_start_from(linear));
+        }
         self.loras.insert(name.to_string(), lora);
         self.compile();
     }
 
-    /// Removes the module `name` (undoing its merge first), if present here.
+    /// Removes the module `name` (undoing its merge first, and giving a PiSSA/OLoRA module's
+    /// start back to the weights), if present here.
     pub(crate) fn remove_lora(&mut self, name: &str) {
         if self.merged.as_deref() == Some(name) {
             self.reset();
         }
-        if self.loras.remove(name).is_some() {
+        if let Some(lora) = self.loras.remove(name) {
+            if lora.initial.is_some() {
+                self.change_unmerged(|linear| lora.give_start_back(linear));
+            }
             self.drop_unused_shares();
             self.compile();
+        }
+    }
+
+    /// Applies `change` to the wrapped layer without the merged module, which is merged again
+    /// afterwards.
+    fn change_unmerged(&mut self, change: impl FnOnce(Linear) -> Linear) {
+        let merged = self.merged.clone();
+        self.reset();
+        self.linear = change(self.linear.clone());
+        if let Some(name) = merged {
+            // Cannot fail: nothing is merged after the reset, and the module is still here.
+            let _ = self.merge(&name);
         }
     }
 

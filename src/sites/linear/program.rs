@@ -118,15 +118,17 @@ impl Runner<'_> {
             }
             Program::Update(update) => {
                 let (delta, last) = self.delta(update, None, &input);
-                let output = self.linear.forward(input);
-                match (delta, last) {
-                    (Some(delta), Some(last)) => {
-                        let lora = self.loras.at(last);
-                        let shared = super::shared_of(self.shared, lora);
-                        lora.combine_with(output, delta, self.linear, shared)
-                    }
-                    _ => output,
+                let (Some(delta), Some(last)) = (delta, last) else {
+                    return self.linear.forward(input);
+                };
+                let lora = self.loras.at(last);
+                // IA3 on the input: the setup's input-scaling modules only (checked on activation).
+                if lora.scales_input {
+                    return self.linear.forward(input * delta);
                 }
+                let output = self.linear.forward(input);
+                let shared = super::shared_of(self.shared, lora);
+                lora.combine_with(output, delta, self.linear, shared)
             }
         }
     }

@@ -10,8 +10,8 @@ use burn::module::{
 use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
 
-use super::NamedModules;
 use super::rows::run_row_groups;
+use super::{NamedModules, SharedParameters};
 use crate::composition::ActivePlan;
 use crate::config::SiteLocation;
 use crate::methods::{Bottleneck, Fusion, apply_norm};
@@ -138,7 +138,7 @@ impl ResidualSite {
     ///
     /// `hidden` is the sublayer output (after its dense projection and dropout), `residual` the
     /// sublayer input, `layer_norm` the sublayer's own LayerNorm (`None` in pre-norm hosts, where
-    /// the block ends in `hidden + residual`).
+    /// the block ends in `hidden + residual`), `shared` the model's [`SharedParameters`].
     ///
     /// # Shapes
     ///
@@ -149,6 +149,7 @@ impl ResidualSite {
         hidden: Tensor<3>,
         residual: Tensor<3>,
         layer_norm: Option<&LayerNorm>,
+        shared: &SharedParameters,
     ) -> Tensor<3> {
         let (Some(plan), Some(programs)) = (&self.plan, &self.programs) else {
             return apply_norm(layer_norm, hidden + residual);
@@ -159,6 +160,7 @@ impl ResidualSite {
                 fusions: &self.fusions,
             },
             layer_norm,
+            shared,
         };
         let run = |variant: usize, [hidden, residual]: [Tensor<3>; 2]| match &programs[variant] {
             Some(step) => runner.run(step, hidden, residual),

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use crate::composition::AdapterSetup;
 use crate::methods::{Bottleneck, BottleneckInput, Fusion, apply_norm};
 use crate::names::FusionKey;
-use crate::sites::NamedModules;
+use crate::sites::{NamedModules, SharedParameters};
 
 /// A setup resolved at one site: adapters and fusion layers by index; what the site does not
 /// hold is left out.
@@ -143,6 +143,7 @@ struct State {
 pub(super) struct Runner<'a> {
     pub modules: Modules<'a>,
     pub layer_norm: Option<&'a LayerNorm>,
+    pub shared: &'a SharedParameters,
 }
 
 impl Runner<'_> {
@@ -215,8 +216,8 @@ impl Runner<'_> {
 
     /// One adapter on the current state (AdapterHub's `compose_single`).
     fn single(&self, index: usize, state: State) -> State {
-        let adapter = self.adapter(index);
-        let up = adapter.up_projection(&state.hidden);
+        let (name, adapter) = self.modules.adapters.entry(index);
+        let up = adapter.up_projection(&state.hidden, self.shared.phm().get(name));
         let kept = state.keep_up.then(|| up.clone());
         let delta = adapter.gate_and_drop(up, &state.hidden);
         State {
