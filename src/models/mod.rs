@@ -8,4 +8,6 @@ mod export;
 pub mod gpt2;
 mod hf_config;
 mod input_checks;
+#[cfg(feature = "train")]
+mod learner;
 pub mod llama;

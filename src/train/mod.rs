@@ -1,6 +1,7 @@
 //! Training helpers that stay within burn's idioms: burn's AdamW with gradient clipping, a
 //! warmup/decay learning-rate schedule, running metrics for a progress display, and
-//! AdapterDrop.
+//! AdapterDrop. With the `train` feature, [`learner`] trains adapter models on burn-train's
+//! `Learner` instead (its loop, metrics, schedulers, checkpoints and multi-device strategies).
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -42,6 +43,10 @@ use crate::composition::{AdapterSetup, IntoAdapterSetup};
 use crate::error::{Error, Result};
 use crate::model::AdapterModel;
 
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod learner;
+
 /// Hyper-parameters of [`Trainer`].
 #[derive(Config, Debug)]
 pub struct TrainingConfig {
@@ -66,6 +71,18 @@ pub struct TrainingConfig {
     pub max_grad_norm: Option<f32>,
 }
 
+impl TrainingConfig {
+    /// burn's AdamW with this config's weight decay, epsilon and clipping, e.g. for
+    /// burn-train's `Learner` (the learning rate comes from its scheduler).
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay)
+            .with_epsilon(self.epsilon)
+            .with_grad_clipping(self.max_grad_norm.map(GradientClippingConfig::Norm))
+            .init()
+    }
+}
+
 /// Runs optimisation steps with burn's AdamW and the configured schedule.
 pub struct Trainer {
     optim: ModuleOptimizer,
@@ -79,13 +96,8 @@ pub struct Trainer {
 impl Trainer {
     /// A trainer for `total_steps` optimisation steps.
     pub fn new(config: &TrainingConfig, total_steps: usize) -> Self {
-        let optim = AdamWConfig::new()
-            .with_weight_decay(config.weight_decay)
-            .with_epsilon(config.epsilon)
-            .with_grad_clipping(config.max_grad_norm.map(GradientClippingConfig::Norm))
-            .init();
         Self {
-            optim,
+            optim: config.optimizer(),
             peak: config.learning_rate,
             linear_decay: config.linear_decay,
             warmup_steps: (total_steps as f64 * config.warmup_ratio).round() as usize,
