@@ -47,7 +47,8 @@
 //!    hosts.
 //! 10. `model`: the [`AdapterHost`] trait and the [`AdapterModel`] API written once on top of it;
 //!     it builds modules from what `io` reads and installs them in the sites.
-//! 11. `train`: a small training helper on top of burn's optimizers.
+//! 11. `train`: a small training helper on top of burn's optimizers, and (feature `train`) the
+//!     steps, dataset and batcher burn-train's `Learner` trains adapter models with.
 //! 12. `generation`: text generation for any causal language model ([`generation::CausalLm`]).
 //! 13. `models`: reference hosts (BERT, Llama-family and GPT-2 decoders, burn's `TransformerEncoder`).
 

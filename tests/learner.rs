@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::tensor::Device;
+use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{
-    ExecutionStrategy, Learner, LearningResult, MultiDeviceOptim, SupervisedTraining,
-};
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use burn_adapters::heads::HeadConfig;
 use burn_adapters::models::bert::{BertConfig, BertInput, BertModel};
 use burn_adapters::prelude::*;
+use burn_adapters::train::checkpoint::AdapterCheckpointer;
 use burn_adapters::train::learner::{
     AdapterClassifier, ClassificationBatch, ClassificationBatcher, ClassificationDataset,
     ClassificationExample,
@@ -59,24 +59,40 @@ fn loader(data: ClassificationDataset, batch: usize, device: &Device) -> Loader 
         .build(data)
 }
 
-/// One epoch on the Learner, in order, at a constant learning rate.
+/// `epochs` epochs on the Learner, in order, at a constant learning rate.
+fn training(train: Loader, valid: Loader, epochs: usize) -> Training {
+    SupervisedTraining::new(std::env::temp_dir(), train, valid)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+        .with_application_logger(None)
+        .with_metric_logger(InMemoryMetricLogger::default())
+        .num_epochs(epochs)
+}
+
+type Training = SupervisedTraining<AdapterClassifier<BertModel>>;
+
+fn launch(
+    training: Training,
+    classifier: AdapterClassifier<BertModel>,
+) -> AdapterClassifier<BertModel> {
+    let optimizer = TrainingConfig::new().optimizer();
+    let result = training.launch(Learner::new(classifier, optimizer, LEARNING_RATE));
+    assert!(result.error.is_none(), "{:?}", result.error);
+    result.model
+}
+
+/// One epoch on the Learner.
 fn fit(
     classifier: AdapterClassifier<BertModel>,
     train: Loader,
     valid: Loader,
     strategy: Option<ExecutionStrategy>,
-) -> LearningResult<AdapterClassifier<BertModel>> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut training = SupervisedTraining::new(dir.path(), train, valid)
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(AccuracyMetric::new())
-        .with_application_logger(None)
-        .num_epochs(1);
+) -> AdapterClassifier<BertModel> {
+    let mut training = training(train, valid, 1);
     if let Some(strategy) = strategy {
         training = training.with_training_strategy(strategy.into());
     }
-    let optimizer = TrainingConfig::new().optimizer();
-    training.launch(Learner::new(classifier, optimizer, LEARNING_RATE))
+    launch(training, classifier)
 }
 
 fn max_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
@@ -105,8 +121,7 @@ fn learner_trains_the_adapter_and_head_as_the_crate_loop_does() {
         loader(data, 8, &device),
         None,
     );
-    assert!(result.error.is_none(), "{:?}", result.error);
-    let after = snapshot(result.model.model());
+    let after = snapshot(result.model());
 
     assert!(trains.iter().any(|p| p.contains("adapters.task")));
     assert!(trains.iter().any(|p| p.starts_with("heads.task")));
@@ -159,10 +174,8 @@ fn two_devices_train_like_one_on_the_global_batch() {
     let strategy = ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice);
     let parallel = start.clone().with_devices(2).unwrap();
     let multi = fit(parallel, loader(data, 4, &device), valid(), Some(strategy));
-    assert!(multi.error.is_none(), "{:?}", multi.error);
-
-    let single = snapshot(single.model.model());
-    let multi = snapshot(multi.model.model());
+    let single = snapshot(single.model());
+    let multi = snapshot(multi.model());
     assert_ne!(single, snapshot(start.model()));
     // Each device's gradient is halved (`with_devices(2)`) and burn-train sums them: the mean
     // gradient of the global batch, summed in another order.
@@ -236,4 +249,130 @@ fn decoders_pad_on_the_left() {
         .try_to_vec::<i64>()
         .unwrap();
     assert_eq!(labels, [0, 1]);
+}
+
+/// The training data of the checkpoint tests, and their validation loader.
+fn checkpoint_data(classifier: &AdapterClassifier<BertModel>, device: &Device) -> (Loader, Loader) {
+    let data = ClassificationDataset::new(classifier, examples(16, 6)).unwrap();
+    (loader(data.clone(), 8, device), loader(data, 8, device))
+}
+
+/// Trains `epochs` epochs with checkpoints in `dir`, resuming after `resume_from` if given.
+fn checkpointed(
+    start: &AdapterClassifier<BertModel>,
+    dir: &std::path::Path,
+    epochs: usize,
+    resume_from: Option<usize>,
+) -> AdapterClassifier<BertModel> {
+    let device = Device::flex().autodiff();
+    let (train, valid) = checkpoint_data(start, &device);
+    let checkpoints = AdapterCheckpointer::new(start, dir).unwrap();
+    let training = checkpoints
+        .install(training(train, valid, epochs), resume_from)
+        .unwrap();
+    launch(training, start.clone())
+}
+
+#[test]
+fn checkpoint_then_resume_continues_bit_identically() {
+    let device = Device::flex().autodiff();
+    let start = classifier(&device);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let uninterrupted = snapshot(checkpointed(&start, dirs[0].path(), 3, None).model());
+
+    checkpointed(&start, dirs[1].path(), 1, None);
+    let mut files: Vec<String> = std::fs::read_dir(dirs[1].path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["adapter-1", "optim-1.bpk", "scheduler-1.bpk"]);
+    // The adapter and head, as AdapterHub saves them; nothing of the frozen base.
+    let mut model = BertConfig::tiny().init(&device).unwrap();
+    assert_eq!(
+        model
+            .load_adapter(dirs[1].path().join("adapter-1"))
+            .unwrap(),
+        "task"
+    );
+    assert!(model.has_head("task"));
+
+    let resumed = snapshot(checkpointed(&start, dirs[1].path(), 3, Some(1)).model());
+    assert_ne!(resumed, snapshot(start.model()));
+    assert_eq!(
+        max_difference(&resumed, &uninterrupted),
+        0.0,
+        "resumed against uninterrupted"
+    );
+}
+
+#[test]
+fn missing_corrupt_or_foreign_checkpoints_are_refused_before_training() {
+    let device = Device::flex().autodiff();
+    let start = classifier(&device);
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(&start, dir.path(), 1, None);
+    let checkpoints = AdapterCheckpointer::new(&start, dir.path()).unwrap();
+    checkpoints.check_resume(1).unwrap();
+    let error = checkpoints.check_resume(2).unwrap_err().to_string();
+    assert!(error.contains("adapter-2"), "{error}");
+
+    // Another adapter's checkpoint, and the same name with another config.
+    let mut other = start.model().clone();
+    other.add_adapter("other", BnConfig::seq_bn()).unwrap();
+    other
+        .add_head("other", HeadConfig::classification(3))
+        .unwrap();
+    let other = AdapterClassifier::new(other, "other").unwrap();
+    let error = AdapterCheckpointer::new(&other, dir.path())
+        .unwrap()
+        .check_resume(1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("a checkpoint of adapter `task`, not `other`"),
+        "{error}"
+    );
+    let mut lora = classifier(&device).into_model();
+    lora.delete_adapter("task").unwrap();
+    lora.add_adapter("task", AdapterConfig::load("lora").unwrap())
+        .unwrap();
+    let lora = AdapterClassifier::new(lora, "task").unwrap();
+    let error = AdapterCheckpointer::new(&lora, dir.path())
+        .unwrap()
+        .check_resume(1)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("another config"), "{error}");
+
+    // A head without an adapter of its name cannot be checkpointed in AdapterHub's files.
+    let mut headless = start.model().clone();
+    headless
+        .add_head("tags", HeadConfig::classification(2))
+        .unwrap();
+    let headless = AdapterClassifier::new(headless, "tags").unwrap();
+    assert!(AdapterCheckpointer::new(&headless, dir.path()).is_err());
+
+    // Truncated files: the optimiser's moments, then the adapter's weights.
+    let optim = dir.path().join("optim-1.bpk");
+    let bytes = std::fs::read(&optim).unwrap();
+    std::fs::write(&optim, &bytes[..bytes.len() / 2]).unwrap();
+    let error = checkpoints.check_resume(1).unwrap_err().to_string();
+    assert!(error.contains("optim-1.bpk"), "{error}");
+    let (train, valid) = checkpoint_data(&start, &device);
+    let refused = AdapterCheckpointer::new(&start, dir.path())
+        .unwrap()
+        .install(training(train, valid, 2), Some(1));
+    assert!(refused.is_err());
+    std::fs::write(&optim, &bytes).unwrap();
+    checkpoints.check_resume(1).unwrap();
+    let weights = std::fs::read_dir(dir.path().join("adapter-1"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_string_lossy().ends_with("adapter.safetensors"))
+        .unwrap();
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() - 9]).unwrap();
+    let error = checkpoints.check_resume(1).unwrap_err().to_string();
+    assert!(error.contains("adapter.safetensors"), "{error}");
 }

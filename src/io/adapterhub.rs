@@ -114,6 +114,11 @@ pub(crate) fn read_adapter(dir: &Path, with_head: bool) -> Result<SavedAdapter> 
     })
 }
 
+/// The name the adapter in `dir` was saved under.
+pub(crate) fn saved_adapter_name(dir: &Path) -> Result<String> {
+    Ok(read_envelope(&dir.join(CONFIG_FILE))?.name)
+}
+
 /// The adapter config of an envelope. Configs written before versions were recorded meant the
 /// tanh approximation by `"gelu"` (AdapterHub's `ACTIVATION_RENAME`).
 fn adapter_config(envelope: &Envelope) -> Result<AdapterConfig> {

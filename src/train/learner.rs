@@ -308,6 +308,11 @@ impl<M: Classify> AdapterClassifier<M> {
         Ok(self)
     }
 
+    /// The same classifier around `model`.
+    pub(crate) fn with_model(self, model: M) -> Self {
+        Self { model, ..self }
+    }
+
     /// The model.
     pub fn model(&self) -> &M {
         &self.model

@@ -45,6 +45,9 @@ use crate::model::AdapterModel;
 
 #[cfg(feature = "train")]
 #[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod checkpoint;
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod learner;
 
 /// Hyper-parameters of [`Trainer`].
