@@ -376,3 +376,39 @@ fn missing_corrupt_or_foreign_checkpoints_are_refused_before_training() {
     let error = checkpoints.check_resume(1).unwrap_err().to_string();
     assert!(error.contains("adapter.safetensors"), "{error}");
 }
+
+#[test]
+fn gradient_checkpointing_trains_the_same_parameters() {
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let start = classifier(&device);
+    let data = ClassificationDataset::new(&start, examples(16, 7)).unwrap();
+    let plain = launch(
+        training(
+            loader(data.clone(), 8, &device),
+            loader(data.clone(), 8, &device),
+            1,
+        ),
+        start.clone(),
+    );
+    // burn-train forks the model to its checkpointing device, but a fork keeps a frozen
+    // parameter's strategy: the model must be built on that device.
+    let checkpointing = device.clone().gradient_checkpointing();
+    checkpointing.seed(11);
+    let copy = classifier(&checkpointing);
+    assert_eq!(snapshot(copy.model()), snapshot(start.model()));
+    let checkpointed = launch(
+        training(
+            loader(data.clone(), 8, &checkpointing),
+            loader(data, 8, &checkpointing),
+            1,
+        )
+        .gradient_checkpointing(),
+        copy,
+    );
+    let plain = snapshot(plain.model());
+    assert_ne!(plain, snapshot(start.model()));
+    let difference = max_difference(&plain, &snapshot(checkpointed.model()));
+    eprintln!("checkpointed against plain: max |Δ| {difference:e}");
+    assert_eq!(difference, 0.0, "checkpointed against plain");
+}

@@ -59,6 +59,7 @@ fn pipeline_learns_and_reloads_identically() {
         &test,
         6,
         16,
+        0,
         &config,
         &device,
         |_, _| {},

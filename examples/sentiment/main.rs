@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options: `--model-dir DIR --data FILE --device flex|wgpu|tch|cuda --epochs N --lr X
-//! --batch-size N --max-len N --out DIR --summary-json PATH --limit N --seed N` (see `--help`).
+//! --batch-size N --max-len N --pad-to N --out DIR --summary-json PATH --limit N --seed N` (see
+//! `--help`).
 
 mod pipeline;
 
@@ -39,6 +40,7 @@ struct Options {
     lr: f64,
     batch_size: usize,
     max_len: usize,
+    pad_to: usize,
     out: PathBuf,
     summary_json: Option<PathBuf>,
     limit: Option<usize>,
@@ -48,11 +50,11 @@ struct Options {
 }
 
 const HELP: &str = "usage: sentiment [--model-dir DIR] [--data CSV.bz2] [--device flex|wgpu|tch|cuda] [--epochs 2]
-                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--out DIR] [--summary-json PATH] [--limit N] [--seed 42]
+                 [--lr 1e-3] [--batch-size 32] [--max-len 64] [--pad-to 0] [--out DIR] [--summary-json PATH] [--limit N] [--seed 42]
                  [--adapter CONFIG (default pfeiffer[reduction_factor=16]; e.g. lora, ia3)] [--task-only]
 
 --task-only trains and evaluates the sentiment adapter, saves and reloads it, and skips the linear probe
-and the second task.";
+and the second task. --pad-to N pads every training batch to at least N tokens (0: to its longest row).";
 
 fn options() -> Result<Options, String> {
     let cache = std::env::var_os("BURN_ADAPTERS_CACHE")
@@ -67,6 +69,7 @@ fn options() -> Result<Options, String> {
         lr: 1e-3,
         batch_size: 32,
         max_len: 64,
+        pad_to: 0,
         out: PathBuf::from("target/sentiment"),
         summary_json: None,
         limit: None,
@@ -86,6 +89,7 @@ fn options() -> Result<Options, String> {
             "--lr" => o.lr = number(value()?)?,
             "--batch-size" => o.batch_size = (number(value()?)? as usize).max(1),
             "--max-len" => o.max_len = (number(value()?)? as usize).max(2),
+            "--pad-to" => o.pad_to = number(value()?)? as usize,
             "--out" => o.out = value()?.into(),
             "--summary-json" => o.summary_json = Some(value()?.into()),
             "--limit" => o.limit = Some(number(value()?)? as usize),
@@ -281,6 +285,8 @@ fn run() -> AnyResult<()> {
         "learning_rate": o.lr,
         "batch_size": o.batch_size,
         "max_len": o.max_len,
+        "pad_to": o.pad_to,
+        "batch_order_fnv1a": pipeline::batch_order_fnv1a(&train, o.batch_size, o.epochs),
         "device": o.device,
         "seed": o.seed,
         "train_rows": train.len(),
@@ -374,7 +380,7 @@ fn features(base: &BertModel, examples: &[Example], device: &Device) -> AnyResul
     let order: Vec<usize> = (0..examples.len()).collect();
     let mut rows = Vec::new();
     for chunk in order.chunks(64) {
-        let (input, _) = pipeline::make_batch(examples, chunk, &device);
+        let (input, _) = pipeline::make_batch(examples, chunk, 0, &device);
         let mask = input.attention_mask.clone();
         let hidden = model.forward(input).last_hidden_state;
         // the head's pooling, without its layer: the mean over real tokens
@@ -467,6 +473,7 @@ fn fit_all(
         test,
         epochs,
         o.batch_size,
+        o.pad_to,
         config,
         device,
         |step, m| {

@@ -53,17 +53,36 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
-/// Pads a batch to its longest example: `(input, labels)`.
+/// FNV-1a over the batches of `epochs` epochs as `fit` draws them, so that another
+/// implementation (tools/sentiment_reference.py) can show it trains on the same batches.
+pub fn batch_order_fnv1a(examples: &[Example], batch_size: usize, epochs: usize) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for epoch in 0..epochs {
+        for batch in batches(examples, batch_size, Some(epoch as u64 + 1)) {
+            for index in batch.into_iter().chain([usize::MAX]) {
+                for byte in (index as u64).to_le_bytes() {
+                    hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Pads a batch to its longest example, or to `pad_to` tokens if that is more:
+/// `(input, labels)`.
 pub fn make_batch(
     examples: &[Example],
     indices: &[usize],
+    pad_to: usize,
     device: &Device,
 ) -> (BertInput, Tensor<1, Int>) {
     let width = indices
         .iter()
         .map(|&i| examples[i].ids.len())
         .max()
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .max(pad_to);
     let mut ids = Vec::with_capacity(indices.len() * width);
     let mut mask = Vec::with_capacity(indices.len() * width);
     for &i in indices {
@@ -103,8 +122,9 @@ pub struct EpochLog {
     pub train_seconds: f64,
 }
 
-/// Trains `head` (and whatever `train_adapter`/`train_head` made trainable) on `train`,
-/// evaluating on `eval` after each epoch. `progress(step, metrics)` is called after every step.
+/// Trains `head` (and whatever `train_adapter`/`train_head` made trainable) on `train`, in
+/// batches padded to their longest row or to `pad_to` tokens if that is more, evaluating on
+/// `eval` after each epoch. `progress(step, metrics)` is called after every step.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     mut model: BertModel,
@@ -113,6 +133,7 @@ pub fn fit(
     eval: &[Example],
     epochs: usize,
     batch_size: usize,
+    pad_to: usize,
     config: &TrainingConfig,
     device: &Device,
     mut progress: impl FnMut(usize, &RunningMetrics),
@@ -128,7 +149,7 @@ pub fn fit(
             .iter()
             .enumerate()
         {
-            let (input, labels) = make_batch(train, batch, device);
+            let (input, labels) = make_batch(train, batch, pad_to, device);
             let logits = model.classify(head, input)?;
             let correct = correct_predictions(logits.clone().detach(), labels.clone());
             let loss = cross_entropy(logits, labels);
@@ -163,7 +184,7 @@ pub fn evaluate(
     let device = device.clone().without_autodiff();
     let mut predictions = vec![0; examples.len()];
     for batch in batches(examples, batch_size, None) {
-        let (input, _) = make_batch(examples, &batch, &device);
+        let (input, _) = make_batch(examples, &batch, 0, &device);
         let logits = model.classify(head, input)?;
         let [rows, _] = logits.dims();
         let predicted: Vec<i64> = logits
