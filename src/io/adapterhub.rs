@@ -115,6 +115,7 @@ pub(crate) fn read_adapter(dir: &Path, with_head: bool) -> Result<SavedAdapter> 
 }
 
 /// The name the adapter in `dir` was saved under.
+#[cfg(feature = "train")]
 pub(crate) fn saved_adapter_name(dir: &Path) -> Result<String> {
     Ok(read_envelope(&dir.join(CONFIG_FILE))?.name)
 }
