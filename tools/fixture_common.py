@@ -115,6 +115,17 @@ class Capture:
             h.remove()
 
 
+def capture_forward(model, modules, inputs):
+    """The (input, output) pairs of each of `modules` (name, module) during one `model(**inputs)`."""
+    cap = Capture(modules)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        cap.close()
+    return cap.records
+
+
 def lora_delta(lora_mod, x, kind, r=None, alpha=None):
     """The additive / multiplicative term of one LoRA-family module at input x [B,S,in], from its tensors.
 

@@ -53,16 +53,11 @@ def peft_modules(model):
 
 def check_formula(model, inputs, scaling):
     mods = peft_modules(model)
-    cap = C.Capture(mods)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        cap.close()
+    records = C.capture_forward(model, mods, inputs)
     worst = 0.0
     n = 0
     by_name = dict(mods)
-    for name, recs in cap.records.items():
+    for name, recs in records.items():
         m = by_name[name]
         base = m.get_base_layer()
         A = m.lora_A["default"].weight  # [r, in]

@@ -45,14 +45,9 @@ def check_formula(model, inputs):
     from peft.tuners.ia3 import IA3Layer
 
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, IA3Layer)]
-    cap = C.Capture(mods)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        cap.close()
+    records = C.capture_forward(model, mods, inputs)
     by_name, worst, n, scaled_inputs = dict(mods), 0.0, 0, 0
-    for name, recs in cap.records.items():
+    for name, recs in records.items():
         m = by_name[name]
         base = m.get_base_layer()
         weight = base.weight.t() if m.fan_in_fan_out else base.weight

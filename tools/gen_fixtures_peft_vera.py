@@ -96,14 +96,9 @@ def check_formula(model, inputs):
     from peft.tuners.vera import VeraLayer
 
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, VeraLayer)]
-    cap = C.Capture(mods)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        cap.close()
+    records = C.capture_forward(model, mods, inputs)
     by_name, worst, n = dict(mods), 0.0, 0
-    for name, recs in cap.records.items():
+    for name, recs in records.items():
         m = by_name[name]
         base = m.get_base_layer()
         a = m.vera_A["default"][:, : base.in_features]
